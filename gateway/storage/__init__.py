@@ -1,0 +1,1 @@
+"""Durable state behind small interfaces: embedded SQLite by default, PostgreSQL/Redis at scale."""
