@@ -1,0 +1,179 @@
+"""Builds the gateway from its configuration and runs it: the one place objects are wired."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from gateway.cdr_store import SqliteCdrStore
+from gateway.clock import SystemClock
+from gateway.config import GatewayConfig
+from gateway.http import add_health_check, create_app
+from gateway.location import LocationStore, MemoryLocationStore, RedisLocationStore
+from gateway.logs import setup_logging
+from gateway.media_adapter import open_media
+from gateway.metrics import SipMetrics, process_gauges, register_callbacks
+from gateway.secrets_store import load_or_create
+from gateway.sip.digest import DigestAuthenticator
+from gateway.sip.parser import Limits
+from gateway.sip.registrar import RegistrarPolicy
+from gateway.sip.transaction import TimerConfig
+from gateway.sip_service import SipService, SipSettings
+from gateway.storage.gateway_db import open_gateway_db
+from gateway.users import SqliteUserStore
+
+log = logging.getLogger("seabridge")
+
+SECRET_NAMES = ("sip_nonce_secret",)
+
+
+@dataclass
+class Gateway:
+    config: GatewayConfig
+    sip: SipService
+    http_runner: web.AppRunner
+    http_port: int
+
+
+def advertised(bind: str, configured: str) -> str:
+    """The address peers should use: configured, else the bind address, else this host's primary one."""
+    if configured:
+        return configured
+    if bind not in ("0.0.0.0", "::"):
+        return bind
+    # A UDP "connect" sends nothing; it only asks the kernel which source address it would use.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+            return str(s.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+
+async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway:
+    clock = SystemClock()
+    data_dir = config.data_path
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secrets = load_or_create(data_dir, SECRET_NAMES)
+    if secrets.created:
+        log.warning(
+            "generated new secrets",
+            extra={"path": str(secrets.path.resolve()), "names": ",".join(secrets.created)},
+        )
+    else:
+        log.info("secrets loaded", extra={"path": str(secrets.path.resolve())})
+
+    db = open_gateway_db(config)
+    stack.callback(db.close)
+    users = SqliteUserStore(db)
+    cdrs = SqliteCdrStore(db)
+    locations: LocationStore
+    if config.storage.redis_url:
+        locations = RedisLocationStore(config.storage.redis_url)
+    else:
+        locations = MemoryLocationStore()
+    stack.push_async_callback(locations.close)
+
+    registry = CollectorRegistry()
+    sip_metrics = SipMetrics(registry)
+    media = await open_media(config.media, advertised(config.media.bind, config.media.advertised_address))
+    stack.push_async_callback(media.close)
+
+    sip_cfg = config.sip
+    settings = SipSettings(
+        node=config.node_name,
+        bind=sip_cfg.bind,
+        port=sip_cfg.udp_port,
+        advertised_address=advertised(sip_cfg.bind, sip_cfg.advertised_address),
+        media_address=advertised(config.media.bind, config.media.advertised_address),
+        timers=TimerConfig(t1=sip_cfg.t1_ms / 1000, t2=sip_cfg.t2_ms / 1000, t4=sip_cfg.t4_ms / 1000),
+        policy=RegistrarPolicy(
+            sip_cfg.min_expires, sip_cfg.max_expires, sip_cfg.default_expires, sip_cfg.max_contacts_per_user
+        ),
+        limits=Limits(max_message_bytes=sip_cfg.max_message_bytes),
+        ring_timeout=float(sip_cfg.ring_timeout_s),
+        rtp_timeout=float(config.media.rtp_timeout_s),
+        user_agent=sip_cfg.user_agent,
+        tenant_for_domain=config.tenant_for_domain,
+    )
+    auth = DigestAuthenticator(
+        secrets.bytes("sip_nonce_secret"), float(sip_cfg.nonce_ttl_s), tuple(sip_cfg.digest_algorithms)
+    )
+    sip = SipService(settings, users, locations, cdrs, media, auth, sip_metrics, clock)
+    await sip.start()
+    stack.push_async_callback(sip.stop)
+
+    loop = asyncio.get_running_loop()
+    register_callbacks(
+        registry,
+        gauges={
+            **process_gauges(loop),
+            "seabridge_registrations": (
+                "Registered contacts",
+                lambda: float(locations.cached_count(clock.monotonic())),
+            ),
+        },
+        counters={
+            "seabridge_rtp_packets_relayed": (
+                "RTP/RTCP packets relayed",
+                lambda: float(media.total_packets_relayed()),
+            ),
+        },
+    )
+    app = create_app(registry)
+
+    async def sip_health() -> dict[str, object]:
+        return {"status": "ok", "udp_port": sip.local_port, "calls": sip.calls_in_progress}
+
+    add_health_check(app, "sip", sip_health)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, config.http.bind, config.http.port)
+    await site.start()
+    http_port = _site_port(runner, config.http.port)
+    log.info("http listening", extra={"address": f"{config.http.bind}:{http_port}"})
+    return Gateway(config, sip, runner, http_port)
+
+
+def _site_port(runner: web.AppRunner, configured: int) -> int:
+    for address in runner.addresses:
+        return int(address[1])
+    return configured
+
+
+async def serve(config: GatewayConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with AsyncExitStack() as stack:
+        gateway = await start_gateway(config, stack)
+        log.info(
+            "gateway running",
+            extra={
+                "node": config.node_name,
+                "sip_port": gateway.sip.local_port,
+                "http_port": gateway.http_port,
+            },
+        )
+        await stop.wait()
+        log.info("stopping")
+
+
+def run_gateway(config: GatewayConfig) -> int:
+    setup_logging(config.log.level, config.log.format)
+    try:
+        import uvloop
+
+        uvloop.run(serve(config))
+    except ImportError:
+        asyncio.run(serve(config))
+    return 0

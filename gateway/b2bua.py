@@ -1,0 +1,652 @@
+"""One B2BUA call as a sans-I/O state machine.
+
+A call has an A leg (the caller's INVITE, which we answer as a UAS) and one or
+more B-leg forks (INVITEs we send as a UAC, one per contact of the callee);
+the first fork to answer becomes the B leg and the others are cancelled.
+
+Inputs are method calls carrying ``now``; outputs are actions for the SIP
+service to carry out (send this, answer that, point media there, the call has
+ended). The call never waits: it remembers what it is owed (a final response
+to a fork, the ACK from the caller) and acts when that input arrives.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gateway.sip.dialog import Dialog, new_branch, new_call_id, new_tag
+from gateway.sip.errors import SipProtocolError
+from gateway.sip.headers import NameAddr
+from gateway.sip.message import Headers, Request, Response, make_response
+from gateway.sip.sdp import SdpError, SessionDescription, anchor, first_codec, media_endpoints, parse_sdp
+from gateway.sip.transaction import TxKey, client_key
+from gateway.sip.uri import parse_uri
+
+Addr = tuple[str, int]
+Leg = Literal["a", "b"]
+EndedBy = Literal["caller", "callee", "system"]
+
+
+# --- actions -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    request: Request
+    destination: Addr
+
+    @property
+    def key(self) -> TxKey:
+        return client_key(self.request.top_via.branch or "", self.request.method)
+
+
+@dataclass(frozen=True)
+class SendAck:
+    request: Request
+    destination: Addr
+
+
+@dataclass(frozen=True)
+class SendResponse:
+    key: TxKey
+    response: Response
+
+
+@dataclass(frozen=True)
+class MediaRemoteChanged:
+    """A leg's SDP told us where it wants media: one entry per stream (None: no media)."""
+
+    leg: Leg
+    endpoints: tuple[Addr | None, ...]
+
+
+@dataclass(frozen=True)
+class CallAnswered:
+    codec: str
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    """Write the call record, then send ``then_send`` (the call is over only once both are done)."""
+
+    disposition: Literal["answered", "no_answer", "busy", "failed", "cancelled", "rejected"]
+    status: int
+    ended_by: EndedBy
+    then_send: tuple[SendResponse, ...] = ()
+
+
+Action = SendRequest | SendAck | SendResponse | MediaRemoteChanged | CallAnswered | CallEnded
+
+
+# --- inputs that describe the call ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Party:
+    user: str
+    tenant: str
+    site: str
+    display: str = ""
+
+    @property
+    def address(self) -> str:
+        return f"{self.user}@{self.tenant}"
+
+
+@dataclass(frozen=True)
+class ForkTarget:
+    contact: str
+    destination: Addr
+
+
+@dataclass(frozen=True)
+class StreamPorts:
+    """The relay's RTP ports for one media stream: the one facing A, the one facing B."""
+
+    a: int
+    b: int
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    local_host: str  # advertised SIP address "ip:port" for Via and Contact
+    media_address: str  # advertised relay address for SDP
+    user_agent: str = "Seabridge"
+    ring_timeout: float = 60.0
+    cancel_grace: float = 32.0
+
+
+class Phase(enum.Enum):
+    CALLING = "calling"
+    ANSWERED = "answered"  # 200 sent to A, waiting for its ACK
+    CONFIRMED = "confirmed"
+    ENDED = "ended"
+
+
+@dataclass
+class _Fork:
+    key: TxKey
+    invite: Request
+    destination: Addr
+    provisional: bool = False
+    final: int | None = None
+    cancel_wanted: bool = False
+    cancel_sent: bool = False
+    give_up_at: float | None = None
+
+
+@dataclass
+class _Relay:
+    """An in-dialog request from one leg forwarded to the other, awaiting its response."""
+
+    server_key: TxKey
+    from_leg: Leg
+    request: Request
+
+
+_NULL_UUID = "0" * 32
+
+
+@dataclass
+class Call:
+    session_id: str
+    caller: Party
+    callee: Party
+    invite: Request  # the A leg's INVITE as received (Via stamped)
+    invite_key: TxKey
+    source: Addr  # where the caller's INVITE came from
+    settings: CallSettings
+    started: float
+    caller_uuid: str = _NULL_UUID
+    phase: Phase = Phase.CALLING
+    answered_at: float | None = None
+    ended_at: float | None = None
+    codec: str = ""
+    a: Dialog | None = None
+    b: Dialog | None = None
+    forks: dict[TxKey, _Fork] = field(default_factory=dict)
+    streams: tuple[StreamPorts, ...] = ()
+    b_call_id: str = ""
+    b_from_tag: str = ""
+    a_sdp_version: int = 1
+    b_sdp_version: int = 1
+    ring_deadline: float | None = None
+    hangup_deadline: float | None = None
+    relays: dict[TxKey, _Relay] = field(default_factory=dict)
+    # Responses to the caller we hold until the record is durable.
+    _a_final_sent: bool = False
+
+    # --- start -------------------------------------------------------------------
+
+    def start(self, targets: list[ForkTarget], streams: list[StreamPorts], now: float) -> list[Action]:
+        """Fork the INVITE to every target; ``streams`` are the relay ports, one per m= line."""
+        self.streams = tuple(streams)
+        a_tag = new_tag()
+        self.a = Dialog(
+            call_id=self.invite.call_id,
+            local_tag=a_tag,
+            local_uri=_without_tag(self.invite.to),
+            remote_uri=_without_tag(self.invite.from_),
+            local_contact=parse_uri(f"sip:{self.callee.user}@{self.settings.local_host}"),
+            local_cseq=0,
+            remote_target=self.invite.contacts[0].uri if self.invite.contacts else self.invite.from_.uri,
+            destination=self.source,
+            remote_tag=self.invite.from_.tag or "",
+            remote_cseq=self.invite.cseq.number,
+            route_set=tuple(self.invite.headers.get_all("Record-Route")),
+        )
+        actions: list[Action] = []
+        try:
+            offer = parse_sdp(self.invite.body)
+        except SdpError:
+            return self._end_now("failed", 488, "system", now)
+        actions.append(MediaRemoteChanged("a", tuple(media_endpoints(offer))))
+        b_offer = anchor(offer, self.settings.media_address, [s.b for s in streams], self.b_sdp_version)
+        self.b_call_id = new_call_id(self.settings.local_host.rsplit(":", 1)[0])
+        self.b_from_tag = new_tag()
+        for target in targets:
+            invite = self._b_invite(target, bytes(b_offer))
+            fork = _Fork(client_key(invite.top_via.branch or "", "INVITE"), invite, target.destination)
+            self.forks[fork.key] = fork
+            actions.append(SendRequest(invite, target.destination))
+        self.ring_deadline = now + self.settings.ring_timeout
+        return actions
+
+    def _b_invite(self, target: ForkTarget, sdp: bytes) -> Request:
+        caller = self.caller
+        display = f'"{caller.display}" ' if caller.display else ""
+        max_forwards = int(self.invite.headers.get("Max-Forwards") or "70") - 1
+        pairs: list[tuple[str, str]] = [
+            ("Via", f"SIP/2.0/UDP {self.settings.local_host};branch={new_branch()};rport"),
+            ("Max-Forwards", str(max_forwards)),
+            ("From", f"{display}<sip:{caller.user}@{caller.tenant}>;tag={self.b_from_tag}"),
+            ("To", f"<sip:{self.callee.user}@{self.callee.tenant}>"),
+            ("Call-ID", self.b_call_id),
+            ("CSeq", "1 INVITE"),
+            ("Contact", f"<sip:{caller.user}@{self.settings.local_host}>"),
+            ("Session-ID", f"{self.session_id};remote={_NULL_UUID}"),
+            ("User-Agent", self.settings.user_agent),
+            ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"),
+            ("Content-Type", "application/sdp"),
+        ]
+        return Request(
+            headers=Headers(tuple(pairs)), body=sdp, method="INVITE", uri=parse_uri(target.contact)
+        )
+
+    # --- responses from B-leg forks ------------------------------------------------------
+
+    def on_response(self, key: TxKey, response: Response, now: float) -> list[Action]:
+        if key in self.relays:
+            return self._relay_response(key, response, now)
+        fork = self.forks.get(key)
+        if fork is None or key.method != "INVITE":
+            return []  # responses to our BYE/CANCEL need nothing more
+        if response.status < 200:
+            return self._fork_provisional(fork, response, now)
+        if response.status < 300:
+            return self._fork_answered(fork, response, now)
+        return self._fork_failed(fork, response.status, now)
+
+    def _fork_provisional(self, fork: _Fork, response: Response, now: float) -> list[Action]:
+        actions: list[Action] = []
+        first = not fork.provisional
+        fork.provisional = True
+        if fork.cancel_wanted and not fork.cancel_sent:
+            actions += self._send_cancel(fork, now)
+        if response.status == 100 or self.phase is not Phase.CALLING or fork.cancel_wanted:
+            return actions
+        body = b""
+        extra: list[tuple[str, str]] = []
+        if response.body and response.content_type == "application/sdp":
+            try:
+                sdp = parse_sdp(response.body)
+            except SdpError:
+                return actions
+            actions.append(MediaRemoteChanged("b", tuple(media_endpoints(sdp))))
+            body = bytes(self._anchor_for_a(sdp))
+            extra.append(("Content-Type", "application/sdp"))
+        elif not first:
+            return actions  # repeated ringing from one phone: the caller already knows
+        actions.append(
+            SendResponse(self.invite_key, self._a_response(response.status, response.reason, extra, body))
+        )
+        return actions
+
+    def _fork_answered(self, fork: _Fork, response: Response, now: float) -> list[Action]:
+        fork.final = response.status
+        to_tag = response.to.tag or ""
+        if self.b is not None or self.phase is Phase.ENDED:
+            if self.b is not None and self.b.remote_tag == to_tag and self.b.call_id == response.call_id:
+                # A retransmitted 2xx from the winner: our ACK was lost, send it again.
+                return [SendAck(self.b.make_ack(1, self.settings.local_host), self.b.destination)]
+            # Another phone answered too late (or after the caller gave up): ACK and hang up.
+            late = self._dialog_for_fork(fork, response)
+            return [
+                SendAck(late.make_ack(1, self.settings.local_host), late.destination),
+                SendRequest(late.make_request("BYE", self.settings.local_host), late.destination),
+            ]
+        self.b = self._dialog_for_fork(fork, response)
+        actions: list[Action] = [SendAck(self.b.make_ack(1, self.settings.local_host), self.b.destination)]
+        for other in self.forks.values():
+            if other is not fork and other.final is None:
+                actions += self._cancel_fork(other, now)
+        try:
+            answer = parse_sdp(response.body)
+        except SdpError:
+            actions.append(
+                SendRequest(self.b.make_request("BYE", self.settings.local_host), self.b.destination)
+            )
+            self.ring_deadline = None
+            return actions + self._end_now("failed", 488, "system", now)
+        actions.append(MediaRemoteChanged("b", tuple(media_endpoints(answer))))
+        self.codec = first_codec(answer)
+        body = bytes(self._anchor_for_a(answer))
+        ok = self._a_response(200, "OK", [("Content-Type", "application/sdp")], body)
+        self.phase = Phase.ANSWERED
+        self.answered_at = now
+        self.ring_deadline = None
+        self._a_final_sent = True
+        actions += [SendResponse(self.invite_key, ok), CallAnswered(self.codec)]
+        return actions
+
+    def _fork_failed(self, fork: _Fork, status: int, now: float) -> list[Action]:
+        fork.final = status
+        fork.give_up_at = None
+        if self.phase is not Phase.CALLING or any(f.final is None for f in self.forks.values()):
+            return []
+        return self._all_forks_failed(now)
+
+    def _all_forks_failed(self, now: float) -> list[Action]:
+        statuses = [f.final or 480 for f in self.forks.values()]
+        status = choose_failure(statuses)
+        disposition: Literal["busy", "rejected", "no_answer"]
+        if status in (486, 600):
+            disposition = "busy"
+        elif status == 480:
+            disposition = "no_answer"
+        else:
+            disposition = "rejected"
+        return self._end_now(disposition, status, "callee", now)
+
+    def _dialog_for_fork(self, fork: _Fork, response: Response) -> Dialog:
+        contacts = response.contacts
+        target = contacts[0].uri if contacts else fork.invite.uri
+        rr = response.headers.get_all("Record-Route")
+        return Dialog(
+            call_id=self.b_call_id,
+            local_tag=self.b_from_tag,
+            local_uri=_without_tag(fork.invite.from_),
+            remote_uri=_without_tag(fork.invite.to),
+            local_contact=parse_uri(f"sip:{self.caller.user}@{self.settings.local_host}"),
+            local_cseq=1,
+            remote_target=target,
+            destination=fork.destination,
+            remote_tag=response.to.tag or "",
+            route_set=tuple(reversed(rr)),
+        )
+
+    def on_timeout(self, key: TxKey, now: float) -> list[Action]:
+        """A client transaction got no answer, or the caller never ACKed our 2xx."""
+        if key == self.invite_key:
+            if self.phase is Phase.ANSWERED:
+                return self.hangup("system", now)
+            return []
+        relay = self.relays.pop(key, None)
+        if relay is not None:
+            return [SendResponse(relay.server_key, make_response(relay.request, 408))]
+        fork = self.forks.get(key)
+        if fork is not None and fork.final is None:
+            return self._fork_failed(fork, 408, now)
+        return []
+
+    # --- the caller cancels ------------------------------------------------------------
+
+    def on_cancel(self, now: float) -> list[Action]:
+        if self.phase is not Phase.CALLING:
+            return []
+        actions: list[Action] = []
+        for fork in self.forks.values():
+            if fork.final is None:
+                actions += self._cancel_fork(fork, now)
+        return actions + self._end_now("cancelled", 487, "caller", now)
+
+    def _cancel_fork(self, fork: _Fork, now: float) -> list[Action]:
+        fork.cancel_wanted = True
+        fork.give_up_at = now + self.settings.cancel_grace
+        if fork.provisional and not fork.cancel_sent:
+            return self._send_cancel(fork, now)
+        return []  # RFC 3261 section 9.1: wait for a provisional response before CANCEL
+
+    def _send_cancel(self, fork: _Fork, now: float) -> list[Action]:
+        fork.cancel_sent = True
+        inv = fork.invite
+        pairs = [
+            ("Via", inv.headers.get("Via") or ""),
+            ("Max-Forwards", "70"),
+            ("From", inv.headers.get("From") or ""),
+            ("To", inv.headers.get("To") or ""),
+            ("Call-ID", inv.call_id),
+            ("CSeq", f"{inv.cseq.number} CANCEL"),
+        ]
+        cancel = Request(headers=Headers(tuple(pairs)), method="CANCEL", uri=inv.uri)
+        return [SendRequest(cancel, fork.destination)]
+
+    # --- requests inside the dialogs ------------------------------------------------------
+
+    def leg_of(self, call_id: str, our_tag: str) -> Leg | None:
+        if self.a is not None and (call_id, our_tag) == self.a.id:
+            return "a"
+        if self.b is not None and (call_id, our_tag) == self.b.id:
+            return "b"
+        return None
+
+    def on_ack(self, leg: Leg, now: float) -> list[Action]:
+        if leg == "a" and self.phase is Phase.ANSWERED:
+            self.phase = Phase.CONFIRMED
+        return []
+
+    def on_request(self, leg: Leg, key: TxKey, request: Request, now: float) -> list[Action]:
+        dialog = self.a if leg == "a" else self.b
+        assert dialog is not None
+        try:
+            dialog.check_remote_cseq(request)
+        except SipProtocolError as exc:
+            return [SendResponse(key, make_response(request, exc.status))]
+        if request.method == "BYE":
+            ended_by: EndedBy = "caller" if leg == "a" else "callee"
+            return self._bye_from(leg, key, request, ended_by, now)
+        if request.method == "OPTIONS":
+            return [SendResponse(key, make_response(request, 200, extra=self._allow()))]
+        if self.phase is Phase.ENDED or self.b is None:
+            return [SendResponse(key, make_response(request, 481))]
+        return self._relay_request(leg, key, request)
+
+    def _bye_from(
+        self, leg: Leg, key: TxKey, request: Request, ended_by: EndedBy, now: float
+    ) -> list[Action]:
+        ok = SendResponse(key, make_response(request, 200))
+        if self.phase is Phase.ENDED:
+            return [ok]
+        other = self.b if leg == "a" else self.a
+        actions: list[Action] = []
+        if other is not None:
+            actions.append(
+                SendRequest(other.make_request("BYE", self.settings.local_host), other.destination)
+            )
+        for relay_key, relay in list(self.relays.items()):
+            actions.append(SendResponse(relay.server_key, make_response(relay.request, 487)))
+            del self.relays[relay_key]
+        self.phase = Phase.ENDED
+        self.ended_at = now
+        return actions + [CallEnded("answered", 200, ended_by, then_send=(ok,))]
+
+    def _relay_request(self, leg: Leg, key: TxKey, request: Request) -> list[Action]:
+        """Forward an in-dialog request (re-INVITE, UPDATE, INFO ...) to the other leg."""
+        other = self.b if leg == "a" else self.a
+        assert other is not None
+        extra: list[tuple[str, str]] = []
+        body = request.body
+        actions: list[Action] = []
+        if body and request.content_type == "application/sdp":
+            try:
+                sdp = parse_sdp(body)
+            except SdpError as exc:
+                return [SendResponse(key, make_response(request, exc.status))]
+            actions.append(MediaRemoteChanged(leg, tuple(media_endpoints(sdp))))
+            body = bytes(self._anchor_for_a(sdp) if leg == "b" else self._anchor_for_b(sdp))
+        for name in ("Content-Type", "Event", "Subscription-State", "Session-Expires", "Reason"):
+            value = request.headers.get(name)
+            if value is not None:
+                extra.append((name, value))
+        forwarded = other.make_request(request.method, self.settings.local_host, tuple(extra))
+        forwarded = Request(headers=forwarded.headers, body=body, method=forwarded.method, uri=forwarded.uri)
+        send = SendRequest(forwarded, other.destination)
+        self.relays[send.key] = _Relay(key, leg, request)
+        return actions + [send]
+
+    def _relay_response(self, key: TxKey, response: Response, now: float) -> list[Action]:
+        relay = self.relays[key]
+        if response.status == 100:
+            return []
+        if response.status >= 200:
+            del self.relays[key]
+        answering_leg: Leg = "b" if relay.from_leg == "a" else "a"
+        actions: list[Action] = []
+        body = response.body
+        extra: list[tuple[str, str]] = []
+        if body and response.content_type == "application/sdp":
+            try:
+                sdp = parse_sdp(body)
+            except SdpError:
+                sdp = None
+            if sdp is not None:
+                actions.append(MediaRemoteChanged(answering_leg, tuple(media_endpoints(sdp))))
+                to_asker = self._anchor_for_a(sdp) if relay.from_leg == "a" else self._anchor_for_b(sdp)
+                body = bytes(to_asker)
+                extra.append(("Content-Type", "application/sdp"))
+        asker = self.a if relay.from_leg == "a" else self.b
+        assert asker is not None
+        if relay.request.method == "INVITE" and response.is_success:
+            # We ACK the re-INVITE's 2xx on the answering leg ourselves; the asker ACKs ours.
+            answering = self.b if relay.from_leg == "a" else self.a
+            assert answering is not None
+            cseq = response.cseq.number
+            actions.append(SendAck(answering.make_ack(cseq, self.settings.local_host), answering.destination))
+            extra.append(("Contact", f"<{asker.local_contact}>"))
+        out = make_response(relay.request, response.status, response.reason, extra=extra, body=body)
+        actions.append(SendResponse(relay.server_key, out))
+        return actions
+
+    # --- ending ------------------------------------------------------------------------
+
+    def hangup(self, by: EndedBy, now: float, status: int = 480) -> list[Action]:
+        """End the call from our side (shutdown, media timeout, credit exhausted, max duration)."""
+        if self.phase is Phase.ENDED:
+            return []
+        if self.phase is Phase.CALLING:
+            actions: list[Action] = []
+            for fork in self.forks.values():
+                if fork.final is None:
+                    actions += self._cancel_fork(fork, now)
+            return actions + self._end_now("no_answer" if status == 480 else "failed", status, by, now)
+        actions = []
+        for dialog in (self.a, self.b):
+            if dialog is not None:
+                actions.append(
+                    SendRequest(dialog.make_request("BYE", self.settings.local_host), dialog.destination)
+                )
+        self.phase = Phase.ENDED
+        self.ended_at = now
+        return actions + [CallEnded("answered", 200, by)]
+
+    def _end_now(
+        self,
+        disposition: Literal["answered", "no_answer", "busy", "failed", "cancelled", "rejected"],
+        status: int,
+        by: EndedBy,
+        now: float,
+    ) -> list[Action]:
+        self.phase = Phase.ENDED
+        self.ended_at = now
+        self.ring_deadline = None
+        then: tuple[SendResponse, ...] = ()
+        if not self._a_final_sent:
+            self._a_final_sent = True
+            then = (SendResponse(self.invite_key, self._a_response(status, None, [], b"")),)
+        return [CallEnded(disposition, status, by, then_send=then)]
+
+    # --- timers ------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        candidates = [d for d in (self.ring_deadline, self.hangup_deadline) if d is not None]
+        candidates += [
+            f.give_up_at for f in self.forks.values() if f.give_up_at is not None and f.final is None
+        ]
+        return min(candidates) if candidates else None
+
+    def on_timer(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        if self.ring_deadline is not None and now >= self.ring_deadline:
+            self.ring_deadline = None
+            actions += self.hangup("system", now, status=480)
+        if self.hangup_deadline is not None and now >= self.hangup_deadline:
+            self.hangup_deadline = None
+            actions += self.hangup("system", now)
+        for fork in self.forks.values():
+            if fork.final is None and fork.give_up_at is not None and now >= fork.give_up_at:
+                fork.final = 408  # it never answered our CANCEL; forget it
+                fork.give_up_at = None
+        return actions
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more will happen: ended, and no fork or relayed request outstanding."""
+        return (
+            self.phase is Phase.ENDED
+            and all(f.final is not None for f in self.forks.values())
+            and not self.relays
+        )
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _anchor_for_a(self, sdp_from_b: SessionDescription) -> SessionDescription:
+        self.a_sdp_version += 1
+        ports = _ports_for(sdp_from_b, [s.a for s in self.streams])
+        return anchor(sdp_from_b, self.settings.media_address, ports, self.a_sdp_version)
+
+    def _anchor_for_b(self, sdp_from_a: SessionDescription) -> SessionDescription:
+        self.b_sdp_version += 1
+        ports = _ports_for(sdp_from_a, [s.b for s in self.streams])
+        return anchor(sdp_from_a, self.settings.media_address, ports, self.b_sdp_version)
+
+    def _a_response(
+        self, status: int, reason: str | None, extra: list[tuple[str, str]], body: bytes
+    ) -> Response:
+        assert self.a is not None
+        headers = list(extra)
+        if status < 300 and status != 100:
+            headers.append(("Contact", f"<{self.a.local_contact}>"))
+        headers += [
+            ("Session-ID", f"{self.session_id};remote={self.caller_uuid}"),
+            ("Server", self.settings.user_agent),
+        ]
+        if 200 <= status < 300:
+            headers += self._allow()
+        return make_response(self.invite, status, reason, to_tag=self.a.local_tag, extra=headers, body=body)
+
+    @staticmethod
+    def _allow() -> list[tuple[str, str]]:
+        return [("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE")]
+
+
+def _ports_for(sdp: SessionDescription, ports: list[int]) -> list[int]:
+    # Streams beyond those we relay are refused (port 0) rather than sent around the anchor.
+    return [ports[i] if i < len(ports) else 0 for i in range(len(sdp.media))]
+
+
+def _without_tag(na: NameAddr) -> NameAddr:
+    return NameAddr(na.uri, na.display, tuple((k, v) for k, v in na.params if k.lower() != "tag"))
+
+
+def choose_failure(statuses: list[int]) -> int:
+    """The one failure to tell the caller when every fork failed (after RFC 3261 section 16.7)."""
+    six = [s for s in statuses if s >= 600]
+    if six:
+        return six[0]
+    if 486 in statuses:
+        return 486
+    meaningful = [s for s in statuses if s not in (408, 480, 487, 503) and 400 <= s < 500]
+    if meaningful:
+        return meaningful[0]
+    return 480
+
+
+def parse_session_id(value: str | None) -> str | None:
+    """The sender's UUID from an RFC 7989 Session-ID header, if it is a real one."""
+    if not value:
+        return None
+    uuid = value.split(";")[0].strip().lower()
+    if len(uuid) == 32 and all(c in "0123456789abcdef" for c in uuid) and uuid != _NULL_UUID:
+        return uuid
+    return None
+
+
+__all__ = [
+    "Action",
+    "Call",
+    "CallAnswered",
+    "CallEnded",
+    "CallSettings",
+    "ForkTarget",
+    "MediaRemoteChanged",
+    "Party",
+    "Phase",
+    "SendAck",
+    "SendRequest",
+    "SendResponse",
+    "StreamPorts",
+    "choose_failure",
+    "parse_session_id",
+]

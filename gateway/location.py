@@ -1,0 +1,132 @@
+"""Where each address-of-record can be reached: the registrar's bindings.
+
+In-process by default; Redis when configured, so several gateways (or a
+restarted one) see the same registrations. Both keep bindings keyed by AOR
+("alice@acme") and drop them when they expire.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Protocol
+
+from gateway.sip.registrar import Binding
+
+
+class LocationStore(Protocol):
+    async def get(self, aor: str, now: float) -> tuple[Binding, ...]: ...
+
+    async def put(self, aor: str, bindings: tuple[Binding, ...], now: float) -> None: ...
+
+    async def count(self, now: float) -> int: ...
+
+    def cached_count(self, now: float) -> int:
+        """A recent count without I/O, for metrics scrapes."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryLocationStore:
+    def __init__(self) -> None:
+        self._bindings: dict[str, tuple[Binding, ...]] = {}
+
+    async def get(self, aor: str, now: float) -> tuple[Binding, ...]:
+        live = tuple(b for b in self._bindings.get(aor, ()) if b.expires_at > now)
+        if live:
+            self._bindings[aor] = live
+        else:
+            self._bindings.pop(aor, None)
+        return live
+
+    async def put(self, aor: str, bindings: tuple[Binding, ...], now: float) -> None:
+        if bindings:
+            self._bindings[aor] = bindings
+        else:
+            self._bindings.pop(aor, None)
+
+    async def count(self, now: float) -> int:
+        expired = [aor for aor, bs in self._bindings.items() if all(b.expires_at <= now for b in bs)]
+        for aor in expired:
+            del self._bindings[aor]
+        return sum(sum(1 for b in bs if b.expires_at > now) for bs in self._bindings.values())
+
+    def cached_count(self, now: float) -> int:
+        return sum(sum(1 for b in bs if b.expires_at > now) for bs in self._bindings.values())
+
+    async def close(self) -> None:
+        self._bindings.clear()
+
+
+class RedisLocationStore:
+    """Bindings as one JSON value per AOR with a TTL; expiry instants stored as wall-clock.
+
+    Monotonic clocks differ between processes, so what crosses the process boundary is
+    "seconds left", converted back to this process's monotonic clock on read.
+    """
+
+    def __init__(self, url: str, prefix: str = "seabridge:loc:") -> None:
+        import redis.asyncio as redis
+
+        self._redis = redis.Redis.from_url(url)
+        self._prefix = prefix
+        self._last_count = 0
+
+    async def get(self, aor: str, now: float) -> tuple[Binding, ...]:
+        raw = await self._redis.get(self._prefix + aor)
+        if raw is None:
+            return ()
+        wall = time.time()
+        out = []
+        for item in json.loads(raw):
+            left = item["expires_wall"] - wall
+            if left > 0:
+                out.append(
+                    Binding(
+                        aor=aor,
+                        contact=item["contact"],
+                        source=(item["source"][0], int(item["source"][1])),
+                        expires_at=now + left,
+                        call_id=item["call_id"],
+                        cseq=int(item["cseq"]),
+                        instance=item.get("instance", ""),
+                        registered_at=item.get("registered_at", 0.0),
+                    )
+                )
+        return tuple(out)
+
+    async def put(self, aor: str, bindings: tuple[Binding, ...], now: float) -> None:
+        key = self._prefix + aor
+        if not bindings:
+            await self._redis.delete(key)
+            return
+        wall = time.time()
+        items = [
+            {
+                "contact": b.contact,
+                "source": list(b.source),
+                "expires_wall": wall + (b.expires_at - now),
+                "call_id": b.call_id,
+                "cseq": b.cseq,
+                "instance": b.instance,
+                "registered_at": b.registered_at,
+            }
+            for b in bindings
+        ]
+        ttl = max(1, int(max(b.expires_at for b in bindings) - now) + 1)
+        await self._redis.set(key, json.dumps(items), ex=ttl)
+
+    async def count(self, now: float) -> int:
+        total = 0
+        async for key in self._redis.scan_iter(match=self._prefix + "*", count=500):
+            aor = key.decode()[len(self._prefix) :]
+            total += len(await self.get(aor, now))
+        self._last_count = total
+        return total
+
+    def cached_count(self, now: float) -> int:
+        return self._last_count
+
+    async def close(self) -> None:
+        await self._redis.aclose()

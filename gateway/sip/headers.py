@@ -1,0 +1,363 @@
+"""Typed views of the SIP header values the gateway reads: name-addr, Via, CSeq, auth params."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from gateway.sip.errors import ParseError
+from gateway.sip.uri import Uri, parse_uri
+
+Params = tuple[tuple[str, str | None], ...]
+
+COMPACT_FORMS: dict[str, str] = {
+    "i": "Call-ID",
+    "m": "Contact",
+    "e": "Content-Encoding",
+    "l": "Content-Length",
+    "c": "Content-Type",
+    "f": "From",
+    "s": "Subject",
+    "k": "Supported",
+    "t": "To",
+    "v": "Via",
+    "o": "Event",
+    "u": "Allow-Events",
+    "r": "Refer-To",
+    "b": "Referred-By",
+    "x": "Session-Expires",
+    "a": "Accept-Contact",
+    "j": "Reject-Contact",
+    "d": "Request-Disposition",
+    "y": "Identity",
+}
+
+_CANONICAL = {
+    name.lower(): name
+    for name in (
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Alert-Info",
+        "Allow",
+        "Allow-Events",
+        "Authentication-Info",
+        "Authorization",
+        "Call-ID",
+        "Call-Info",
+        "Contact",
+        "Content-Disposition",
+        "Content-Encoding",
+        "Content-Language",
+        "Content-Length",
+        "Content-Type",
+        "CSeq",
+        "Date",
+        "Error-Info",
+        "Event",
+        "Expires",
+        "From",
+        "In-Reply-To",
+        "Max-Forwards",
+        "MIME-Version",
+        "Min-Expires",
+        "Organization",
+        "P-Asserted-Identity",
+        "Priority",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Require",
+        "Reason",
+        "Record-Route",
+        "Refer-To",
+        "Referred-By",
+        "Reply-To",
+        "Require",
+        "Retry-After",
+        "Route",
+        "RSeq",
+        "RAck",
+        "Server",
+        "Session-Expires",
+        "Session-ID",
+        "Subject",
+        "Subscription-State",
+        "Supported",
+        "Timestamp",
+        "To",
+        "Unsupported",
+        "User-Agent",
+        "Via",
+        "Warning",
+        "WWW-Authenticate",
+    )
+}
+
+# Headers whose values are comma-separated lists (RFC 3261 section 7.3.1); the
+# authentication headers are not, although their parameters contain commas.
+LIST_HEADERS = frozenset(
+    {
+        "via",
+        "contact",
+        "route",
+        "record-route",
+        "allow",
+        "supported",
+        "require",
+        "proxy-require",
+        "unsupported",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "allow-events",
+        "content-encoding",
+        "content-language",
+        "in-reply-to",
+        "warning",
+        "error-info",
+        "call-info",
+        "alert-info",
+        "reply-to",
+    }
+)
+
+_TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+
+
+def canonical_name(name: str) -> str:
+    lower = name.lower()
+    if lower in COMPACT_FORMS:
+        return COMPACT_FORMS[lower]
+    return _CANONICAL.get(lower, name)
+
+
+def is_token(text: str) -> bool:
+    return bool(_TOKEN.match(text))
+
+
+def split_commas(value: str) -> list[str]:
+    """Split a header value on commas outside quotes and angle brackets."""
+    parts: list[str] = []
+    depth_angle = 0
+    in_quote = False
+    escape = False
+    start = 0
+    for i, ch in enumerate(value):
+        if escape:
+            escape = False
+        elif in_quote:
+            if ch == "\\":
+                escape = True
+            elif ch == '"':
+                in_quote = False
+        elif ch == '"':
+            in_quote = True
+        elif ch == "<":
+            depth_angle += 1
+        elif ch == ">":
+            depth_angle = max(0, depth_angle - 1)
+        elif ch == "," and depth_angle == 0:
+            parts.append(value[start:i].strip())
+            start = i + 1
+    if in_quote:
+        raise ParseError("unterminated quoted string")
+    parts.append(value[start:].strip())
+    return [p for p in parts if p]
+
+
+def parse_params(text: str) -> Params:
+    """';a=1;b' -> (('a', '1'), ('b', None)); quoted values keep their quotes."""
+    params: list[tuple[str, str | None]] = []
+    for part in _split_semicolons(text):
+        part = part.strip()
+        if not part:
+            continue
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not is_token(key):
+            raise ParseError(f"bad parameter name {key[:40]!r}")
+        params.append((key, value.strip() if eq else None))
+    return tuple(params)
+
+
+def _split_semicolons(text: str) -> list[str]:
+    out, start, in_quote = [], 0, False
+    for i, ch in enumerate(text):
+        if ch == '"':
+            in_quote = not in_quote
+        elif ch == ";" and not in_quote:
+            out.append(text[start:i])
+            start = i + 1
+    out.append(text[start:])
+    return out
+
+
+def format_params(params: Params) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
+
+
+def get_param(params: Params, name: str) -> str | None:
+    name = name.lower()
+    for key, value in params:
+        if key.lower() == name:
+            return "" if value is None else value
+    return None
+
+
+def set_param(params: Params, name: str, value: str | None) -> Params:
+    kept = tuple((k, v) for k, v in params if k.lower() != name.lower())
+    return kept + ((name, value),)
+
+
+@dataclass(frozen=True)
+class NameAddr:
+    """From, To, Contact, Route and Record-Route values: "Name" <uri>;params."""
+
+    uri: Uri
+    display: str = ""
+    params: Params = ()
+    # Contact: * (RFC 3261 section 10.2.2, remove all bindings)
+    wildcard: bool = False
+
+    @property
+    def tag(self) -> str | None:
+        return get_param(self.params, "tag")
+
+    def with_tag(self, tag: str) -> NameAddr:
+        return replace(self, params=set_param(self.params, "tag", tag))
+
+    def param(self, name: str) -> str | None:
+        return get_param(self.params, name)
+
+    def __str__(self) -> str:
+        if self.wildcard:
+            return "*"
+        display = f"{self.display} " if self.display else ""
+        return f"{display}<{self.uri}>{format_params(self.params)}"
+
+
+def parse_name_addr(text: str) -> NameAddr:
+    text = text.strip()
+    if text == "*":
+        return NameAddr(uri=Uri("sip", None, "*"), wildcard=True)
+    display = ""
+    if text.startswith('"'):
+        end = _closing_quote(text)
+        display = text[: end + 1]
+        text = text[end + 1 :].lstrip()
+    lt = text.find("<")
+    if lt >= 0:
+        if not display:
+            display = text[:lt].strip()
+        gt = text.find(">", lt)
+        if gt < 0:
+            raise ParseError("unterminated <uri>")
+        uri = parse_uri(text[lt + 1 : gt])
+        params = parse_params(text[gt + 1 :])
+        if text[gt + 1 :].strip() and not text[gt + 1 :].strip().startswith(";"):
+            raise ParseError("junk after <uri>")
+    else:
+        if display:
+            raise ParseError("display name without <uri>")
+        # addr-spec without brackets: parameters after ';' belong to the header, not the URI.
+        uri_text, _, param_text = text.partition(";")
+        if " " in uri_text.strip():
+            raise ParseError("whitespace in URI")
+        uri = parse_uri(uri_text)
+        params = parse_params(param_text)
+    return NameAddr(uri=uri, display=display, params=params)
+
+
+def _closing_quote(text: str) -> int:
+    i = 1
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        if text[i] == '"':
+            return i
+        i += 1
+    raise ParseError("unterminated display name")
+
+
+@dataclass(frozen=True)
+class Via:
+    transport: str
+    host: str
+    port: int | None
+    params: Params = ()
+
+    @property
+    def branch(self) -> str | None:
+        return get_param(self.params, "branch")
+
+    @property
+    def received(self) -> str | None:
+        return get_param(self.params, "received")
+
+    @property
+    def rport(self) -> str | None:
+        return get_param(self.params, "rport")
+
+    def with_param(self, name: str, value: str | None) -> Via:
+        return replace(self, params=set_param(self.params, name, value))
+
+    def __str__(self) -> str:
+        port = f":{self.port}" if self.port is not None else ""
+        return f"SIP/2.0/{self.transport} {self.host}{port}{format_params(self.params)}"
+
+
+_VIA = re.compile(
+    r"^SIP\s*/\s*2\.0\s*/\s*(?P<transport>[A-Za-z0-9-]+)\s+"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?:\s*:\s*(?P<port>\d{1,5}))?\s*(?P<params>;.*)?$",
+    re.DOTALL,
+)
+
+
+def parse_via(text: str) -> Via:
+    m = _VIA.match(text.strip())
+    if not m:
+        raise ParseError(f"bad Via: {text[:80]!r}")
+    port = int(m["port"]) if m["port"] else None
+    if port is not None and not 0 < port < 65536:
+        raise ParseError("bad Via port")
+    return Via(m["transport"].upper(), m["host"], port, parse_params(m["params"] or ""))
+
+
+@dataclass(frozen=True)
+class CSeq:
+    number: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.method}"
+
+
+def parse_cseq(text: str) -> CSeq:
+    parts = text.split()
+    if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+        raise ParseError(f"bad CSeq: {text[:80]!r}")
+    number = int(parts[0])
+    if number >= 2**31:
+        raise ParseError("CSeq number out of range")
+    return CSeq(number, parts[1])
+
+
+def parse_auth_params(text: str) -> tuple[str, dict[str, str]]:
+    """'Digest a="1", b=2' -> ('Digest', {'a': '1', 'b': '2'}) with quotes removed."""
+    scheme, _, rest = text.strip().partition(" ")
+    params: dict[str, str] = {}
+    for item in split_commas(rest):
+        key, eq, value = item.partition("=")
+        key = key.strip().lower()
+        if not eq or not is_token(key):
+            raise ParseError(f"bad auth parameter {item[:40]!r}")
+        value = value.strip()
+        if value.startswith('"'):
+            if len(value) < 2 or not value.endswith('"'):
+                raise ParseError("unterminated quoted auth parameter")
+            value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        if key in params:
+            raise ParseError(f"duplicate auth parameter {key}")
+        params[key] = value
+    return scheme, params

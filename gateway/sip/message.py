@@ -1,0 +1,254 @@
+"""SIP requests and responses as immutable values.
+
+Headers are kept in order as (canonical name, raw value) pairs, one pair per
+comma-separated list element, so a Via or Contact list reads the same whether
+it arrived on one line or many. Typed accessors parse on demand; the parser
+has already checked the headers every message must have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+
+from gateway.sip.headers import (
+    CSeq,
+    NameAddr,
+    Via,
+    canonical_name,
+    parse_cseq,
+    parse_name_addr,
+    parse_via,
+)
+from gateway.sip.uri import Uri
+
+REASONS: dict[int, str] = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    423: "Interval Too Brief",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    491: "Request Pending",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+}
+
+
+@dataclass(frozen=True)
+class Headers:
+    items: tuple[tuple[str, str], ...] = ()
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def get(self, name: str) -> str | None:
+        name = canonical_name(name)
+        for key, value in self.items:
+            if key == name:
+                return value
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        name = canonical_name(name)
+        return [value for key, value in self.items if key == name]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def with_added(self, name: str, value: str, *, first: bool = False) -> Headers:
+        pair = ((canonical_name(name), value),)
+        return Headers(pair + self.items if first else self.items + pair)
+
+    def without(self, *names: str) -> Headers:
+        drop = {canonical_name(n) for n in names}
+        return Headers(tuple((k, v) for k, v in self.items if k not in drop))
+
+    def replaced(self, name: str, *values: str) -> Headers:
+        """Replace every value of ``name`` with ``values``, at the first one's position."""
+        name = canonical_name(name)
+        out: list[tuple[str, str]] = []
+        placed = False
+        for key, value in self.items:
+            if key == name:
+                if not placed:
+                    out.extend((name, v) for v in values)
+                    placed = True
+                continue
+            out.append((key, value))
+        if not placed:
+            out.extend((name, v) for v in values)
+        return Headers(tuple(out))
+
+    def replaced_first(self, name: str, value: str) -> Headers:
+        name = canonical_name(name)
+        out = list(self.items)
+        for i, (key, _value) in enumerate(out):
+            if key == name:
+                out[i] = (name, value)
+                break
+        return Headers(tuple(out))
+
+    def without_first(self, name: str) -> Headers:
+        name = canonical_name(name)
+        out = list(self.items)
+        for i, (key, _value) in enumerate(out):
+            if key == name:
+                del out[i]
+                break
+        return Headers(tuple(out))
+
+
+def headers_from(pairs: Iterable[tuple[str, str]]) -> Headers:
+    return Headers(tuple((canonical_name(k), v) for k, v in pairs))
+
+
+@dataclass(frozen=True)
+class _Message:
+    headers: Headers
+    body: bytes = field(default=b"", repr=False)
+
+    @property
+    def call_id(self) -> str:
+        return self.headers.get("Call-ID") or ""
+
+    @property
+    def cseq(self) -> CSeq:
+        return parse_cseq(self.headers.get("CSeq") or "")
+
+    @property
+    def vias(self) -> list[Via]:
+        return [parse_via(v) for v in self.headers.get_all("Via")]
+
+    @property
+    def top_via(self) -> Via:
+        return parse_via(self.headers.get("Via") or "")
+
+    @property
+    def from_(self) -> NameAddr:
+        return parse_name_addr(self.headers.get("From") or "")
+
+    @property
+    def to(self) -> NameAddr:
+        return parse_name_addr(self.headers.get("To") or "")
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        return [parse_name_addr(v) for v in self.headers.get_all("Contact")]
+
+    @property
+    def content_type(self) -> str:
+        return (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
+    def _serialize(self, start_line: str) -> bytes:
+        lines = [start_line]
+        lines.extend(f"{k}: {v}" for k, v in self.headers if k != "Content-Length")
+        lines.append(f"Content-Length: {len(self.body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + self.body
+
+
+@dataclass(frozen=True)
+class Request(_Message):
+    method: str = ""
+    uri: Uri = field(default_factory=lambda: Uri("sip", None, "invalid"))
+
+    def __bytes__(self) -> bytes:
+        return self._serialize(f"{self.method} {self.uri} SIP/2.0")
+
+    def with_headers(self, headers: Headers) -> Request:
+        return replace(self, headers=headers)
+
+
+@dataclass(frozen=True)
+class Response(_Message):
+    status: int = 0
+    reason: str = ""
+
+    def __bytes__(self) -> bytes:
+        return self._serialize(f"SIP/2.0 {self.status} {self.reason}")
+
+    def with_headers(self, headers: Headers) -> Response:
+        return replace(self, headers=headers)
+
+    @property
+    def is_provisional(self) -> bool:
+        return self.status < 200
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status < 300
+
+
+Message = Request | Response
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    extra: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+) -> Response:
+    """A response to ``request`` (RFC 3261 section 8.2.6.2): Via, From, To, Call-ID, CSeq copied."""
+    return response_from_headers(request.headers, status, reason, to_tag=to_tag, extra=extra, body=body)
+
+
+def response_from_headers(
+    request_headers: Headers,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    extra: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+) -> Response:
+    """Like make_response, from a request's headers alone (for requests that did not parse)."""
+    pairs: list[tuple[str, str]] = [("Via", v) for v in request_headers.get_all("Via")]
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        value = request_headers.get(name)
+        if value is not None:
+            if name == "To" and to_tag and status != 100:
+                to = parse_name_addr(value)
+                value = value if to.tag else str(to.with_tag(to_tag))
+            pairs.append((name, value))
+    pairs.extend((canonical_name(k), v) for k, v in extra)
+    return Response(
+        headers=Headers(tuple(pairs)),
+        body=body,
+        status=status,
+        reason=reason if reason is not None else REASONS.get(status, "Unknown"),
+    )

@@ -1,0 +1,193 @@
+"""Bytes -> Request | Response, strictly, with caps; never raises anything but ParseError.
+
+On a request we cannot accept, ``ParseError.status`` says what to answer and
+``ParseError.partial`` holds whatever headers we could read, so the caller can
+build that answer (it needs Via, From, To, Call-ID and CSeq) or drop the
+datagram when even those are missing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from gateway.sip.errors import ParseError
+from gateway.sip.headers import (
+    LIST_HEADERS,
+    canonical_name,
+    is_token,
+    parse_cseq,
+    parse_name_addr,
+    parse_via,
+    split_commas,
+)
+from gateway.sip.message import Headers, Request, Response
+from gateway.sip.uri import parse_uri
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_bytes: int = 65535
+    max_headers: int = 128
+    max_header_line: int = 8192
+    max_uri: int = 1024
+
+
+DEFAULT_LIMITS = Limits()
+
+_REQUEST_LINE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+) (\S+) (SIP/\d+\.\d+)$")
+_STATUS_LINE = re.compile(r"^(SIP/\d+\.\d+) (\d{3}) ?(.*)$")
+_MANDATORY = ("Via", "From", "To", "Call-ID", "CSeq")
+
+
+class SipParseError(ParseError):
+    def __init__(
+        self, message: str, status: int = 400, partial: Headers | None = None, is_request: bool = True
+    ) -> None:
+        super().__init__(message, status)
+        self.partial = partial
+        self.is_request = is_request
+
+
+def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Request | Response:
+    if len(data) > limits.max_message_bytes:
+        raise SipParseError("message too large", 513)
+    head_end = data.find(b"\r\n\r\n")
+    sep_len = 4
+    if head_end < 0:
+        # Tolerate bare LF line ends (RFC 3261 section 7.5 says CRLF, but some phones send LF).
+        head_end = data.find(b"\n\n")
+        sep_len = 2
+        if head_end < 0:
+            raise SipParseError("no end of headers")
+    try:
+        head = data[:head_end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise SipParseError("headers are not UTF-8") from None
+    body = data[head_end + sep_len :]
+    lines = head.replace("\r\n", "\n").split("\n")
+    while lines and not lines[0]:
+        lines.pop(0)  # RFC 3261 section 7.5: ignore CRLFs before the start line
+    if not lines:
+        raise SipParseError("empty message")
+    start, header_lines = lines[0], lines[1:]
+
+    m = _REQUEST_LINE.match(start)
+    is_request = m is not None
+    if not m:
+        sm = _STATUS_LINE.match(start)
+        if not sm:
+            raise SipParseError(f"bad start line {start[:80]!r}")
+    headers = _parse_headers(header_lines, limits, is_request)
+    body = _check_body(headers, body, is_request)
+
+    if m:
+        method, uri_text, version = m.groups()
+        if version != "SIP/2.0":
+            raise SipParseError(f"unsupported version {version}", 505, headers)
+        if len(uri_text) > limits.max_uri:
+            raise SipParseError("Request-URI too long", 414, headers)
+        try:
+            uri = parse_uri(uri_text)
+        except ParseError as exc:
+            raise SipParseError(str(exc), 400, headers) from None
+        if not uri.is_sip and uri.scheme != "tel":
+            raise SipParseError(f"unsupported URI scheme {uri.scheme}", 416, headers)
+        _check_mandatory(headers, method)
+        return Request(headers=headers, body=body, method=method, uri=uri)
+
+    assert sm is not None
+    version, status_text, reason = sm.groups()
+    if version != "SIP/2.0":
+        raise SipParseError(f"unsupported version {version}", 505, headers, is_request=False)
+    status = int(status_text)
+    if not 100 <= status <= 699:
+        raise SipParseError("status code out of range", 400, headers, is_request=False)
+    _check_mandatory(headers, None)
+    return Response(headers=headers, body=body, status=status, reason=reason)
+
+
+def _parse_headers(lines: list[str], limits: Limits, is_request: bool) -> Headers:
+    unfolded: list[str] = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            if not unfolded:
+                raise SipParseError("continuation line before any header")
+            unfolded[-1] += " " + line.strip()
+        else:
+            unfolded.append(line)
+    if len(unfolded) > limits.max_headers:
+        raise SipParseError("too many headers", 400)
+    pairs: list[tuple[str, str]] = []
+    for line in unfolded:
+        if len(line) > limits.max_header_line:
+            raise SipParseError("header line too long", 400, Headers(tuple(pairs)), is_request)
+        name, colon, value = line.partition(":")
+        name = name.strip()
+        if not colon or not is_token(name):
+            raise SipParseError(f"bad header line {line[:80]!r}", 400, Headers(tuple(pairs)), is_request)
+        name = canonical_name(name)
+        value = value.strip()
+        if name.lower() in LIST_HEADERS:
+            try:
+                pairs.extend((name, item) for item in split_commas(value))
+            except ParseError as exc:
+                raise SipParseError(str(exc), 400, Headers(tuple(pairs)), is_request) from None
+        else:
+            pairs.append((name, value))
+    return Headers(tuple(pairs))
+
+
+def _check_body(headers: Headers, body: bytes, is_request: bool) -> bytes:
+    lengths = headers.get_all("Content-Length")
+    if not lengths:
+        return body  # allowed over UDP: the datagram ends the body
+    if len(set(lengths)) != 1 or not lengths[0].isdigit():
+        raise SipParseError("bad Content-Length", 400, headers, is_request)
+    length = int(lengths[0])
+    if length > len(body):
+        raise SipParseError("Content-Length larger than the body received", 400, headers, is_request)
+    return body[:length]
+
+
+def _check_mandatory(headers: Headers, method: str | None) -> None:
+    is_request = method is not None
+    for name in _MANDATORY:
+        if headers.get(name) is None:
+            raise SipParseError(f"missing {name}", 400, headers, is_request)
+    for single in ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Type", "Expires"):
+        if len(headers.get_all(single)) > 1:
+            raise SipParseError(f"more than one {single}", 400, headers, is_request)
+    try:
+        for via in headers.get_all("Via"):
+            parse_via(via)
+        parse_name_addr(headers.get("From") or "")
+        parse_name_addr(headers.get("To") or "")
+        cseq = parse_cseq(headers.get("CSeq") or "")
+        for contact in headers.get_all("Contact"):
+            parse_name_addr(contact)
+    except ParseError as exc:
+        raise SipParseError(str(exc), 400, headers, is_request) from None
+    if method is not None and cseq.method != method:
+        raise SipParseError("CSeq method does not match the request method", 400, headers)
+    max_forwards = headers.get("Max-Forwards")
+    if max_forwards is not None and (not max_forwards.isdigit() or int(max_forwards) > 255):
+        raise SipParseError("bad Max-Forwards", 400, headers, is_request)
+    expires = headers.get("Expires")
+    if expires is not None and not expires.isdigit():
+        raise SipParseError("bad Expires", 400, headers, is_request)
+
+
+def can_answer(headers: Headers | None) -> bool:
+    """Whether a partial header set has what a response needs to reach the sender."""
+    if headers is None:
+        return False
+    try:
+        parse_via(headers.get("Via") or "")
+        parse_cseq(headers.get("CSeq") or "")
+    except ParseError:
+        return False
+    return all(headers.get(name) for name in _MANDATORY)
+
+
+__all__ = ["DEFAULT_LIMITS", "Limits", "SipParseError", "can_answer", "parse_message", "canonical_name"]

@@ -1,0 +1,211 @@
+"""SDP (RFC 8866) parsing and the rewrites a media-anchoring B2BUA needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from gateway.sip.errors import SipProtocolError
+
+
+class SdpError(SipProtocolError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 488)
+
+
+# Static RTP payload types (RFC 3551) a phone may use without an rtpmap line.
+STATIC_PAYLOADS = {"0": "PCMU/8000", "3": "GSM/8000", "8": "PCMA/8000", "9": "G722/8000", "18": "G729/8000"}
+
+
+@dataclass(frozen=True)
+class Media:
+    kind: str
+    port: int
+    proto: str
+    formats: tuple[str, ...]
+    connection: str | None = None
+    attributes: tuple[str, ...] = ()
+    other: tuple[str, ...] = ()  # i=, b=, k= lines, kept in order
+
+    def attribute(self, name: str) -> str | None:
+        prefix = name + ":"
+        for attr in self.attributes:
+            if attr == name:
+                return ""
+            if attr.startswith(prefix):
+                return attr[len(prefix) :]
+        return None
+
+    def rtpmap(self) -> dict[str, str]:
+        out = {pt: STATIC_PAYLOADS[pt] for pt in self.formats if pt in STATIC_PAYLOADS}
+        for attr in self.attributes:
+            if attr.startswith("rtpmap:"):
+                pt, _, encoding = attr[7:].partition(" ")
+                out[pt] = encoding.strip()
+        return out
+
+    @property
+    def direction(self) -> str:
+        for d in ("sendrecv", "sendonly", "recvonly", "inactive"):
+            if d in self.attributes:
+                return d
+        return "sendrecv"
+
+    def codec_names(self) -> list[str]:
+        mapping = self.rtpmap()
+        return [mapping.get(pt, pt).split("/")[0] for pt in self.formats]
+
+
+@dataclass(frozen=True)
+class SessionDescription:
+    version: str
+    origin: str
+    session_name: str
+    connection: str | None
+    session_lines: tuple[str, ...]  # everything else at session level (t=, a=, b= ...), in order
+    media: tuple[Media, ...]
+
+    def connection_address(self, media: Media) -> str | None:
+        conn = media.connection or self.connection
+        if conn is None:
+            return None
+        parts = conn.split()
+        return parts[2].split("/")[0] if len(parts) >= 3 else None
+
+    def __bytes__(self) -> bytes:
+        lines = [f"v={self.version}", f"o={self.origin}", f"s={self.session_name}"]
+        if self.connection:
+            lines.append(f"c={self.connection}")
+        lines.extend(self.session_lines)
+        for m in self.media:
+            lines.append(f"m={m.kind} {m.port} {m.proto} {' '.join(m.formats)}")
+            lines.extend(m.other)
+            if m.connection:
+                lines.append(f"c={m.connection}")
+            lines.extend(f"a={a}" for a in m.attributes)
+        return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def parse_sdp(data: bytes) -> SessionDescription:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SdpError("SDP is not UTF-8") from None
+    version = origin = session_name = ""
+    connection: str | None = None
+    session_lines: list[str] = []
+    media: list[Media] = []
+    current: dict[str, object] | None = None
+
+    def finish() -> None:
+        if current is not None:
+            media.append(
+                Media(
+                    kind=str(current["kind"]),
+                    port=int(str(current["port"])),
+                    proto=str(current["proto"]),
+                    formats=tuple(current["formats"]),  # type: ignore[call-overload]
+                    connection=current["connection"],  # type: ignore[arg-type]
+                    attributes=tuple(current["attributes"]),  # type: ignore[call-overload]
+                    other=tuple(current["other"]),  # type: ignore[call-overload]
+                )
+            )
+
+    for raw in text.replace("\r\n", "\n").split("\n"):
+        line = raw.strip()
+        if not line:
+            continue
+        if len(line) < 2 or line[1] != "=":
+            raise SdpError(f"bad SDP line {line[:60]!r}")
+        kind, value = line[0], line[2:]
+        if kind == "m":
+            finish()
+            parts = value.split()
+            if len(parts) < 4:
+                raise SdpError(f"bad m= line {value[:60]!r}")
+            port_text = parts[1].split("/")[0]
+            if not port_text.isdigit() or int(port_text) > 65535:
+                raise SdpError(f"bad media port {parts[1]!r}")
+            current = {
+                "kind": parts[0],
+                "port": port_text,
+                "proto": parts[2],
+                "formats": parts[3:],
+                "connection": None,
+                "attributes": [],
+                "other": [],
+            }
+        elif current is not None:
+            if kind == "c":
+                current["connection"] = value
+            elif kind == "a":
+                current["attributes"].append(value)  # type: ignore[attr-defined]
+            else:
+                current["other"].append(line)  # type: ignore[attr-defined]
+        elif kind == "v":
+            version = value
+        elif kind == "o":
+            origin = value
+        elif kind == "s":
+            session_name = value
+        elif kind == "c":
+            connection = value
+        else:
+            session_lines.append(line)
+    finish()
+    if version != "0" or not origin:
+        raise SdpError("SDP needs v=0 and an o= line")
+    return SessionDescription(
+        version, origin, session_name or "-", connection, tuple(session_lines), tuple(media)
+    )
+
+
+def _addr_type(address: str) -> str:
+    return "IP6" if ":" in address else "IP4"
+
+
+# Attributes that describe the far end's transport; they must not cross the anchor.
+_TRANSPORT_ATTRIBUTES = ("rtcp:", "candidate:", "ice-", "end-of-candidates", "remote-candidates")
+
+
+def anchor(
+    sdp: SessionDescription, address: str, ports: list[int], session_version: int
+) -> SessionDescription:
+    """The same offer/answer with every media pointed at our relay (address, one port per m= line).
+
+    A port of 0 (a rejected stream) stays 0. The origin keeps the peer's
+    session id but our address and a version we control, so re-offers work.
+    """
+    if len(ports) != len(sdp.media):
+        raise SdpError("one relay port is needed per media line")
+    conn = f"IN {_addr_type(address)} {address}"
+    new_media = []
+    for m, port in zip(sdp.media, ports, strict=True):
+        attrs = tuple(a for a in m.attributes if not a.startswith(_TRANSPORT_ATTRIBUTES))
+        new_media.append(replace(m, port=port if m.port != 0 else 0, connection=None, attributes=attrs))
+    o = sdp.origin.split()
+    if len(o) == 6:
+        origin = f"{o[0]} {o[1]} {session_version} IN {_addr_type(address)} {address}"
+    else:
+        origin = f"seabridge 0 {session_version} IN {_addr_type(address)} {address}"
+    return replace(sdp, origin=origin, connection=conn, media=tuple(new_media))
+
+
+def media_endpoints(sdp: SessionDescription) -> list[tuple[str, int] | None]:
+    """Where each media line asks to receive RTP (None for rejected or unaddressed streams)."""
+    out: list[tuple[str, int] | None] = []
+    for m in sdp.media:
+        addr = sdp.connection_address(m)
+        if m.port == 0 or addr is None:
+            out.append(None)
+        else:
+            out.append((addr, m.port))
+    return out
+
+
+def first_codec(sdp: SessionDescription) -> str:
+    for m in sdp.media:
+        if m.port and m.formats:
+            names = [n for n in m.codec_names() if n.lower() != "telephone-event"]
+            if names:
+                return names[0]
+    return ""

@@ -1,0 +1,553 @@
+"""RFC 3261 section 17 transactions (with RFC 6026's Accepted states), sans-I/O.
+
+Everything that affects the four state machines lives in the tables below:
+``(state, input) -> Transition``. A network input with no entry is a stray
+retransmission and is absorbed; a TU input with no entry is a bug in the
+caller and raises TransactionError.
+
+The layer is driven by three things only: ``receive(message, source, now)``,
+calls from the TU (``send_request``, ``respond``) and ``handle_timers(now)``.
+It queues datagrams for ``take_outgoing()`` and reports ``next_deadline()``.
+
+Beyond the RFC's server INVITE machine, the Accepted state also retransmits
+the 2xx until its ACK arrives (the UAS core's job in section 13.3.1.4), so a
+B2BUA above us never runs timers of its own for that.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+from dataclasses import dataclass, field
+
+from gateway.sip.errors import TransactionError
+from gateway.sip.headers import Via
+from gateway.sip.message import Headers, Request, Response, make_response
+
+Addr = tuple[str, int]
+
+MAGIC_COOKIE = "z9hG4bK"
+
+
+@dataclass(frozen=True)
+class TimerConfig:
+    """T1, T2, T4 in seconds; raise T1 for satellite peers (600 ms round trips)."""
+
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    timer_d: float = 32.0
+
+
+class Kind(enum.Enum):
+    CLIENT_INVITE = "client-invite"
+    CLIENT_NON_INVITE = "client-non-invite"
+    SERVER_INVITE = "server-invite"
+    SERVER_NON_INVITE = "server-non-invite"
+
+
+class State(enum.Enum):
+    CALLING = "calling"
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    ACCEPTED = "accepted"
+    ACKED = "acked"
+    COMPLETED = "completed"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+class Input(enum.Enum):
+    PROVISIONAL = "1xx received"
+    SUCCESS = "2xx received"
+    FAILURE = "3xx-6xx received"
+    REQUEST = "request retransmission"
+    ACK = "ACK received"
+    TU_PROVISIONAL = "TU sends 1xx"
+    TU_SUCCESS = "TU sends 2xx"
+    TU_FAILURE = "TU sends 3xx-6xx"
+    TIMER_A = "A"
+    TIMER_B = "B"
+    TIMER_D = "D"
+    TIMER_E = "E"
+    TIMER_F = "F"
+    TIMER_G = "G"
+    TIMER_H = "H"
+    TIMER_I = "I"
+    TIMER_J = "J"
+    TIMER_K = "K"
+    TIMER_L = "L"
+    TIMER_M = "M"
+    TIMER_R = "R"  # 2xx retransmission (RFC 3261 section 13.3.1.4)
+
+
+class Action(enum.Enum):
+    PASS_UP = "pass response to TU"
+    PASS_ACK = "pass ACK to TU"
+    SEND_ACK = "send ACK for non-2xx"
+    RETRANSMIT = "retransmit request"
+    SEND_RESPONSE = "send TU's response"
+    RESEND_RESPONSE = "resend last response"
+    REPORT_TIMEOUT = "report timeout to TU"
+
+
+@dataclass(frozen=True)
+class Transition:
+    actions: tuple[Action, ...]
+    next: State
+    start: tuple[Input, ...] = ()
+    stop: tuple[Input, ...] = ()
+
+
+_T = Transition
+_A, _S = Action, State
+_I = Input
+
+TABLES: dict[Kind, dict[tuple[State, Input], Transition]] = {
+    Kind.CLIENT_INVITE: {
+        (_S.CALLING, _I.PROVISIONAL): _T((_A.PASS_UP,), _S.PROCEEDING, stop=(_I.TIMER_A, _I.TIMER_B)),
+        (_S.CALLING, _I.SUCCESS): _T(
+            (_A.PASS_UP,), _S.ACCEPTED, start=(_I.TIMER_M,), stop=(_I.TIMER_A, _I.TIMER_B)
+        ),
+        (_S.CALLING, _I.FAILURE): _T(
+            (_A.PASS_UP, _A.SEND_ACK), _S.COMPLETED, start=(_I.TIMER_D,), stop=(_I.TIMER_A, _I.TIMER_B)
+        ),
+        (_S.CALLING, _I.TIMER_A): _T((_A.RETRANSMIT,), _S.CALLING, start=(_I.TIMER_A,)),
+        (_S.CALLING, _I.TIMER_B): _T((_A.REPORT_TIMEOUT,), _S.TERMINATED),
+        (_S.PROCEEDING, _I.PROVISIONAL): _T((_A.PASS_UP,), _S.PROCEEDING),
+        (_S.PROCEEDING, _I.SUCCESS): _T((_A.PASS_UP,), _S.ACCEPTED, start=(_I.TIMER_M,)),
+        (_S.PROCEEDING, _I.FAILURE): _T((_A.PASS_UP, _A.SEND_ACK), _S.COMPLETED, start=(_I.TIMER_D,)),
+        (_S.ACCEPTED, _I.SUCCESS): _T((_A.PASS_UP,), _S.ACCEPTED),
+        (_S.ACCEPTED, _I.TIMER_M): _T((), _S.TERMINATED),
+        (_S.COMPLETED, _I.FAILURE): _T((_A.SEND_ACK,), _S.COMPLETED),
+        (_S.COMPLETED, _I.TIMER_D): _T((), _S.TERMINATED),
+    },
+    Kind.CLIENT_NON_INVITE: {
+        (_S.TRYING, _I.PROVISIONAL): _T((_A.PASS_UP,), _S.PROCEEDING),
+        (_S.TRYING, _I.SUCCESS): _T(
+            (_A.PASS_UP,), _S.COMPLETED, start=(_I.TIMER_K,), stop=(_I.TIMER_E, _I.TIMER_F)
+        ),
+        (_S.TRYING, _I.FAILURE): _T(
+            (_A.PASS_UP,), _S.COMPLETED, start=(_I.TIMER_K,), stop=(_I.TIMER_E, _I.TIMER_F)
+        ),
+        (_S.TRYING, _I.TIMER_E): _T((_A.RETRANSMIT,), _S.TRYING, start=(_I.TIMER_E,)),
+        (_S.TRYING, _I.TIMER_F): _T((_A.REPORT_TIMEOUT,), _S.TERMINATED),
+        (_S.PROCEEDING, _I.PROVISIONAL): _T((_A.PASS_UP,), _S.PROCEEDING),
+        (_S.PROCEEDING, _I.SUCCESS): _T(
+            (_A.PASS_UP,), _S.COMPLETED, start=(_I.TIMER_K,), stop=(_I.TIMER_E, _I.TIMER_F)
+        ),
+        (_S.PROCEEDING, _I.FAILURE): _T(
+            (_A.PASS_UP,), _S.COMPLETED, start=(_I.TIMER_K,), stop=(_I.TIMER_E, _I.TIMER_F)
+        ),
+        (_S.PROCEEDING, _I.TIMER_E): _T((_A.RETRANSMIT,), _S.PROCEEDING, start=(_I.TIMER_E,)),
+        (_S.PROCEEDING, _I.TIMER_F): _T((_A.REPORT_TIMEOUT,), _S.TERMINATED),
+        (_S.COMPLETED, _I.TIMER_K): _T((), _S.TERMINATED),
+    },
+    Kind.SERVER_INVITE: {
+        (_S.PROCEEDING, _I.REQUEST): _T((_A.RESEND_RESPONSE,), _S.PROCEEDING),
+        (_S.PROCEEDING, _I.TU_PROVISIONAL): _T((_A.SEND_RESPONSE,), _S.PROCEEDING),
+        (_S.PROCEEDING, _I.TU_SUCCESS): _T((_A.SEND_RESPONSE,), _S.ACCEPTED, start=(_I.TIMER_L, _I.TIMER_R)),
+        (_S.PROCEEDING, _I.TU_FAILURE): _T((_A.SEND_RESPONSE,), _S.COMPLETED, start=(_I.TIMER_G, _I.TIMER_H)),
+        (_S.ACCEPTED, _I.REQUEST): _T((_A.RESEND_RESPONSE,), _S.ACCEPTED),
+        (_S.ACCEPTED, _I.TU_SUCCESS): _T((_A.SEND_RESPONSE,), _S.ACCEPTED),
+        (_S.ACCEPTED, _I.ACK): _T((_A.PASS_ACK,), _S.ACKED, stop=(_I.TIMER_R,)),
+        (_S.ACCEPTED, _I.TIMER_R): _T((_A.RESEND_RESPONSE,), _S.ACCEPTED, start=(_I.TIMER_R,)),
+        (_S.ACCEPTED, _I.TIMER_L): _T((_A.REPORT_TIMEOUT,), _S.TERMINATED, stop=(_I.TIMER_R,)),
+        (_S.ACKED, _I.REQUEST): _T((), _S.ACKED),
+        (_S.ACKED, _I.ACK): _T((), _S.ACKED),
+        (_S.ACKED, _I.TIMER_L): _T((), _S.TERMINATED),
+        (_S.COMPLETED, _I.REQUEST): _T((_A.RESEND_RESPONSE,), _S.COMPLETED),
+        (_S.COMPLETED, _I.TIMER_G): _T((_A.RESEND_RESPONSE,), _S.COMPLETED, start=(_I.TIMER_G,)),
+        (_S.COMPLETED, _I.TIMER_H): _T((_A.REPORT_TIMEOUT,), _S.TERMINATED, stop=(_I.TIMER_G,)),
+        (_S.COMPLETED, _I.ACK): _T((), _S.CONFIRMED, start=(_I.TIMER_I,), stop=(_I.TIMER_G, _I.TIMER_H)),
+        (_S.CONFIRMED, _I.ACK): _T((), _S.CONFIRMED),
+        (_S.CONFIRMED, _I.REQUEST): _T((), _S.CONFIRMED),
+        (_S.CONFIRMED, _I.TIMER_I): _T((), _S.TERMINATED),
+    },
+    Kind.SERVER_NON_INVITE: {
+        (_S.TRYING, _I.REQUEST): _T((), _S.TRYING),
+        (_S.TRYING, _I.TU_PROVISIONAL): _T((_A.SEND_RESPONSE,), _S.PROCEEDING),
+        (_S.TRYING, _I.TU_SUCCESS): _T((_A.SEND_RESPONSE,), _S.COMPLETED, start=(_I.TIMER_J,)),
+        (_S.TRYING, _I.TU_FAILURE): _T((_A.SEND_RESPONSE,), _S.COMPLETED, start=(_I.TIMER_J,)),
+        (_S.PROCEEDING, _I.REQUEST): _T((_A.RESEND_RESPONSE,), _S.PROCEEDING),
+        (_S.PROCEEDING, _I.TU_PROVISIONAL): _T((_A.SEND_RESPONSE,), _S.PROCEEDING),
+        (_S.PROCEEDING, _I.TU_SUCCESS): _T((_A.SEND_RESPONSE,), _S.COMPLETED, start=(_I.TIMER_J,)),
+        (_S.PROCEEDING, _I.TU_FAILURE): _T((_A.SEND_RESPONSE,), _S.COMPLETED, start=(_I.TIMER_J,)),
+        (_S.COMPLETED, _I.REQUEST): _T((_A.RESEND_RESPONSE,), _S.COMPLETED),
+        (_S.COMPLETED, _I.TIMER_J): _T((), _S.TERMINATED),
+    },
+}
+
+INITIAL_STATE = {
+    Kind.CLIENT_INVITE: (State.CALLING, (Input.TIMER_A, Input.TIMER_B)),
+    Kind.CLIENT_NON_INVITE: (State.TRYING, (Input.TIMER_E, Input.TIMER_F)),
+    Kind.SERVER_INVITE: (State.PROCEEDING, ()),
+    Kind.SERVER_NON_INVITE: (State.TRYING, ()),
+}
+
+# Timers that back off: first interval T1, then doubling (capped at T2 where marked).
+_BACKOFF_CAPPED = {Input.TIMER_E, Input.TIMER_G, Input.TIMER_R}
+_BACKOFF = {Input.TIMER_A} | _BACKOFF_CAPPED
+
+
+def _fixed_duration(timer: Input, t: TimerConfig) -> float:
+    if timer in (Input.TIMER_B, Input.TIMER_F, Input.TIMER_H, Input.TIMER_J, Input.TIMER_L, Input.TIMER_M):
+        return 64 * t.t1
+    if timer in (Input.TIMER_I, Input.TIMER_K):
+        return t.t4
+    if timer is Input.TIMER_D:
+        return max(t.timer_d, 64 * t.t1)
+    raise AssertionError(timer)
+
+
+# --- keys and events ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TxKey:
+    """Identifies a transaction: branch + sent-by + method (ACK and CANCEL map per RFC 3261 17.2.3)."""
+
+    branch: str
+    sent_by: str
+    method: str
+    server: bool
+
+
+@dataclass(frozen=True)
+class RequestReceived:
+    key: TxKey
+    request: Request
+    source: Addr
+    # For CANCEL: the INVITE server transaction it targets, if we have it.
+    cancels: TxKey | None = None
+
+
+@dataclass(frozen=True)
+class AckReceived:
+    """An ACK for a 2xx: end-to-end, outside any transaction (RFC 3261 section 17.1.1.3)."""
+
+    request: Request
+    source: Addr
+
+
+@dataclass(frozen=True)
+class ResponseReceived:
+    key: TxKey
+    response: Response
+
+
+@dataclass(frozen=True)
+class TransactionTimedOut:
+    key: TxKey
+    # For a server INVITE: True when the ACK for our 2xx never came.
+    after_success: bool = False
+
+
+Event = RequestReceived | AckReceived | ResponseReceived | TransactionTimedOut
+
+
+@dataclass
+class _Transaction:
+    key: TxKey
+    kind: Kind
+    state: State
+    request: Request
+    destination: Addr
+    timers: TimerConfig
+    request_bytes: bytes = b""
+    last_response: Response | None = None
+    last_response_bytes: bytes = b""
+    deadlines: dict[Input, float] = field(default_factory=dict)
+    intervals: dict[Input, float] = field(default_factory=dict)
+
+
+def server_key(request: Request, top: Via) -> TxKey:
+    method = "INVITE" if request.method == "ACK" else request.method
+    branch = top.branch or ""
+    sent_by = f"{top.host}:{top.port or 5060}".lower()
+    if not branch.startswith(MAGIC_COOKIE):
+        # RFC 2543 peers: no usable branch, so key on what identifies the request instead.
+        branch = f"2543|{request.call_id}|{request.from_.tag}|{request.cseq.number}|{request.uri}"
+    return TxKey(branch, sent_by, method, server=True)
+
+
+def client_key(branch: str, method: str) -> TxKey:
+    return TxKey(branch, "", "INVITE" if method == "ACK" else method, server=False)
+
+
+def response_destination(top: Via, source: Addr) -> Addr:
+    """Where responses go (RFC 3261 section 18.2.2 with RFC 3581 rport)."""
+    host = top.received or source[0]
+    if top.rport is not None:
+        port = int(top.rport) if top.rport.isdigit() else source[1]
+    else:
+        port = top.port or 5060
+    return host, port
+
+
+class TransactionLayer:
+    def __init__(self, timers: TimerConfig | None = None) -> None:
+        self.timers = timers or TimerConfig()
+        self._txs: dict[TxKey, _Transaction] = {}
+        # Server INVITEs answered 2xx, by (Call-ID, CSeq number): the ACK has its own branch.
+        self._accepted: dict[tuple[str, int], TxKey] = {}
+        self._heap: list[tuple[float, int, TxKey, Input]] = []
+        self._seq = itertools.count()
+        self._outgoing: list[tuple[bytes, Addr]] = []
+
+    # --- introspection -------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._txs)
+
+    def state(self, key: TxKey) -> State | None:
+        tx = self._txs.get(key)
+        return tx.state if tx else None
+
+    def take_outgoing(self) -> list[tuple[bytes, Addr]]:
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        while self._heap:
+            when, _, key, timer = self._heap[0]
+            tx = self._txs.get(key)
+            if tx is not None and tx.deadlines.get(timer) == when:
+                return when
+            heapq.heappop(self._heap)  # stale: the timer was stopped or re-armed
+        return None
+
+    # --- network input -------------------------------------------------------
+
+    def receive(self, message: Request | Response, source: Addr, now: float) -> list[Event]:
+        if isinstance(message, Response):
+            return self._receive_response(message, now)
+        return self._receive_request(message, source, now)
+
+    def _receive_response(self, response: Response, now: float) -> list[Event]:
+        vias = response.vias
+        if len(vias) != 1:
+            return []  # RFC 3261 section 8.1.3.3: more than one Via means not for us
+        key = client_key(vias[0].branch or "", response.cseq.method)
+        tx = self._txs.get(key)
+        if tx is None:
+            return []
+        if response.status < 200:
+            inp = Input.PROVISIONAL
+        elif response.status < 300:
+            inp = Input.SUCCESS
+        else:
+            inp = Input.FAILURE
+        return self._fire(tx, inp, now, response=response)
+
+    def _receive_request(self, request: Request, source: Addr, now: float) -> list[Event]:
+        top = request.top_via
+        stamped = _stamp_via(top, source)
+        if stamped is not top:
+            request = request.with_headers(request.headers.replaced_first("Via", str(stamped)))
+            top = stamped
+        key = server_key(request, top)
+        if request.method == "ACK":
+            tx = self._txs.get(key)
+            if tx is None or tx.state not in (State.COMPLETED, State.CONFIRMED):
+                accepted = self._accepted.get((request.call_id, request.cseq.number))
+                tx = self._txs.get(accepted) if accepted else None
+                if tx is None:
+                    return [AckReceived(request, source)]
+            return self._fire(tx, Input.ACK, now, ack=request, source=source)
+        tx = self._txs.get(key)
+        if tx is not None:
+            return self._fire(tx, Input.REQUEST, now)
+        kind = Kind.SERVER_INVITE if request.method == "INVITE" else Kind.SERVER_NON_INVITE
+        tx = self._create(key, kind, request, response_destination(top, source), now)
+        cancels = None
+        if request.method == "CANCEL":
+            invite_key = TxKey(key.branch, key.sent_by, "INVITE", server=True)
+            cancels = invite_key if invite_key in self._txs else None
+        if kind is Kind.SERVER_INVITE:
+            # Answer at once so the caller stops retransmitting over a slow link.
+            self.respond(key, make_response(request, 100), now)
+        return [RequestReceived(key, request, source, cancels)]
+
+    # --- TU input ------------------------------------------------------------
+
+    def send_request(
+        self, request: Request, destination: Addr, now: float, timers: TimerConfig | None = None
+    ) -> TxKey:
+        """Start a client transaction; ``request``'s top Via must carry a fresh branch."""
+        if request.method == "ACK":
+            raise TransactionError("ACK is not sent in a transaction; use send_stateless")
+        branch = request.top_via.branch or ""
+        if not branch.startswith(MAGIC_COOKIE):
+            raise TransactionError("client requests need an RFC 3261 branch")
+        key = client_key(branch, request.method)
+        if key in self._txs:
+            raise TransactionError(f"a transaction with branch {branch} already exists")
+        kind = Kind.CLIENT_INVITE if request.method == "INVITE" else Kind.CLIENT_NON_INVITE
+        tx = self._create(key, kind, request, destination, now, timers)
+        tx.request_bytes = bytes(request)
+        self._outgoing.append((tx.request_bytes, destination))
+        return key
+
+    def respond(self, key: TxKey, response: Response, now: float) -> list[Event]:
+        tx = self._txs.get(key)
+        if tx is None:
+            raise TransactionError(f"no server transaction {key}")
+        if response.status < 200:
+            inp = Input.TU_PROVISIONAL
+        elif response.status < 300:
+            inp = Input.TU_SUCCESS
+        else:
+            inp = Input.TU_FAILURE
+        return self._fire(tx, inp, now, response=response)
+
+    def send_stateless(self, message: Request | Response, destination: Addr) -> None:
+        """Send outside any transaction (ACK for 2xx, stateless error responses)."""
+        self._outgoing.append((bytes(message), destination))
+
+    def request_of(self, key: TxKey) -> Request | None:
+        tx = self._txs.get(key)
+        return tx.request if tx else None
+
+    # --- timers --------------------------------------------------------------
+
+    def handle_timers(self, now: float) -> list[Event]:
+        events: list[Event] = []
+        while self._heap and self._heap[0][0] <= now:
+            when, _, key, timer = heapq.heappop(self._heap)
+            tx = self._txs.get(key)
+            if tx is None or tx.deadlines.get(timer) != when:
+                continue
+            del tx.deadlines[timer]
+            events += self._fire(tx, timer, now)
+        return events
+
+    # --- the machine ---------------------------------------------------------
+
+    def _create(
+        self,
+        key: TxKey,
+        kind: Kind,
+        request: Request,
+        destination: Addr,
+        now: float,
+        timers: TimerConfig | None = None,
+    ) -> _Transaction:
+        state, initial_timers = INITIAL_STATE[kind]
+        tx = _Transaction(key, kind, state, request, destination, timers or self.timers)
+        self._txs[key] = tx
+        for timer in initial_timers:
+            self._start(tx, timer, now)
+        return tx
+
+    def _fire(
+        self,
+        tx: _Transaction,
+        inp: Input,
+        now: float,
+        *,
+        response: Response | None = None,
+        ack: Request | None = None,
+        source: Addr | None = None,
+    ) -> list[Event]:
+        transition = TABLES[tx.kind].get((tx.state, inp))
+        if transition is None:
+            if inp in (Input.TU_PROVISIONAL, Input.TU_SUCCESS, Input.TU_FAILURE):
+                raise TransactionError(f"cannot send a {inp.value!r} in state {tx.state.value} ({tx.key})")
+            return []
+        events: list[Event] = []
+        for action in transition.actions:
+            events += self._do(tx, action, response, ack, source)
+        for timer in transition.stop:
+            tx.deadlines.pop(timer, None)
+        tx.state = transition.next
+        for timer in transition.start:
+            self._start(tx, timer, now)
+        if tx.kind is Kind.SERVER_INVITE and tx.state is State.ACCEPTED:
+            self._accepted[(tx.request.call_id, tx.request.cseq.number)] = tx.key
+        if tx.state is State.TERMINATED:
+            self._remove(tx)
+        return events
+
+    def _do(
+        self,
+        tx: _Transaction,
+        action: Action,
+        response: Response | None,
+        ack: Request | None,
+        source: Addr | None,
+    ) -> list[Event]:
+        if action is Action.PASS_UP:
+            assert response is not None
+            return [ResponseReceived(tx.key, response)]
+        if action is Action.PASS_ACK:
+            assert ack is not None and source is not None
+            return [AckReceived(ack, source)]
+        if action is Action.REPORT_TIMEOUT:
+            return [TransactionTimedOut(tx.key, after_success=tx.state is State.ACCEPTED)]
+        if action is Action.RETRANSMIT:
+            self._outgoing.append((tx.request_bytes, tx.destination))
+        elif action is Action.SEND_ACK:
+            assert response is not None
+            self._outgoing.append((bytes(ack_for_failure(tx.request, response)), tx.destination))
+        elif action is Action.SEND_RESPONSE:
+            assert response is not None
+            tx.last_response = response
+            tx.last_response_bytes = bytes(response)
+            self._outgoing.append((tx.last_response_bytes, tx.destination))
+        elif action is Action.RESEND_RESPONSE:
+            if tx.last_response_bytes:
+                self._outgoing.append((tx.last_response_bytes, tx.destination))
+        return []
+
+    def _start(self, tx: _Transaction, timer: Input, now: float) -> None:
+        t = tx.timers
+        if timer in _BACKOFF:
+            previous = tx.intervals.get(timer)
+            if previous is None:
+                interval = t.t1
+            elif tx.kind is Kind.CLIENT_NON_INVITE and tx.state is State.PROCEEDING:
+                interval = t.t2  # RFC 3261 section 17.1.2.2: Proceeding retransmits every T2
+            else:
+                interval = previous * 2
+                if timer in _BACKOFF_CAPPED:
+                    interval = min(interval, t.t2)
+            tx.intervals[timer] = interval
+        else:
+            interval = _fixed_duration(timer, t)
+        when = now + interval
+        tx.deadlines[timer] = when
+        heapq.heappush(self._heap, (when, next(self._seq), tx.key, timer))
+
+    def _remove(self, tx: _Transaction) -> None:
+        self._txs.pop(tx.key, None)
+        if tx.kind is Kind.SERVER_INVITE:
+            ident = (tx.request.call_id, tx.request.cseq.number)
+            if self._accepted.get(ident) == tx.key:
+                del self._accepted[ident]
+
+
+def _stamp_via(top: Via, source: Addr) -> Via:
+    """Add received/rport to the top Via as a server transport must (RFC 3261 18.2.1, RFC 3581)."""
+    via = top
+    if top.rport is not None and top.rport == "":
+        via = via.with_param("rport", str(source[1]))
+        via = via.with_param("received", source[0])
+    elif top.host.strip("[]") != source[0]:
+        via = via.with_param("received", source[0])
+    return via
+
+
+def ack_for_failure(invite: Request, response: Response) -> Request:
+    """The ACK a client INVITE transaction sends for a 3xx-6xx (RFC 3261 section 17.1.1.3)."""
+    pairs: list[tuple[str, str]] = [("Via", invite.headers.get("Via") or "")]
+    pairs += [("Route", r) for r in invite.headers.get_all("Route")]
+    pairs += [
+        ("Max-Forwards", "70"),
+        ("From", invite.headers.get("From") or ""),
+        ("To", response.headers.get("To") or ""),
+        ("Call-ID", invite.call_id),
+        ("CSeq", f"{invite.cseq.number} ACK"),
+    ]
+    return Request(headers=Headers(tuple(pairs)), method="ACK", uri=invite.uri)

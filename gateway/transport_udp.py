@@ -1,0 +1,47 @@
+"""The SIP UDP transport: hands datagrams to the SIP service and sends what it returns."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+Addr = tuple[str, int]
+
+
+class UdpTransport(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes, Addr], None]) -> None:
+        self._on_datagram = on_datagram
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self._transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self._on_datagram(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a phone that went away: the transaction's timers handle it.
+        pass
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(data, addr)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    @property
+    def local_address(self) -> Addr:
+        assert self._transport is not None
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+
+async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Addr], None]) -> UdpTransport:
+    loop = asyncio.get_running_loop()
+    _transport, protocol = await loop.create_datagram_endpoint(
+        lambda: UdpTransport(on_datagram), local_addr=(host, port)
+    )
+    return protocol

@@ -1,0 +1,289 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.sip.errors import TransactionError
+from gateway.sip.message import make_response
+from gateway.sip.parser import parse_message
+from gateway.sip.transaction import (
+    TABLES,
+    AckReceived,
+    Input,
+    Kind,
+    RequestReceived,
+    ResponseReceived,
+    State,
+    TimerConfig,
+    TransactionLayer,
+    TransactionTimedOut,
+)
+
+from .helpers import request, response_to
+
+PEER = ("10.0.0.1", 5060)
+
+
+def run_until(layer: TransactionLayer, end: float) -> tuple[list[float], list[object]]:
+    """Fire every timer up to ``end``; return when datagrams went out and what events came up."""
+    sent_at: list[float] = []
+    events: list[object] = []
+    while (deadline := layer.next_deadline()) is not None and deadline <= end:
+        events += layer.handle_timers(deadline)
+        sent_at += [deadline] * len(layer.take_outgoing())
+    return sent_at, events
+
+
+def test_client_invite_retransmits_with_doubling_then_times_out() -> None:
+    layer = TransactionLayer(TimerConfig(t1=0.5))
+    key = layer.send_request(request(), PEER, now=0.0)
+    assert len(layer.take_outgoing()) == 1
+    sent_at, events = run_until(layer, 100)
+    assert sent_at == [0.5, 1.5, 3.5, 7.5, 15.5, 31.5]  # Timer A: T1, 2T1, 4T1 ...
+    assert events == [TransactionTimedOut(key)]  # Timer B at 64*T1 = 32 s
+    assert len(layer) == 0
+
+
+def test_satellite_t1_stretches_every_timer() -> None:
+    layer = TransactionLayer(TimerConfig(t1=2.0, t2=8.0))
+    key = layer.send_request(request("OPTIONS"), PEER, now=0.0)
+    layer.take_outgoing()
+    sent_at, events = run_until(layer, 1000)
+    assert sent_at[:4] == [2.0, 6.0, 14.0, 22.0]  # E doubles from T1, capped at T2
+    assert events == [TransactionTimedOut(key)]
+    assert sent_at[-1] < 128.0  # Timer F = 64*T1
+
+
+def test_provisional_stops_invite_retransmissions() -> None:
+    layer = TransactionLayer()
+    req = request()
+    key = layer.send_request(req, PEER, now=0.0)
+    layer.take_outgoing()
+    events = layer.receive(response_to(req, 180), PEER, now=0.1)
+    assert isinstance(events[0], ResponseReceived) and events[0].key == key
+    assert layer.state(key) is State.PROCEEDING
+    sent_at, events = run_until(layer, 100)
+    assert sent_at == [] and events == []
+
+
+def test_non_2xx_final_is_acked_by_the_transaction_and_retransmissions_re_acked() -> None:
+    layer = TransactionLayer()
+    req = request()
+    key = layer.send_request(req, PEER, now=0.0)
+    layer.take_outgoing()
+    busy = response_to(req, 486)
+    events = layer.receive(busy, PEER, now=0.2)
+    assert [type(e) for e in events] == [ResponseReceived]
+    ((ack_bytes, dest),) = layer.take_outgoing()
+    ack = parse_message(ack_bytes)
+    assert ack.method == "ACK" and ack.top_via.branch == req.top_via.branch and dest == PEER  # type: ignore[union-attr]
+    assert layer.receive(busy, PEER, now=0.3) == []  # absorbed...
+    assert len(layer.take_outgoing()) == 1  # ...but ACKed again
+    assert layer.state(key) is State.COMPLETED
+    run_until(layer, 100)
+    assert len(layer) == 0
+
+
+def test_2xx_retransmissions_reach_the_tu_in_accepted() -> None:
+    layer = TransactionLayer()
+    req = request()
+    key = layer.send_request(req, PEER, now=0.0)
+    ok = response_to(req, 200)
+    assert len(layer.receive(ok, PEER, now=0.1)) == 1
+    assert layer.state(key) is State.ACCEPTED
+    assert len(layer.receive(ok, PEER, now=0.6)) == 1  # so the TU can ACK again
+    run_until(layer, 100)
+    assert len(layer) == 0
+
+
+def test_server_invite_sends_100_and_absorbs_retransmissions() -> None:
+    layer = TransactionLayer()
+    req = request()
+    events = layer.receive(req, ("10.0.0.1", 40000), now=0.0)
+    assert len(events) == 1 and isinstance(events[0], RequestReceived)
+    ((data, dest),) = layer.take_outgoing()
+    assert data.startswith(b"SIP/2.0 100 Trying") and dest == ("10.0.0.1", 40000)  # rport honoured
+    assert b"rport=40000;received=10.0.0.1" in data  # RFC 3581 section 4
+    assert layer.receive(req, ("10.0.0.1", 40000), now=0.5) == []
+    assert len(layer.take_outgoing()) == 1  # the 100 again
+
+
+def test_server_invite_failure_retransmits_until_ack() -> None:
+    layer = TransactionLayer(TimerConfig(t1=0.5, t2=4.0))
+    req = request()
+    (event,) = layer.receive(req, PEER, now=0.0)
+    assert isinstance(event, RequestReceived)
+    layer.take_outgoing()
+    layer.respond(event.key, make_response(event.request, 486, to_tag="x"), now=0.0)
+    layer.take_outgoing()
+    sent_at, _ = run_until(layer, 3.9)
+    assert sent_at == [0.5, 1.5, 3.5]  # Timer G
+    ack = request("ACK", to_tag="x")
+    assert layer.receive(ack, PEER, now=4.0) == []  # non-2xx ACK stays in the transaction
+    assert layer.state(event.key) is State.CONFIRMED
+    sent_at, events = run_until(layer, 100)
+    assert sent_at == [] and events == [] and len(layer) == 0
+
+
+def test_server_invite_failure_without_ack_times_out() -> None:
+    layer = TransactionLayer()
+    (event,) = layer.receive(request(), PEER, now=0.0)
+    assert isinstance(event, RequestReceived)
+    layer.respond(event.key, make_response(event.request, 486, to_tag="x"), now=0.0)
+    _, events = run_until(layer, 100)
+    assert events == [TransactionTimedOut(event.key)]
+
+
+def test_server_invite_2xx_is_retransmitted_until_its_ack_arrives() -> None:
+    layer = TransactionLayer(TimerConfig(t1=0.5, t2=4.0))
+    (event,) = layer.receive(request(), PEER, now=0.0)
+    assert isinstance(event, RequestReceived)
+    layer.take_outgoing()
+    layer.respond(event.key, make_response(event.request, 200, to_tag="x"), now=0.0)
+    layer.take_outgoing()
+    sent_at, _ = run_until(layer, 8.0)
+    assert sent_at == [0.5, 1.5, 3.5, 7.5]
+    ack = request("ACK", branch="z9hG4bKother", to_tag="x")  # the 2xx ACK has its own branch
+    events = layer.receive(ack, PEER, now=8.1)
+    assert [type(e) for e in events] == [AckReceived]
+    sent_at, events = run_until(layer, 100)
+    assert sent_at == [] and events == [] and len(layer) == 0
+
+
+def test_missing_2xx_ack_is_reported() -> None:
+    layer = TransactionLayer()
+    (event,) = layer.receive(request(), PEER, now=0.0)
+    assert isinstance(event, RequestReceived)
+    layer.respond(event.key, make_response(event.request, 200, to_tag="x"), now=0.0)
+    _, events = run_until(layer, 100)
+    assert events == [TransactionTimedOut(event.key, after_success=True)]
+
+
+def test_stray_ack_goes_to_the_tu() -> None:
+    layer = TransactionLayer()
+    events = layer.receive(request("ACK", to_tag="x"), PEER, now=0.0)
+    assert [type(e) for e in events] == [AckReceived]
+
+
+def test_cancel_names_the_invite_it_targets() -> None:
+    layer = TransactionLayer()
+    (invite,) = layer.receive(request(), PEER, now=0.0)
+    (cancel,) = layer.receive(request("CANCEL"), PEER, now=0.1)
+    assert isinstance(invite, RequestReceived) and isinstance(cancel, RequestReceived)
+    assert cancel.cancels == invite.key and cancel.key != invite.key
+
+
+def test_server_non_invite_resends_final_for_retransmissions_then_forgets() -> None:
+    layer = TransactionLayer()
+    req = request("REGISTER")
+    (event,) = layer.receive(req, PEER, now=0.0)
+    assert isinstance(event, RequestReceived)
+    assert layer.take_outgoing() == []  # no automatic 100 for non-INVITE
+    layer.respond(event.key, make_response(req, 200), now=0.0)
+    layer.take_outgoing()
+    assert layer.receive(req, PEER, now=1.0) == []
+    assert len(layer.take_outgoing()) == 1
+    run_until(layer, 100)
+    assert len(layer) == 0
+
+
+def test_tu_errors_are_refused() -> None:
+    layer = TransactionLayer()
+    (event,) = layer.receive(request("OPTIONS"), PEER, now=0.0)
+    assert isinstance(event, RequestReceived)
+    layer.respond(event.key, make_response(event.request, 200), now=0.0)
+    with pytest.raises(TransactionError):
+        layer.respond(event.key, make_response(event.request, 200), now=0.0)
+    with pytest.raises(TransactionError):
+        layer.send_request(request("ACK"), PEER, now=0.0)
+    with pytest.raises(TransactionError):
+        layer.send_request(request(branch="nomagic"), PEER, now=0.0)
+
+
+def test_responses_with_several_vias_are_not_ours() -> None:
+    layer = TransactionLayer()
+    req = request()
+    layer.send_request(req, PEER, now=0.0)
+    resp = response_to(req, 180, extra="Via: SIP/2.0/UDP 9.9.9.9;branch=z9hG4bKzz\r\n")
+    assert layer.receive(resp, PEER, now=0.1) == []
+
+
+# --- every (state, input) pair: a table entry is followed, anything else leaves the state alone ----
+
+NETWORK_INPUTS = [Input.PROVISIONAL, Input.SUCCESS, Input.FAILURE, Input.REQUEST, Input.ACK]
+
+
+def _drive_to(kind: Kind, state: State) -> tuple[TransactionLayer, object, float]:
+    """A layer holding one transaction of ``kind`` in ``state`` (None if unreachable)."""
+    layer = TransactionLayer()
+    req = request("INVITE" if kind in (Kind.CLIENT_INVITE, Kind.SERVER_INVITE) else "OPTIONS")
+    if kind in (Kind.CLIENT_INVITE, Kind.CLIENT_NON_INVITE):
+        key = layer.send_request(req, PEER, 0.0)
+        steps = {
+            State.CALLING: [],
+            State.TRYING: [],
+            State.PROCEEDING: [180],
+            State.ACCEPTED: [200],
+            State.COMPLETED: [486],
+        }[state]
+        for status in steps:
+            layer.receive(response_to(req, status), PEER, 0.1)
+        return layer, key, 0.1
+    (event,) = layer.receive(req, PEER, 0.0)
+    assert isinstance(event, RequestReceived)
+    key = event.key
+    if state is State.PROCEEDING and kind is Kind.SERVER_NON_INVITE:
+        layer.respond(key, make_response(req, 180, to_tag="x"), 0.0)
+    if state in (State.ACCEPTED, State.ACKED):
+        layer.respond(key, make_response(req, 200, to_tag="x"), 0.0)
+    if state is State.ACKED:
+        layer.receive(request("ACK", branch="z9hG4bKack", to_tag="x"), PEER, 0.1)
+    if state in (State.COMPLETED, State.CONFIRMED):
+        layer.respond(key, make_response(req, 486, to_tag="x"), 0.0)
+    if state is State.CONFIRMED:
+        layer.receive(request("ACK", to_tag="x"), PEER, 0.1)
+    return layer, key, 0.1
+
+
+REACHABLE = (
+    [(Kind.CLIENT_INVITE, s) for s in (State.CALLING, State.PROCEEDING, State.ACCEPTED, State.COMPLETED)]
+    + [(Kind.CLIENT_NON_INVITE, s) for s in (State.TRYING, State.PROCEEDING, State.COMPLETED)]
+    + [
+        (Kind.SERVER_INVITE, s)
+        for s in (State.PROCEEDING, State.ACCEPTED, State.ACKED, State.COMPLETED, State.CONFIRMED)
+    ]
+    + [(Kind.SERVER_NON_INVITE, s) for s in (State.TRYING, State.PROCEEDING, State.COMPLETED)]
+)
+
+
+@pytest.mark.parametrize(("kind", "state"), REACHABLE)
+def test_drive_reaches_every_state(kind: Kind, state: State) -> None:
+    layer, key, _ = _drive_to(kind, state)
+    assert layer.state(key) is state  # type: ignore[arg-type]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(REACHABLE), st.sampled_from(NETWORK_INPUTS))
+def test_every_network_input_in_every_state(pair: tuple[Kind, State], inp: Input) -> None:
+    kind, state = pair
+    layer, key, now = _drive_to(kind, state)
+    req = layer.request_of(key)  # type: ignore[arg-type]
+    assert req is not None
+    if inp is Input.REQUEST:
+        message = req
+    elif inp is Input.ACK:
+        message = request("ACK", to_tag="x")
+    else:
+        message = response_to(req, {Input.PROVISIONAL: 180, Input.SUCCESS: 200, Input.FAILURE: 486}[inp])
+    is_client = kind in (Kind.CLIENT_INVITE, Kind.CLIENT_NON_INVITE)
+    applies = (is_client and inp in (Input.PROVISIONAL, Input.SUCCESS, Input.FAILURE)) or (
+        not is_client and inp in (Input.REQUEST, Input.ACK)
+    )
+    layer.receive(message, PEER, now + 0.01)
+    expected = TABLES[kind].get((state, inp)) if applies else None
+    new_state = layer.state(key)  # type: ignore[arg-type]
+    if expected is None:
+        assert new_state is state
+    else:
+        assert new_state is (None if expected.next is State.TERMINATED else expected.next)
