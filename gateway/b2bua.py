@@ -231,9 +231,7 @@ class Call:
             ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"),
             ("Content-Type", "application/sdp"),
         ]
-        return Request(
-            headers=Headers(tuple(pairs)), body=sdp, method="INVITE", uri=parse_uri(target.contact)
-        )
+        return Request(headers=Headers(tuple(pairs)), body=sdp, method="INVITE", uri=parse_uri(target.contact))
 
     # --- responses from B-leg forks ------------------------------------------------------
 
@@ -269,9 +267,7 @@ class Call:
             extra.append(("Content-Type", "application/sdp"))
         elif not first:
             return actions  # repeated ringing from one phone: the caller already knows
-        actions.append(
-            SendResponse(self.invite_key, self._a_response(response.status, response.reason, extra, body))
-        )
+        actions.append(SendResponse(self.invite_key, self._a_response(response.status, response.reason, extra, body)))
         return actions
 
     def _fork_answered(self, fork: _Fork, response: Response, now: float) -> list[Action]:
@@ -295,9 +291,7 @@ class Call:
         try:
             answer = parse_sdp(response.body)
         except SdpError:
-            actions.append(
-                SendRequest(self.b.make_request("BYE", self.settings.local_host), self.b.destination)
-            )
+            actions.append(SendRequest(self.b.make_request("BYE", self.settings.local_host), self.b.destination))
             self.ring_deadline = None
             return actions + self._end_now("failed", 488, "system", now)
         actions.append(MediaRemoteChanged("b", tuple(media_endpoints(answer))))
@@ -423,18 +417,14 @@ class Call:
             return [SendResponse(key, make_response(request, 481))]
         return self._relay_request(leg, key, request)
 
-    def _bye_from(
-        self, leg: Leg, key: TxKey, request: Request, ended_by: EndedBy, now: float
-    ) -> list[Action]:
+    def _bye_from(self, leg: Leg, key: TxKey, request: Request, ended_by: EndedBy, now: float) -> list[Action]:
         ok = SendResponse(key, make_response(request, 200))
         if self.phase is Phase.ENDED:
             return [ok]
         other = self.b if leg == "a" else self.a
         actions: list[Action] = []
         if other is not None:
-            actions.append(
-                SendRequest(other.make_request("BYE", self.settings.local_host), other.destination)
-            )
+            actions.append(SendRequest(other.make_request("BYE", self.settings.local_host), other.destination))
         for relay_key, relay in list(self.relays.items()):
             actions.append(SendResponse(relay.server_key, make_response(relay.request, 487)))
             del self.relays[relay_key]
@@ -514,9 +504,7 @@ class Call:
         actions = []
         for dialog in (self.a, self.b):
             if dialog is not None:
-                actions.append(
-                    SendRequest(dialog.make_request("BYE", self.settings.local_host), dialog.destination)
-                )
+                actions.append(SendRequest(dialog.make_request("BYE", self.settings.local_host), dialog.destination))
         self.phase = Phase.ENDED
         self.ended_at = now
         return actions + [CallEnded("answered", 200, by)]
@@ -541,9 +529,7 @@ class Call:
 
     def next_deadline(self) -> float | None:
         candidates = [d for d in (self.ring_deadline, self.hangup_deadline) if d is not None]
-        candidates += [
-            f.give_up_at for f in self.forks.values() if f.give_up_at is not None and f.final is None
-        ]
+        candidates += [f.give_up_at for f in self.forks.values() if f.give_up_at is not None and f.final is None]
         return min(candidates) if candidates else None
 
     def on_timer(self, now: float) -> list[Action]:
@@ -563,11 +549,7 @@ class Call:
     @property
     def finished(self) -> bool:
         """Nothing more will happen: ended, and no fork or relayed request outstanding."""
-        return (
-            self.phase is Phase.ENDED
-            and all(f.final is not None for f in self.forks.values())
-            and not self.relays
-        )
+        return self.phase is Phase.ENDED and all(f.final is not None for f in self.forks.values()) and not self.relays
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -581,9 +563,7 @@ class Call:
         ports = _ports_for(sdp_from_a, [s.b for s in self.streams])
         return anchor(sdp_from_a, self.settings.media_address, ports, self.b_sdp_version)
 
-    def _a_response(
-        self, status: int, reason: str | None, extra: list[tuple[str, str]], body: bytes
-    ) -> Response:
+    def _a_response(self, status: int, reason: str | None, extra: list[tuple[str, str]], body: bytes) -> Response:
         assert self.a is not None
         headers = list(extra)
         if status < 300 and status != 100:

@@ -122,9 +122,7 @@ class GatewayConfig:
         for tenant in self.tenants:
             for name in (tenant.domain, *tenant.aliases):
                 if name in seen:
-                    raise ValueError(
-                        f"domain {name!r} is claimed by tenants {seen[name]!r} and {tenant.domain!r}"
-                    )
+                    raise ValueError(f"domain {name!r} is claimed by tenants {seen[name]!r} and {tenant.domain!r}")
                 seen[name] = tenant.domain
 
     @property

@@ -13,18 +13,12 @@ from prometheus_client.registry import Collector
 
 class SipMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.parse_errors = Counter(
-            "seabridge_sip_parse_errors", "SIP datagrams that did not parse", registry=registry
-        )
-        self.messages = Counter(
-            "seabridge_sip_messages", "SIP messages by direction", ["direction"], registry=registry
-        )
+        self.parse_errors = Counter("seabridge_sip_parse_errors", "SIP datagrams that did not parse", registry=registry)
+        self.messages = Counter("seabridge_sip_messages", "SIP messages by direction", ["direction"], registry=registry)
         self.calls_in_progress = Gauge(
             "seabridge_calls_in_progress", "Calls being set up or connected", registry=registry
         )
-        self.calls = Counter(
-            "seabridge_calls", "Ended calls by disposition", ["disposition"], registry=registry
-        )
+        self.calls = Counter("seabridge_calls", "Ended calls by disposition", ["disposition"], registry=registry)
         self.auth_failures = Counter(
             "seabridge_sip_auth_failures", "Digest checks that failed", ["method"], registry=registry
         )

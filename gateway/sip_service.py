@@ -260,9 +260,7 @@ class SipService:
         elif method in ("BYE", "INFO", "UPDATE", "PRACK"):
             self._respond(event.key, make_response(request, 481, to_tag=_tag(request)), now)
         else:
-            self._respond(
-                event.key, make_response(request, 405, to_tag=_tag(request), extra=[("Allow", ALLOW)]), now
-            )
+            self._respond(event.key, make_response(request, 405, to_tag=_tag(request), extra=[("Allow", ALLOW)]), now)
 
     def _on_cancel(self, event: RequestReceived, now: float) -> None:
         request = event.request
@@ -336,9 +334,7 @@ class SipService:
         self._act(call, actions, now)
         self._after(now)
 
-    async def _set_up(
-        self, event: RequestReceived
-    ) -> Response | tuple[Call, list[ForkTarget], list[MediaStream]]:
+    async def _set_up(self, event: RequestReceived) -> Response | tuple[Call, list[ForkTarget], list[MediaStream]]:
         request = event.request
         started = self._clock.monotonic()
         if request.headers.get("Max-Forwards") == "0":
@@ -372,9 +368,7 @@ class SipService:
         try:
             offer = parse_sdp(request.body)
         except SdpError:
-            return make_response(
-                request, 488, "Not Acceptable Here (an SDP offer is required)", to_tag=_tag(request)
-            )
+            return make_response(request, 488, "Not Acceptable Here (an SDP offer is required)", to_tag=_tag(request))
         audio_like = max(1, len(offer.media))
         streams: list[MediaStream] = []
         session_id = parse_session_id(request.headers.get("Session-ID")) or uuid.uuid4().hex
@@ -501,9 +495,7 @@ class SipService:
 
     def _reap(self) -> None:
         """Forget calls that are over and owe nothing (no fork, relay or record outstanding)."""
-        for call in [
-            c for c in self._calls if c.finished and c not in self._ending and c not in self._streams
-        ]:
+        for call in [c for c in self._calls if c.finished and c not in self._ending and c not in self._streams]:
             self._calls.discard(call)
             self._anchors.pop(call, None)
             for key in [k for k, c in self._by_key.items() if c is call]:

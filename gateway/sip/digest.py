@@ -106,8 +106,7 @@ class DigestAuthenticator:
         opaque = hmac.new(self._secret, b"opaque" + realm.encode(), hashlib.sha256).hexdigest()[:16]
         stale_param = ", stale=true" if stale else ""
         return [
-            f'Digest realm="{realm}", nonce="{nonce}", opaque="{opaque}", algorithm={alg}, '
-            f'qop="auth"{stale_param}'
+            f'Digest realm="{realm}", nonce="{nonce}", opaque="{opaque}", algorithm={alg}, qop="auth"{stale_param}'
             for alg in self.algorithms
         ]
 

@@ -112,9 +112,7 @@ def process_register(
     assert isinstance(result, AuthAccepted)
     if result.username != to_user:
         # Authenticated, but as someone else: no third-party registration.
-        return RegisterOutcome(
-            make_response(request, 403, "Forbidden (not your address)", to_tag=_tag_for(request))
-        )
+        return RegisterOutcome(make_response(request, 403, "Forbidden (not your address)", to_tag=_tag_for(request)))
     aor = f"{to_user}@{tenant}"
     return _update_bindings(request, source, aor, current, policy, now, wall, result.username)
 
@@ -137,9 +135,7 @@ def _update_bindings(
 
     if any(c.wildcard for c in contacts):
         if len(contacts) != 1 or header_expires != "0":
-            return RegisterOutcome(
-                make_response(request, 400, "Bad Request (Contact: * needs Expires: 0)", to_tag=tag)
-            )
+            return RegisterOutcome(make_response(request, 400, "Bad Request (Contact: * needs Expires: 0)", to_tag=tag))
         return RegisterOutcome(_ok(request, [], now, tag), (), username)
 
     if not contacts:  # a query: list the bindings

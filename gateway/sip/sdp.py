@@ -154,9 +154,7 @@ def parse_sdp(data: bytes) -> SessionDescription:
     finish()
     if version != "0" or not origin:
         raise SdpError("SDP needs v=0 and an o= line")
-    return SessionDescription(
-        version, origin, session_name or "-", connection, tuple(session_lines), tuple(media)
-    )
+    return SessionDescription(version, origin, session_name or "-", connection, tuple(session_lines), tuple(media))
 
 
 def _addr_type(address: str) -> str:
@@ -167,9 +165,7 @@ def _addr_type(address: str) -> str:
 _TRANSPORT_ATTRIBUTES = ("rtcp:", "candidate:", "ice-", "end-of-candidates", "remote-candidates")
 
 
-def anchor(
-    sdp: SessionDescription, address: str, ports: list[int], session_version: int
-) -> SessionDescription:
+def anchor(sdp: SessionDescription, address: str, ports: list[int], session_version: int) -> SessionDescription:
     """The same offer/answer with every media pointed at our relay (address, one port per m= line).
 
     A port of 0 (a rejected stream) stays 0. The origin keeps the peer's

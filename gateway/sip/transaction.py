@@ -107,9 +107,7 @@ _I = Input
 TABLES: dict[Kind, dict[tuple[State, Input], Transition]] = {
     Kind.CLIENT_INVITE: {
         (_S.CALLING, _I.PROVISIONAL): _T((_A.PASS_UP,), _S.PROCEEDING, stop=(_I.TIMER_A, _I.TIMER_B)),
-        (_S.CALLING, _I.SUCCESS): _T(
-            (_A.PASS_UP,), _S.ACCEPTED, start=(_I.TIMER_M,), stop=(_I.TIMER_A, _I.TIMER_B)
-        ),
+        (_S.CALLING, _I.SUCCESS): _T((_A.PASS_UP,), _S.ACCEPTED, start=(_I.TIMER_M,), stop=(_I.TIMER_A, _I.TIMER_B)),
         (_S.CALLING, _I.FAILURE): _T(
             (_A.PASS_UP, _A.SEND_ACK), _S.COMPLETED, start=(_I.TIMER_D,), stop=(_I.TIMER_A, _I.TIMER_B)
         ),
@@ -125,12 +123,8 @@ TABLES: dict[Kind, dict[tuple[State, Input], Transition]] = {
     },
     Kind.CLIENT_NON_INVITE: {
         (_S.TRYING, _I.PROVISIONAL): _T((_A.PASS_UP,), _S.PROCEEDING),
-        (_S.TRYING, _I.SUCCESS): _T(
-            (_A.PASS_UP,), _S.COMPLETED, start=(_I.TIMER_K,), stop=(_I.TIMER_E, _I.TIMER_F)
-        ),
-        (_S.TRYING, _I.FAILURE): _T(
-            (_A.PASS_UP,), _S.COMPLETED, start=(_I.TIMER_K,), stop=(_I.TIMER_E, _I.TIMER_F)
-        ),
+        (_S.TRYING, _I.SUCCESS): _T((_A.PASS_UP,), _S.COMPLETED, start=(_I.TIMER_K,), stop=(_I.TIMER_E, _I.TIMER_F)),
+        (_S.TRYING, _I.FAILURE): _T((_A.PASS_UP,), _S.COMPLETED, start=(_I.TIMER_K,), stop=(_I.TIMER_E, _I.TIMER_F)),
         (_S.TRYING, _I.TIMER_E): _T((_A.RETRANSMIT,), _S.TRYING, start=(_I.TIMER_E,)),
         (_S.TRYING, _I.TIMER_F): _T((_A.REPORT_TIMEOUT,), _S.TERMINATED),
         (_S.PROCEEDING, _I.PROVISIONAL): _T((_A.PASS_UP,), _S.PROCEEDING),
@@ -372,9 +366,7 @@ class TransactionLayer:
 
     # --- TU input ------------------------------------------------------------
 
-    def send_request(
-        self, request: Request, destination: Addr, now: float, timers: TimerConfig | None = None
-    ) -> TxKey:
+    def send_request(self, request: Request, destination: Addr, now: float, timers: TimerConfig | None = None) -> TxKey:
         """Start a client transaction; ``request``'s top Via must carry a fresh branch."""
         if request.method == "ACK":
             raise TransactionError("ACK is not sent in a transaction; use send_stateless")

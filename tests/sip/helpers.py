@@ -38,9 +38,7 @@ def request(
     return msg
 
 
-def response_to(
-    req: Request, status: int, to_tag: str = "tt", body: bytes = b"", extra: str = ""
-) -> Response:
+def response_to(req: Request, status: int, to_tag: str = "tt", body: bytes = b"", extra: str = "") -> Response:
     to = req.headers.get("To") or ""
     if ";tag=" not in to and status > 100:
         to += f";tag={to_tag}"

@@ -15,14 +15,10 @@ def ha1s(user: str = "alice", realm: str = "acme", password: str = "secret123") 
     return {alg: ha1(alg, user, realm, password) for alg in ("MD5", "SHA-256")}
 
 
-def answer(
-    challenge: str, method: str, uri: str, password: str, nc: str = "00000001", user: str = "alice"
-) -> str:
+def answer(challenge: str, method: str, uri: str, password: str, nc: str = "00000001", user: str = "alice") -> str:
     _, params = parse_auth_params(challenge)
     alg = params["algorithm"]
-    resp = client_response(
-        alg, user, params["realm"], password, method, uri, params["nonce"], nc, "cn", "auth"
-    )
+    resp = client_response(alg, user, params["realm"], password, method, uri, params["nonce"], nc, "cn", "auth")
     return (
         f'Digest username="{user}", realm="{params["realm"]}", nonce="{params["nonce"]}", uri="{uri}", '
         f'response="{resp}", algorithm={alg}, qop=auth, nc={nc}, cnonce="cn", opaque="{params["opaque"]}"'
@@ -66,9 +62,7 @@ def test_expired_nonce_is_stale_forged_nonce_is_not_ours() -> None:
     assert isinstance(result, AuthRejected) and result.stale
     other = DigestAuthenticator(b"z" * 32)
     c2 = creds(answer(other.challenges("acme", 0.0)[0], "REGISTER", "sip:acme", "secret123"))
-    assert auth.verify(c2, "REGISTER", "acme", ha1s()["SHA-256"], 1.0) == AuthRejected(
-        "nonce not issued by us"
-    )
+    assert auth.verify(c2, "REGISTER", "acme", ha1s()["SHA-256"], 1.0) == AuthRejected("nonce not issued by us")
 
 
 def test_nonce_is_bound_to_its_realm() -> None:
@@ -79,9 +73,7 @@ def test_nonce_is_bound_to_its_realm() -> None:
 
 
 def reg(extra: str = "", contact: str = "<sip:alice@10.0.0.1:5060>", cseq: int = 1, call_id: str = "r1"):  # type: ignore[no-untyped-def]
-    text = request(
-        "REGISTER", uri="sip:acme", cseq=cseq, call_id=call_id, extra=f"Contact: {contact}\r\n{extra}"
-    )
+    text = request("REGISTER", uri="sip:acme", cseq=cseq, call_id=call_id, extra=f"Contact: {contact}\r\n{extra}")
     # REGISTER's To is the AOR being registered.
     from gateway.sip.message import Request
 
@@ -142,9 +134,7 @@ def test_register_binds_lists_and_removes_contacts() -> None:
     )
     assert second.bindings is not None and len(second.bindings) == 2
     too_short = process_register(
-        reg(
-            f"Authorization: {answer(www, 'REGISTER', 'sip:acme', 'secret123', nc='00000003')}\r\nExpires: 5\r\n"
-        ),
+        reg(f"Authorization: {answer(www, 'REGISTER', 'sip:acme', 'secret123', nc='00000003')}\r\nExpires: 5\r\n"),
         SOURCE,
         "acme",
         ha1s(),

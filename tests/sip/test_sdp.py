@@ -35,9 +35,7 @@ def test_rejected_stream_keeps_port_zero() -> None:
     assert "c=IN IP6 ::1" in bytes(anchored).decode()
 
 
-@pytest.mark.parametrize(
-    "bad", [b"", b"v=1\r\n", b"v=0\r\no=x\r\nm=audio notaport RTP/AVP 0\r\n", b"garbage"]
-)
+@pytest.mark.parametrize("bad", [b"", b"v=1\r\n", b"v=0\r\no=x\r\nm=audio notaport RTP/AVP 0\r\n", b"garbage"])
 def test_bad_sdp_is_a_488(bad: bytes) -> None:
     with pytest.raises(SdpError) as info:
         parse_sdp(bad)
