@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from tests.support.audio import write_tone
+from tests.support.baresip import Baresip, PhoneAccount
+from tests.support.gateway import GatewayProcess
+
+PASSWORDS = {
+    "alice@acme": "alice-pass-1",
+    "bob@acme": "bob-pass-22",
+    "carol@acme": "carol-pass-333",
+    "dave@globex": "dave-pass-4444",
+}
+SITES = {"alice@acme": "kinshasa", "bob@acme": "kinshasa", "carol@acme": "lubumbashi", "dave@globex": "conakry"}
+
+
+@pytest.fixture(scope="session")
+def tones(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    folder = tmp_path_factory.mktemp("tones")
+    # Long enough that no phone hangs up because its "microphone" file ended.
+    return {f: write_tone(folder / f"tone{f}.wav", f, seconds=60) for f in (1000, 1500, 2000)}
+
+
+@pytest_asyncio.fixture(scope="module")
+async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[GatewayProcess]:
+    gw = GatewayProcess(tmp_path_factory.mktemp("gateway"))
+    gw.write_config()
+    for address, password in PASSWORDS.items():
+        gw.add_user(address, SITES[address], password)
+    await gw.start()
+    try:
+        yield gw
+    finally:
+        await gw.stop()
+
+
+PhoneFactory = Callable[..., Awaitable[Baresip]]
+_phone_ids = itertools.count()
+
+
+@pytest_asyncio.fixture
+async def phone(
+    gateway: GatewayProcess, tmp_path: Path, tones: dict[int, Path]
+) -> AsyncIterator[PhoneFactory]:
+    """Start baresip phones registered (or not) to the test gateway; all stopped afterwards."""
+    started: list[Baresip] = []
+
+    async def make(address: str, tone: int = 1000, password: str | None = None, register: bool = True) -> Baresip:
+        user, domain = address.split("@")
+        pw = password if password is not None else PASSWORDS.get(address)
+        name = f"{user}{next(_phone_ids)}"
+        p = Baresip(
+            name,
+            tmp_path / name,
+            PhoneAccount(user, domain, pw, gateway.sip_address, register),
+            tones[tone],
+        )
+        started.append(p)
+        await p.start()
+        if register:
+            await p.wait_event("REGISTER_OK")
+        return p
+
+    try:
+        yield make
+    finally:
+        for p in started:
+            with contextlib.suppress(Exception):
+                await p.stop()

@@ -1,0 +1,157 @@
+"""A real gateway process for integration tests: `seabridge run` on free loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.support.ports import free_port, port_block
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def seabridge(*args: str, config: Path | None = None, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "gateway.cli", *args]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, input=input_text, timeout=60)
+
+
+@dataclass
+class GatewayProcess:
+    folder: Path
+    extra_config: str = ""
+    sip_port: int = 0
+    http_port: int = 0
+    process: asyncio.subprocess.Process | None = None
+    media_range: tuple[int, int] = (0, 0)
+    log_lines: list[str] = field(default_factory=list)
+
+    @property
+    def config_path(self) -> Path:
+        return self.folder / "gateway.toml"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.folder / "var"
+
+    @property
+    def sip_address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.sip_port)
+
+    def write_config(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not self.sip_port:
+            self.sip_port = free_port()
+            self.http_port = free_port(host="127.0.0.1")
+            self.media_range = port_block()
+        first, last = self.media_range
+        self.config_path.write_text(
+            f"""
+node_name = "test-gw"
+data_dir = "{self.data_dir}"
+
+[log]
+level = "debug"
+format = "json"
+
+[sip]
+bind = "127.0.0.1"
+udp_port = {self.sip_port}
+ring_timeout_s = 30
+# Loopback: short timers so transactions finish quickly between tests.
+t1_ms = 100
+t2_ms = 400
+t4_ms = 500
+
+[media]
+bind = "127.0.0.1"
+port_min = {first}
+port_max = {last}
+
+[http]
+bind = "127.0.0.1"
+port = {self.http_port}
+{self.extra_config}
+"""
+        )
+
+    def add_user(self, address: str, site: str, password: str) -> None:
+        self.write_config() if not self.config_path.exists() else None
+        result = seabridge("user", "add", address, "--site", site, "--password", password, config=self.config_path)
+        assert result.returncode == 0, result.stderr
+
+    async def start(self) -> None:
+        if not self.config_path.exists():
+            self.write_config()
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "run",
+            "--config",
+            str(self.config_path),
+            cwd=REPO,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=(self.folder / "gateway.log").open("ab"),
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        await self.wait_healthy()
+
+    async def wait_healthy(self, timeout: float = 20.0) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with aiohttp.ClientSession() as http:
+            while loop.time() < deadline:
+                assert self.process is not None
+                if self.process.returncode is not None:
+                    raise RuntimeError(f"gateway exited {self.process.returncode}: {self.log_tail()}")
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with http.get(f"http://127.0.0.1:{self.http_port}/health") as resp:
+                        if resp.status == 200:
+                            return dict(await resp.json())
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"gateway not healthy within {timeout}s: {self.log_tail()}")
+
+    def log_tail(self, chars: int = 4000) -> str:
+        path = self.folder / "gateway.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+    def log_records(self) -> list[dict[str, Any]]:
+        path = self.folder / "gateway.log"
+        out = []
+        for line in path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                out.append(json.loads(line))
+        return out
+
+    async def metrics(self) -> dict[str, float]:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{self.http_port}/metrics") as resp:
+                text = await resp.text()
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process is None or self.process.returncode is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(sig)
+        try:
+            return await asyncio.wait_for(self.process.wait(), 20)
+        except TimeoutError:
+            self.process.kill()
+            return await self.process.wait()

@@ -1,0 +1,40 @@
+"""Free ports for test services: single ports from the kernel, blocks from a range nobody else uses."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+
+_next_block = itertools.count(0)
+BLOCK_BASE = 40000
+BLOCK_SIZE = 200
+
+
+def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP on ``host`` (SIP listeners use both)."""
+    while True:
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if _is_free(port, host) and _is_free(port + 1, host):
+            return port
+
+
+def _is_free(port: int, host: str) -> bool:
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+def port_block(size: int = BLOCK_SIZE) -> tuple[int, int]:
+    """An even-aligned block of UDP ports [first, last] for a media range (RTP/RTCP pairs)."""
+    while True:
+        first = BLOCK_BASE + next(_next_block) * BLOCK_SIZE
+        if first + size > 60000:
+            raise RuntimeError("out of test port blocks")
+        if all(_is_free(p, "127.0.0.1") for p in range(first, first + size, 17)):
+            return first, first + size - 1
