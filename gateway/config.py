@@ -67,6 +67,11 @@ class MediaConfig:
     port_max: int = field(default=29999, metadata=bounds(1025, 65535))
     # A leg that sends no RTP for this long after answer ends the call.
     rtp_timeout_s: int = field(default=60, metadata=bounds(5, 3600))
+    # 0 relays media in the gateway's own process; N > 0 shards calls over N relay
+    # worker processes (one per core on a busy box).
+    workers: int = field(default=0, metadata=bounds(0, 64))
+    # DiffServ code point set on relayed packets (46 = EF, expedited forwarding for voice).
+    dscp: int = field(default=46, metadata=bounds(0, 63))
 
     def __post_init__(self) -> None:
         if self.port_max - self.port_min < 3:

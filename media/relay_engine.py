@@ -1,0 +1,238 @@
+"""The relay's socket layer for one event loop: binds each session's four UDP sockets,
+feeds their datagrams to the sans-I/O core, sends what it routes, runs its one timer.
+
+It is used as is by the in-process relay and by each worker process. Its methods
+are synchronous (nothing here waits); :mod:`media.relay` puts the async API on top.
+
+Receive path, per readable socket: ``recvfrom_into`` a buffer preallocated once per
+engine (the loop runs one callback at a time, so one buffer serves every socket),
+ask the core's :meth:`~media.relay_core.Stream.received` where to send, and send a
+memoryview slice of the same buffer from the other leg's socket; repeat until the
+socket would block. Nothing is allocated per packet beyond what ``recvfrom_into``
+itself returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from media.errors import RelayError
+from media.relay_core import Address, LegName, RelayCore, RelayEvent, SessionStats, Stream
+
+__all__ = ["PortInUse", "RelayEngine", "RelayTotals"]
+
+log = logging.getLogger(__name__)
+
+_RECV_BUFFER = 65536  # the largest UDP payload
+
+
+class PortInUse(RelayError):
+    """Binding one of a session's ports failed because something else holds it."""
+
+    def __init__(self, rtp_port: int) -> None:
+        super().__init__(f"RTP/RTCP port pair {rtp_port}/{rtp_port + 1} is in use by another program")
+        self.rtp_port = rtp_port
+
+
+@dataclass(frozen=True)
+class RelayTotals:
+    """Cumulative counters over every session this relay has had (closed ones included)."""
+
+    sessions: int
+    packets_relayed: int
+    bytes_relayed: int
+    packets_dropped: int
+    packets_unroutable: int
+
+    def __add__(self, other: RelayTotals) -> RelayTotals:
+        return RelayTotals(
+            self.sessions + other.sessions,
+            self.packets_relayed + other.packets_relayed,
+            self.bytes_relayed + other.bytes_relayed,
+            self.packets_dropped + other.packets_dropped,
+            self.packets_unroutable + other.packets_unroutable,
+        )
+
+
+_NO_TOTALS = RelayTotals(0, 0, 0, 0, 0)
+
+
+def _totals_of(stats: SessionStats) -> RelayTotals:
+    streams = (stats.a.rtp, stats.a.rtcp, stats.b.rtp, stats.b.rtcp)
+    return RelayTotals(
+        0,
+        sum(s.packets_out for s in streams),
+        sum(s.bytes_out for s in streams),
+        sum(s.dropped for s in streams),
+        sum(s.unroutable for s in streams),
+    )
+
+
+class RelayEngine:
+    def __init__(
+        self,
+        bind_host: str,
+        rtp_timeout_s: float,
+        on_event: Callable[[RelayEvent], object],
+        *,
+        dscp: int = 46,
+        socket_rcvbuf: int = 0,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        self._bind_host = bind_host
+        self._family = socket.AF_INET6 if ipaddress.ip_address(bind_host).version == 6 else socket.AF_INET
+        self._dscp = dscp
+        self._rcvbuf = socket_rcvbuf
+        self._on_event = on_event
+        self._core = RelayCore(rtp_timeout_s)
+        self._buffer = bytearray(_RECV_BUFFER)
+        self._view = memoryview(self._buffer)
+        self._sockets: dict[str, tuple[socket.socket, ...]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._closed_totals = _NO_TOTALS
+
+    def __len__(self) -> int:
+        return len(self._sockets)
+
+    # --- sessions ---------------------------------------------------------------------
+
+    def open(self, session_id: str, port_a: int, port_b: int) -> None:
+        """Bind leg a's RTP/RTCP on ``port_a``/``port_a + 1`` and leg b's on ``port_b``/``port_b + 1``."""
+        if session_id in self._core:
+            raise RelayError(f"media session {session_id!r} already exists")
+        socks: list[socket.socket] = []
+        try:
+            for rtp_port in (port_a, port_b):
+                for port in (rtp_port, rtp_port + 1):
+                    socks.append(self._bind(port, rtp_port))
+        except BaseException:
+            for sock in socks:
+                sock.close()
+            raise
+        a_rtp, a_rtcp, b_rtp, b_rtcp = socks
+        session = self._core.add(session_id)
+        self._sockets[session_id] = (a_rtp, a_rtcp, b_rtp, b_rtcp)
+        wiring: tuple[tuple[socket.socket, LegName, Literal["rtp", "rtcp"], socket.socket], ...] = (
+            (a_rtp, "a", "rtp", b_rtp),
+            (a_rtcp, "a", "rtcp", b_rtcp),
+            (b_rtp, "b", "rtp", a_rtp),
+            (b_rtcp, "b", "rtcp", a_rtcp),
+        )
+        for sock, leg, kind, out in wiring:
+            self._loop.add_reader(sock.fileno(), self._reader(sock, session.stream(leg, kind), out))
+
+    def _bind(self, port: int, rtp_port: int) -> socket.socket:
+        sock = socket.socket(self._family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            if self._dscp:
+                if self._family == socket.AF_INET:
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, self._dscp << 2)
+                else:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, self._dscp << 2)
+            if self._rcvbuf:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf)
+            sock.bind((self._bind_host, port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise PortInUse(rtp_port) from None
+            raise
+        return sock
+
+    def _reader(self, sock: socket.socket, stream: Stream, out: socket.socket) -> Callable[[], None]:
+        # Everything the hot loop touches is bound to a local once, here.
+        recvfrom_into = sock.recvfrom_into
+        sendto = out.sendto
+        received = stream.received
+        peer = stream.peer
+        buffer = self._buffer
+        view = self._view
+        clock = self._loop.time
+
+        def on_readable() -> None:
+            now = clock()
+            while True:
+                try:
+                    size, source = recvfrom_into(buffer)
+                except BlockingIOError:
+                    return
+                except OSError as exc:
+                    # A queued ICMP error (e.g. port unreachable) is consumed by this call;
+                    # if more is readable the loop calls again (level-triggered).
+                    log.debug("relay socket error: %s", exc)
+                    return
+                destination = received(source, size, now)
+                if destination is not None:
+                    try:
+                        sendto(view[:size], destination)
+                    except OSError:
+                        peer.send_failed(size)
+
+        return on_readable
+
+    def set_remote(self, session_id: str, leg: LegName, rtp: Address | None, rtcp: Address | None) -> None:
+        self._core.get(session_id).set_remote(leg, rtp, rtcp)
+
+    def arm_timeout(self, session_id: str) -> None:
+        self._core.arm_timeout(session_id, self._loop.time())
+        self._reschedule()
+
+    def stats(self, session_id: str) -> SessionStats:
+        return self._core.get(session_id).stats()
+
+    def close(self, session_id: str) -> SessionStats:
+        """Stop relaying, close the session's sockets, return its final counters."""
+        socks = self._sockets.pop(session_id, None)
+        if socks is None:
+            raise RelayError(f"no media session {session_id!r}")
+        for sock in socks:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
+        stats = self._core.remove(session_id)
+        self._closed_totals += _totals_of(stats) + RelayTotals(1, 0, 0, 0, 0)
+        return stats
+
+    def close_all(self) -> None:
+        for session_id in list(self._sockets):
+            self.close(session_id)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_at = None
+
+    def totals(self) -> RelayTotals:
+        live = _NO_TOTALS
+        for session_id in self._sockets:
+            live += _totals_of(self._core.get(session_id).stats())
+        return self._closed_totals + live + RelayTotals(len(self._sockets), 0, 0, 0, 0)
+
+    # --- the one timer ---------------------------------------------------------------
+
+    def _reschedule(self) -> None:
+        due = self._core.get_timer()
+        if due == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = due
+        self._timer = None if due is None else self._loop.call_at(due, self._on_timer)
+
+    def _on_timer(self) -> None:
+        # The loop may run a timer up to its clock resolution early; it is due all the same.
+        now = max(self._loop.time(), self._timer_at or 0.0)
+        self._timer = self._timer_at = None
+        for event in self._core.handle_timer(now):
+            try:
+                self._on_event(event)
+            except Exception:
+                log.exception("relay event handler failed on %r", event)
+        self._reschedule()
