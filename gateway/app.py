@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from gateway.cdr_store import SqliteCdrStore
 from gateway.clock import SystemClock
 from gateway.config import GatewayConfig
-from gateway.http import add_health_check, create_app
+from gateway.http import METRICS_REFRESH, add_health_check, create_app
 from gateway.location import LocationStore, MemoryLocationStore, RedisLocationStore
 from gateway.logs import setup_logging
 from gateway.media_adapter import open_media
@@ -104,13 +104,21 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         tenant_for_domain=config.tenant_for_domain,
     )
     auth = DigestAuthenticator(
-        secrets.bytes("sip_nonce_secret"), float(sip_cfg.nonce_ttl_s), tuple(sip_cfg.digest_algorithms)
+        secrets.bytes("sip_nonce_secret"),
+        float(sip_cfg.nonce_ttl_s),
+        tuple(sip_cfg.digest_algorithms),
+        per_realm={t.domain: tuple(t.digest_algorithms) for t in config.tenants if t.digest_algorithms},
     )
     sip = SipService(settings, users, locations, cdrs, media, auth, sip_metrics, clock)
     await sip.start()
     stack.push_async_callback(sip.stop)
 
     loop = asyncio.get_running_loop()
+    relayed = [0]
+
+    async def refresh_relay_totals() -> None:
+        relayed[0] = await media.total_packets_relayed()
+
     register_callbacks(
         registry,
         gauges={
@@ -123,11 +131,12 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         counters={
             "seabridge_rtp_packets_relayed": (
                 "RTP/RTCP packets relayed",
-                lambda: float(media.total_packets_relayed()),
+                lambda: float(relayed[0]),
             ),
         },
     )
     app = create_app(registry)
+    app[METRICS_REFRESH].append(refresh_relay_totals)
 
     async def sip_health() -> dict[str, object]:
         return {"status": "ok", "udp_port": sip.local_port, "calls": sip.calls_in_progress}

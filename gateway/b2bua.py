@@ -149,7 +149,7 @@ class _Relay:
 _NULL_UUID = "0" * 32
 
 
-@dataclass
+@dataclass(eq=False)  # a call is an identity, not a value: it keys the service's indexes
 class Call:
     session_id: str
     caller: Party

@@ -43,7 +43,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.app import run_gateway
 
     config = load_config(args.config)
-    return run_gateway(config)
+    try:
+        return run_gateway(config)
+    except OSError as exc:
+        # Ports in use, a data_dir we cannot write: the operator can fix these.
+        raise CliError(str(exc)) from None
 
 
 def _read_password(args: argparse.Namespace) -> str:

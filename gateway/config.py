@@ -105,6 +105,9 @@ class TenantConfig:
     domain: str
     aliases: tuple[str, ...] = ()
     timezone: str = "Asia/Shanghai"
+    # Overrides sip.digest_algorithms for this tenant's realm (e.g. ["MD5"] for phones that
+    # reject a SHA-256 challenge outright, as baresip 1.0 does).
+    digest_algorithms: tuple[Literal["SHA-256", "MD5"], ...] = ()
 
     def __post_init__(self) -> None:
         _check_timezone(self.timezone)

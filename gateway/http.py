@@ -12,6 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 HEALTH_CHECKS = web.AppKey("health_checks", dict)
+# Async callables run before each scrape, for values that need I/O to read (relay workers).
+METRICS_REFRESH = web.AppKey("metrics_refresh", list)
 STARTED_AT = web.AppKey("started_at", float)
 
 HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
@@ -21,6 +23,7 @@ def create_app(registry: CollectorRegistry) -> web.Application:
     app = web.Application(client_max_size=2 * 1024 * 1024)
     app[REGISTRY] = registry
     app[HEALTH_CHECKS] = {}
+    app[METRICS_REFRESH] = []
     app[STARTED_AT] = time.monotonic()
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
@@ -45,5 +48,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    for refresh in request.app[METRICS_REFRESH]:
+        await refresh()
     data = generate_latest(request.app[REGISTRY])
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -118,14 +118,14 @@ class SipService:
         self._streams: dict[Call, list[MediaStream]] = {}
         self._anchors: dict[Call, WallAnchor] = {}
         self._ending: set[Call] = set()
-        self._media_watch: asyncio.Task[None] | None = None
+        self._by_stream: dict[str, Call] = {}
         self.call_listeners: list[Callable[[CallRecord], Awaitable[None]]] = []
 
     # --- life cycle --------------------------------------------------------------------
 
     async def start(self) -> None:
         self._transport = await open_udp(self.settings.bind, self.settings.port, self.datagram_received)
-        self._media_watch = asyncio.create_task(self._watch_media())
+        self._media.on_timeout(self._media_stopped)
         log.info("sip listening", extra={"udp": f"{self.settings.bind}:{self.local_port}"})
 
     @property
@@ -141,8 +141,6 @@ class SipService:
         return f"{host}:{self.local_port}"
 
     async def stop(self) -> None:
-        if self._media_watch is not None:
-            self._media_watch.cancel()
         if self._timer is not None:
             self._timer.cancel()
         for task in list(self._tasks):
@@ -327,6 +325,8 @@ class SipService:
         self._metrics.calls_in_progress.set(len(self._calls))
         self._by_key[key] = call
         self._streams[call] = streams
+        for stream in streams:
+            self._by_stream[stream.stream_id] = call
         self._anchors[call] = WallAnchor(call.started, self._clock.wall() - (now - call.started))
         actions = call.start(targets, [StreamPorts(s.a_port, s.b_port) for s in streams], now)
         if pending is not None and pending.cancelled:
@@ -373,8 +373,8 @@ class SipService:
         streams: list[MediaStream] = []
         session_id = parse_session_id(request.headers.get("Session-ID")) or uuid.uuid4().hex
         try:
-            for _ in range(audio_like):
-                streams.append(await self._media.open_stream(session_id))
+            for index in range(audio_like):
+                streams.append(await self._media.open_stream(f"{session_id}/{index}"))
         except Exception as exc:  # port range exhausted or similar: refuse, don't crash
             for s in streams:
                 await s.close()
@@ -427,10 +427,11 @@ class SipService:
             elif isinstance(action, SendResponse):
                 self._respond(action.key, action.response, now)
             elif isinstance(action, MediaRemoteChanged):
-                for stream, endpoint in zip(self._streams.get(call, []), action.endpoints, strict=False):
-                    stream.set_remote(action.leg, endpoint)
+                streams = self._streams.get(call, [])
+                self._spawn(self._set_remotes(streams, action))
             elif isinstance(action, CallAnswered):
                 log.info("answered", extra={"session": call.session_id, "codec": action.codec})
+                self._spawn(self._arm_timeouts(self._streams.get(call, [])))
             elif isinstance(action, CallEnded):
                 self._ending.add(call)
                 self._spawn(self._end(call, action))
@@ -462,8 +463,29 @@ class SipService:
     async def _close_media(self, call: Call) -> MediaStats:
         total = MediaStats()
         for stream in self._streams.pop(call, []):
+            self._by_stream.pop(stream.stream_id, None)
             total = total + await stream.close()
         return total
+
+    @staticmethod
+    async def _set_remotes(streams: list[MediaStream], change: MediaRemoteChanged) -> None:
+        for stream, endpoint in zip(streams, change.endpoints, strict=False):
+            await stream.set_remote(change.leg, endpoint)
+
+    @staticmethod
+    async def _arm_timeouts(streams: list[MediaStream]) -> None:
+        for stream in streams:
+            await stream.arm_timeout()
+
+    def _media_stopped(self, stream_id: str) -> None:
+        """A phone stopped sending media (vanished without BYE): end its call on both legs."""
+        call = self._by_stream.get(stream_id)
+        if call is None or call in self._ending:
+            return
+        now = self._clock.monotonic()
+        log.info("media timeout", extra={"session": call.session_id, "stream": stream_id})
+        self._act(call, call.hangup("system", now), now)
+        self._after(now)
 
     def _record(self, call: Call, ended: CallEnded, stats: MediaStats) -> CallRecord:
         anchor = self._anchors[call]
@@ -504,20 +526,6 @@ class SipService:
                 del self._by_dialog[dialog_id]
         self._metrics.calls_in_progress.set(len(self._calls))
         self._metrics.transactions.set(len(self._txn))
-
-    async def _watch_media(self) -> None:
-        """End answered calls whose media stopped (a phone that vanished without BYE)."""
-        while True:
-            await asyncio.sleep(max(1.0, self.settings.rtp_timeout / 4))
-            now = self._clock.monotonic()
-            for call in list(self._calls):
-                streams = self._streams.get(call)
-                if call.answered_at is None or not streams or call in self._ending:
-                    continue
-                if min(s.idle_seconds(now) for s in streams) >= self.settings.rtp_timeout:
-                    log.info("media timeout", extra={"session": call.session_id})
-                    self._act(call, call.hangup("system", now), now)
-            self._after(now)
 
     # --- output --------------------------------------------------------------------------
 

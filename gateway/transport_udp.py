@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import cast
 
 Addr = tuple[str, int]
 
@@ -14,8 +15,8 @@ class UdpTransport(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        # uvloop's UDP transport does not subclass asyncio.DatagramTransport, but behaves as one.
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         self._on_datagram(data, (str(addr[0]), int(addr[1])))
@@ -41,7 +42,10 @@ class UdpTransport(asyncio.DatagramProtocol):
 
 async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Addr], None]) -> UdpTransport:
     loop = asyncio.get_running_loop()
-    _transport, protocol = await loop.create_datagram_endpoint(
-        lambda: UdpTransport(on_datagram), local_addr=(host, port)
-    )
+    try:
+        _transport, protocol = await loop.create_datagram_endpoint(
+            lambda: UdpTransport(on_datagram), local_addr=(host, port)
+        )
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot listen for SIP on udp {host}:{port}: {exc.strerror}") from None
     return protocol

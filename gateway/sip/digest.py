@@ -17,6 +17,7 @@ import hmac
 import os
 import struct
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 ALGORITHMS = ("SHA-256", "MD5")
@@ -83,15 +84,21 @@ class DigestAuthenticator:
         nonce_ttl: float = 300.0,
         algorithms: tuple[str, ...] = ALGORITHMS,
         max_tracked_nonces: int = 100_000,
+        per_realm: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         if len(secret) < 16:
             raise ValueError("the nonce secret must be at least 16 bytes")
         self._secret = secret
         self._ttl = nonce_ttl
         self.algorithms = algorithms
+        # A tenant whose phones choke on SHA-256 challenges (baresip 1.0) can be offered MD5 only.
+        self._per_realm = dict(per_realm or {})
         self._nc_seen: OrderedDict[str, int] = OrderedDict()
         self._max_tracked = max_tracked_nonces
         self._decoy_ha1 = {alg: _h(alg, os.urandom(16).hex()) for alg in ALGORITHMS}
+
+    def algorithms_for(self, realm: str) -> tuple[str, ...]:
+        return self._per_realm.get(realm, self.algorithms)
 
     # --- challenges ----------------------------------------------------------
 
@@ -107,7 +114,7 @@ class DigestAuthenticator:
         stale_param = ", stale=true" if stale else ""
         return [
             f'Digest realm="{realm}", nonce="{nonce}", opaque="{opaque}", algorithm={alg}, qop="auth"{stale_param}'
-            for alg in self.algorithms
+            for alg in self.algorithms_for(realm)
         ]
 
     def _nonce_age(self, nonce: str, realm: str, now: float) -> float | None:
@@ -132,7 +139,7 @@ class DigestAuthenticator:
         """Check ``creds`` for a request; ``ha1`` is the user's stored HA1, None if no such user."""
         if creds.realm != realm:
             return AuthRejected("wrong realm")
-        if creds.algorithm not in self.algorithms:
+        if creds.algorithm not in self.algorithms_for(realm):
             return AuthRejected(f"algorithm {creds.algorithm} not offered")
         age = self._nonce_age(creds.nonce, realm, now)
         if age is None or age < 0:

@@ -208,11 +208,7 @@ def test_removed_session_never_fires_and_many_sessions_fire_in_order() -> None:
     assert t == 109.0
 
 
-@given(
-    st.lists(
-        st.tuples(st.sampled_from(["a", "b"]), st.sampled_from([PHONE_A, PHONE_B, INTRUDER])), max_size=60
-    )
-)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from([PHONE_A, PHONE_B, INTRUDER])), max_size=60))
 def test_counters_balance(packets: list[tuple[str, tuple[str, int]]]) -> None:
     """Every packet is relayed, dropped or unroutable, and what one leg takes in the other sends out."""
     s = session()

@@ -146,10 +146,7 @@ async def test_relays_both_ways_with_payloads_untouched(
     a, b = new_phone(phones), new_phone(phones)
     session = await connect(manager, a, b)
     assert session.leg_a.advertised_host == "127.0.0.1"
-    assert (
-        session.leg_a.local_rtp_port % 2 == 0
-        and session.leg_a.local_rtcp_port == session.leg_a.local_rtp_port + 1
-    )
+    assert session.leg_a.local_rtp_port % 2 == 0 and session.leg_a.local_rtcp_port == session.leg_a.local_rtp_port + 1
     leg_a = ("127.0.0.1", session.leg_a.local_rtp_port)
     leg_b = ("127.0.0.1", session.leg_b.local_rtp_port)
     rng = random.Random(7)
@@ -179,9 +176,7 @@ async def test_relays_both_ways_with_payloads_untouched(
     assert totals.sessions == 1 and totals.packets_relayed == 100
 
 
-async def test_latching_then_strict_source(
-    relay: tuple[RelayManager, list[RelayEvent]], phones: list[Phone]
-) -> None:
+async def test_latching_then_strict_source(relay: tuple[RelayManager, list[RelayEvent]], phones: list[Phone]) -> None:
     manager, _ = relay
     a, b, intruder = new_phone(phones), new_phone(phones), new_phone(phones)
     session = await manager.open("call-1")
@@ -210,9 +205,7 @@ async def test_latching_then_strict_source(
     assert stats.a.rtp.dropped == 20
 
 
-async def test_rtcp_is_relayed_unchanged(
-    relay: tuple[RelayManager, list[RelayEvent]], phones: list[Phone]
-) -> None:
+async def test_rtcp_is_relayed_unchanged(relay: tuple[RelayManager, list[RelayEvent]], phones: list[Phone]) -> None:
     manager, _ = relay
     a, b = new_phone(phones), new_phone(phones)
     session = await connect(manager, a, b)

@@ -129,9 +129,7 @@ def test_app_from_baresip() -> None:
 def test_receiver_report_and_sdes() -> None:
     data = fixture("rtcp_rr_sdes_constructed.bin")
     rr, sdes = parse_rtcp(data)
-    assert rr == ReceiverReport(
-        0x11223344, (ReportBlock(0x55667788, 0x20, 5, 0x10064, 10, 0x12345678, 0x10000),)
-    )
+    assert rr == ReceiverReport(0x11223344, (ReportBlock(0x55667788, 0x20, 5, 0x10064, 10, 0x12345678, 0x10000),))
     assert sdes == SourceDescription((SdesChunk(0x11223344, (SdesItem(SDES_CNAME, b"host"),)),))
     assert serialize_rtcp((rr, sdes)) == data
 

@@ -87,15 +87,16 @@ sip_trans_def udp
         self.write_config()
         exe = shutil.which("baresip")
         assert exe, "baresip is not installed (scripts/test installs it)"
-        self.process = await asyncio.create_subprocess_exec(
-            exe,
-            "-f",
-            str(self.folder),
-            "-4",
-            stdout=(self.folder / "baresip.log").open("wb"),
-            stderr=asyncio.subprocess.STDOUT,
-            stdin=asyncio.subprocess.DEVNULL,
-        )
+        with (self.folder / "baresip.log").open("wb") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                exe,
+                "-f",
+                str(self.folder),
+                "-4",
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL,
+            )
         for _ in range(100):
             try:
                 self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.ctrl_port)

@@ -20,7 +20,9 @@ from tests.support.ports import free_port, port_block
 REPO = Path(__file__).resolve().parents[2]
 
 
-def seabridge(*args: str, config: Path | None = None, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+def seabridge(
+    *args: str, config: Path | None = None, input_text: str | None = None
+) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "gateway.cli", *args]
     if config is not None:
         cmd += ["--config", str(config)]
@@ -31,6 +33,7 @@ def seabridge(*args: str, config: Path | None = None, input_text: str | None = N
 class GatewayProcess:
     folder: Path
     extra_config: str = ""
+    sip_extra: str = ""
     sip_port: int = 0
     http_port: int = 0
     process: asyncio.subprocess.Process | None = None
@@ -73,6 +76,7 @@ ring_timeout_s = 30
 t1_ms = 100
 t2_ms = 400
 t4_ms = 500
+{self.sip_extra}
 
 [media]
 bind = "127.0.0.1"
@@ -94,18 +98,19 @@ port = {self.http_port}
     async def start(self) -> None:
         if not self.config_path.exists():
             self.write_config()
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "run",
-            "--config",
-            str(self.config_path),
-            cwd=REPO,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=(self.folder / "gateway.log").open("ab"),
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        with (self.folder / "gateway.log").open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "run",
+                "--config",
+                str(self.config_path),
+                cwd=REPO,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=log,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         await self.wait_healthy()
 
     async def wait_healthy(self, timeout: float = 20.0) -> dict[str, Any]:

@@ -49,7 +49,13 @@ class Sipp:
         args = [exe, f"{target[0]}:{target[1]}", "-i", "127.0.0.1", "-p", str(self.local_port)]
         args += ["-cp", str(free_port()), "-mp", str(self.media_port), "-nostdin"]
         if scenario.endswith(".xml"):
-            args += ["-sf", str(SCENARIOS / scenario)]
+            # sipp does not expand keywords inside [authentication ...]: fill {{name}} ourselves.
+            text = (SCENARIOS / scenario).read_text()
+            for name, value in (keys or {}).items():
+                text = text.replace("{{" + name + "}}", value)
+            rendered = folder / f"{self.local_port}-{scenario}"
+            rendered.write_text(text)
+            args += ["-sf", str(rendered)]
         else:
             args += ["-sn", scenario]
         for name, value in (keys or {}).items():
