@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from gateway.sip.errors import SipProtocolError
 
@@ -85,6 +85,28 @@ class SessionDescription:
         return ("\r\n".join(lines) + "\r\n").encode()
 
 
+@dataclass
+class _MediaBuilder:
+    kind: str
+    port: int
+    proto: str
+    formats: list[str]
+    connection: str | None = None
+    attributes: list[str] = field(default_factory=list)
+    other: list[str] = field(default_factory=list)
+
+    def build(self) -> Media:
+        return Media(
+            self.kind,
+            self.port,
+            self.proto,
+            tuple(self.formats),
+            self.connection,
+            tuple(self.attributes),
+            tuple(self.other),
+        )
+
+
 def parse_sdp(data: bytes) -> SessionDescription:
     try:
         text = data.decode("utf-8")
@@ -93,23 +115,7 @@ def parse_sdp(data: bytes) -> SessionDescription:
     version = origin = session_name = ""
     connection: str | None = None
     session_lines: list[str] = []
-    media: list[Media] = []
-    current: dict[str, object] | None = None
-
-    def finish() -> None:
-        if current is not None:
-            media.append(
-                Media(
-                    kind=str(current["kind"]),
-                    port=int(str(current["port"])),
-                    proto=str(current["proto"]),
-                    formats=tuple(current["formats"]),  # type: ignore[call-overload]
-                    connection=current["connection"],  # type: ignore[arg-type]
-                    attributes=tuple(current["attributes"]),  # type: ignore[call-overload]
-                    other=tuple(current["other"]),  # type: ignore[call-overload]
-                )
-            )
-
+    media: list[_MediaBuilder] = []
     for raw in text.replace("\r\n", "\n").split("\n"):
         line = raw.strip()
         if not line:
@@ -118,29 +124,21 @@ def parse_sdp(data: bytes) -> SessionDescription:
             raise SdpError(f"bad SDP line {line[:60]!r}")
         kind, value = line[0], line[2:]
         if kind == "m":
-            finish()
             parts = value.split()
             if len(parts) < 4:
                 raise SdpError(f"bad m= line {value[:60]!r}")
             port_text = parts[1].split("/")[0]
             if not port_text.isdigit() or int(port_text) > 65535:
                 raise SdpError(f"bad media port {parts[1]!r}")
-            current = {
-                "kind": parts[0],
-                "port": port_text,
-                "proto": parts[2],
-                "formats": parts[3:],
-                "connection": None,
-                "attributes": [],
-                "other": [],
-            }
-        elif current is not None:
+            media.append(_MediaBuilder(parts[0], int(port_text), parts[2], parts[3:]))
+        elif media:
+            current = media[-1]
             if kind == "c":
-                current["connection"] = value
+                current.connection = value
             elif kind == "a":
-                current["attributes"].append(value)  # type: ignore[attr-defined]
+                current.attributes.append(value)
             else:
-                current["other"].append(line)  # type: ignore[attr-defined]
+                current.other.append(line)
         elif kind == "v":
             version = value
         elif kind == "o":
@@ -151,10 +149,11 @@ def parse_sdp(data: bytes) -> SessionDescription:
             connection = value
         else:
             session_lines.append(line)
-    finish()
     if version != "0" or not origin:
         raise SdpError("SDP needs v=0 and an o= line")
-    return SessionDescription(version, origin, session_name or "-", connection, tuple(session_lines), tuple(media))
+    return SessionDescription(
+        version, origin, session_name or "-", connection, tuple(session_lines), tuple(m.build() for m in media)
+    )
 
 
 def _addr_type(address: str) -> str:
