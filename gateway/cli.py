@@ -73,4 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, so the exception classes commands raise are the ones it catches.
+    from gateway.cli import main as package_main
+
+    sys.exit(package_main())
