@@ -83,7 +83,8 @@ class MediaConfig:
 
 @dataclass(frozen=True)
 class HttpConfig:
-    bind: str = "0.0.0.0"
+    # Plain HTTP (health, metrics, local tools) stays on loopback unless configured otherwise.
+    bind: str = "127.0.0.1"
     port: int = field(default=8080, metadata=bounds(1, 65535))
 
 
