@@ -8,6 +8,7 @@ import signal
 import socket
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -27,6 +28,7 @@ from gateway.sip.registrar import RegistrarPolicy
 from gateway.sip.transaction import TimerConfig
 from gateway.sip_service import SipService, SipSettings
 from gateway.storage.gateway_db import open_gateway_db
+from gateway.tls import client_context, ensure_certificate, server_context
 from gateway.users import SqliteUserStore
 
 log = logging.getLogger("seabridge")
@@ -87,11 +89,22 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     stack.push_async_callback(media.close)
 
     sip_cfg = config.sip
+    sip_address = advertised(sip_cfg.bind, sip_cfg.advertised_address)
+    server_ssl = client_ssl = None
+    if "TLS" in sip_cfg.transports:
+        if sip_cfg.tls_certificate:
+            server_ssl = server_context((Path(sip_cfg.tls_certificate), Path(sip_cfg.tls_private_key)))
+        else:
+            files = ensure_certificate(data_dir / "tls", config.node_name, [sip_address, config.node_name])
+            if files.generated:
+                log.warning("generated a self-signed TLS certificate", extra={"path": str(files.certificate.resolve())})
+            server_ssl = server_context(files)
+        client_ssl = client_context(sip_cfg.tls_ca_file, sip_cfg.tls_verify_server)
     settings = SipSettings(
         node=config.node_name,
         bind=sip_cfg.bind,
         port=sip_cfg.udp_port,
-        advertised_address=advertised(sip_cfg.bind, sip_cfg.advertised_address),
+        advertised_address=sip_address,
         media_address=advertised(config.media.bind, config.media.advertised_address),
         timers=TimerConfig(t1=sip_cfg.t1_ms / 1000, t2=sip_cfg.t2_ms / 1000, t4=sip_cfg.t4_ms / 1000),
         policy=RegistrarPolicy(
@@ -102,6 +115,11 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         rtp_timeout=float(config.media.rtp_timeout_s),
         user_agent=sip_cfg.user_agent,
         tenant_for_domain=config.tenant_for_domain,
+        tcp_port=sip_cfg.tcp_port if "TCP" in sip_cfg.transports else None,
+        tls_port=sip_cfg.tls_port if "TLS" in sip_cfg.transports else None,
+        server_ssl=server_ssl,
+        client_ssl=client_ssl,
+        stream_idle_timeout=float(sip_cfg.stream_idle_timeout_s),
     )
     auth = DigestAuthenticator(
         secrets.bytes("sip_nonce_secret"),
@@ -139,7 +157,8 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     app[METRICS_REFRESH].append(refresh_relay_totals)
 
     async def sip_health() -> dict[str, object]:
-        return {"status": "ok", "udp_port": sip.local_port, "calls": sip.calls_in_progress}
+        ports = {f"{t.lower()}_port": sip.port_of(t) for t in sip.transports}
+        return {"status": "ok", **ports, "calls": sip.calls_in_progress, "connections": sip.open_connections}
 
     add_health_check(app, "sip", sip_health)
     runner = web.AppRunner(app, access_log=None)

@@ -16,15 +16,16 @@ import enum
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gateway.sip.dialog import Dialog, new_branch, new_call_id, new_tag
+from gateway.sip.dialog import Dialog, new_call_id, new_tag, via_header
 from gateway.sip.errors import SipProtocolError
 from gateway.sip.headers import NameAddr
 from gateway.sip.message import Headers, Request, Response, make_response
+from gateway.sip.peer import Peer, uri_transport_param
 from gateway.sip.sdp import SdpError, SessionDescription, anchor, first_codec, media_endpoints, parse_sdp
 from gateway.sip.transaction import TxKey, client_key
 from gateway.sip.uri import parse_uri
 
-Addr = tuple[str, int]
+Addr = tuple[str, int]  # a media address
 Leg = Literal["a", "b"]
 EndedBy = Literal["caller", "callee", "system"]
 
@@ -35,7 +36,7 @@ EndedBy = Literal["caller", "callee", "system"]
 @dataclass(frozen=True)
 class SendRequest:
     request: Request
-    destination: Addr
+    destination: Peer
 
     @property
     def key(self) -> TxKey:
@@ -45,7 +46,7 @@ class SendRequest:
 @dataclass(frozen=True)
 class SendAck:
     request: Request
-    destination: Addr
+    destination: Peer
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class Party:
 @dataclass(frozen=True)
 class ForkTarget:
     contact: str
-    destination: Addr
+    destination: Peer
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,21 @@ class StreamPorts:
 
 @dataclass(frozen=True)
 class CallSettings:
-    local_host: str  # advertised SIP address "ip:port" for Via and Contact
+    # Advertised SIP "ip:port" per transport ("UDP", "TCP", "TLS"), for Via and Contact.
+    local_hosts: tuple[tuple[str, str], ...]
     media_address: str  # advertised relay address for SDP
     user_agent: str = "Seabridge"
     ring_timeout: float = 60.0
     cancel_grace: float = 32.0
+
+    def host_for(self, transport: str) -> str:
+        for name, host in self.local_hosts:
+            if name == transport:
+                return host
+        return self.local_hosts[0][1]
+
+    def contact(self, user: str, transport: str) -> str:
+        return f"sip:{user}@{self.host_for(transport)}{uri_transport_param(transport)}"
 
 
 class Phase(enum.Enum):
@@ -129,7 +140,7 @@ class Phase(enum.Enum):
 class _Fork:
     key: TxKey
     invite: Request
-    destination: Addr
+    destination: Peer
     provisional: bool = False
     final: int | None = None
     cancel_wanted: bool = False
@@ -156,7 +167,7 @@ class Call:
     callee: Party
     invite: Request  # the A leg's INVITE as received (Via stamped)
     invite_key: TxKey
-    source: Addr  # where the caller's INVITE came from
+    source: Peer  # where the caller's INVITE came from
     settings: CallSettings
     started: float
     caller_uuid: str = _NULL_UUID
@@ -189,10 +200,11 @@ class Call:
             local_tag=a_tag,
             local_uri=_without_tag(self.invite.to),
             remote_uri=_without_tag(self.invite.from_),
-            local_contact=parse_uri(f"sip:{self.callee.user}@{self.settings.local_host}"),
+            local_contact=parse_uri(self.settings.contact(self.callee.user, self.source.transport)),
             local_cseq=0,
             remote_target=self.invite.contacts[0].uri if self.invite.contacts else self.invite.from_.uri,
             destination=self.source,
+            local_host=self.settings.host_for(self.source.transport),
             remote_tag=self.invite.from_.tag or "",
             remote_cseq=self.invite.cseq.number,
             route_set=tuple(self.invite.headers.get_all("Record-Route")),
@@ -204,7 +216,7 @@ class Call:
             return self._end_now("failed", 488, "system", now)
         actions.append(MediaRemoteChanged("a", tuple(media_endpoints(offer))))
         b_offer = anchor(offer, self.settings.media_address, [s.b for s in streams], self.b_sdp_version)
-        self.b_call_id = new_call_id(self.settings.local_host.rsplit(":", 1)[0])
+        self.b_call_id = new_call_id(self.settings.media_address)
         self.b_from_tag = new_tag()
         for target in targets:
             invite = self._b_invite(target, bytes(b_offer))
@@ -218,14 +230,15 @@ class Call:
         caller = self.caller
         display = f'"{caller.display}" ' if caller.display else ""
         max_forwards = int(self.invite.headers.get("Max-Forwards") or "70") - 1
+        transport = target.destination.transport
         pairs: list[tuple[str, str]] = [
-            ("Via", f"SIP/2.0/UDP {self.settings.local_host};branch={new_branch()};rport"),
+            ("Via", via_header(transport, self.settings.host_for(transport))),
             ("Max-Forwards", str(max_forwards)),
             ("From", f"{display}<sip:{caller.user}@{caller.tenant}>;tag={self.b_from_tag}"),
             ("To", f"<sip:{self.callee.user}@{self.callee.tenant}>"),
             ("Call-ID", self.b_call_id),
             ("CSeq", "1 INVITE"),
-            ("Contact", f"<sip:{caller.user}@{self.settings.local_host}>"),
+            ("Contact", f"<{self.settings.contact(caller.user, transport)}>"),
             ("Session-ID", f"{self.session_id};remote={_NULL_UUID}"),
             ("User-Agent", self.settings.user_agent),
             ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"),
@@ -276,22 +289,22 @@ class Call:
         if self.b is not None or self.phase is Phase.ENDED:
             if self.b is not None and self.b.remote_tag == to_tag and self.b.call_id == response.call_id:
                 # A retransmitted 2xx from the winner: our ACK was lost, send it again.
-                return [SendAck(self.b.make_ack(1, self.settings.local_host), self.b.destination)]
+                return [SendAck(self.b.make_ack(1), self.b.destination)]
             # Another phone answered too late (or after the caller gave up): ACK and hang up.
             late = self._dialog_for_fork(fork, response)
             return [
-                SendAck(late.make_ack(1, self.settings.local_host), late.destination),
-                SendRequest(late.make_request("BYE", self.settings.local_host), late.destination),
+                SendAck(late.make_ack(1), late.destination),
+                SendRequest(late.make_request("BYE"), late.destination),
             ]
         self.b = self._dialog_for_fork(fork, response)
-        actions: list[Action] = [SendAck(self.b.make_ack(1, self.settings.local_host), self.b.destination)]
+        actions: list[Action] = [SendAck(self.b.make_ack(1), self.b.destination)]
         for other in self.forks.values():
             if other is not fork and other.final is None:
                 actions += self._cancel_fork(other, now)
         try:
             answer = parse_sdp(response.body)
         except SdpError:
-            actions.append(SendRequest(self.b.make_request("BYE", self.settings.local_host), self.b.destination))
+            actions.append(SendRequest(self.b.make_request("BYE"), self.b.destination))
             self.ring_deadline = None
             return actions + self._end_now("failed", 488, "system", now)
         actions.append(MediaRemoteChanged("b", tuple(media_endpoints(answer))))
@@ -333,10 +346,11 @@ class Call:
             local_tag=self.b_from_tag,
             local_uri=_without_tag(fork.invite.from_),
             remote_uri=_without_tag(fork.invite.to),
-            local_contact=parse_uri(f"sip:{self.caller.user}@{self.settings.local_host}"),
+            local_contact=parse_uri(self.settings.contact(self.caller.user, fork.destination.transport)),
             local_cseq=1,
             remote_target=target,
             destination=fork.destination,
+            local_host=self.settings.host_for(fork.destination.transport),
             remote_tag=response.to.tag or "",
             route_set=tuple(reversed(rr)),
         )
@@ -424,7 +438,7 @@ class Call:
         other = self.b if leg == "a" else self.a
         actions: list[Action] = []
         if other is not None:
-            actions.append(SendRequest(other.make_request("BYE", self.settings.local_host), other.destination))
+            actions.append(SendRequest(other.make_request("BYE"), other.destination))
         for relay_key, relay in list(self.relays.items()):
             actions.append(SendResponse(relay.server_key, make_response(relay.request, 487)))
             del self.relays[relay_key]
@@ -450,7 +464,7 @@ class Call:
             value = request.headers.get(name)
             if value is not None:
                 extra.append((name, value))
-        forwarded = other.make_request(request.method, self.settings.local_host, tuple(extra))
+        forwarded = other.make_request(request.method, tuple(extra))
         forwarded = Request(headers=forwarded.headers, body=body, method=forwarded.method, uri=forwarded.uri)
         send = SendRequest(forwarded, other.destination)
         self.relays[send.key] = _Relay(key, leg, request)
@@ -483,7 +497,7 @@ class Call:
             answering = self.b if relay.from_leg == "a" else self.a
             assert answering is not None
             cseq = response.cseq.number
-            actions.append(SendAck(answering.make_ack(cseq, self.settings.local_host), answering.destination))
+            actions.append(SendAck(answering.make_ack(cseq), answering.destination))
             extra.append(("Contact", f"<{asker.local_contact}>"))
         out = make_response(relay.request, response.status, response.reason, extra=extra, body=body)
         actions.append(SendResponse(relay.server_key, out))
@@ -504,7 +518,7 @@ class Call:
         actions = []
         for dialog in (self.a, self.b):
             if dialog is not None:
-                actions.append(SendRequest(dialog.make_request("BYE", self.settings.local_host), dialog.destination))
+                actions.append(SendRequest(dialog.make_request("BYE"), dialog.destination))
         self.phase = Phase.ENDED
         self.ended_at = now
         return actions + [CallEnded("answered", 200, by)]

@@ -28,7 +28,18 @@ class LogConfig:
 @dataclass(frozen=True)
 class SipConfig:
     bind: str = "0.0.0.0"
-    udp_port: int = field(default=5060, metadata=bounds(1, 65535))
+    transports: tuple[Literal["UDP", "TCP", "TLS"], ...] = ("UDP", "TCP", "TLS")
+    udp_port: int = field(default=5060, metadata=bounds(0, 65535))
+    tcp_port: int = field(default=5060, metadata=bounds(0, 65535))
+    tls_port: int = field(default=5061, metadata=bounds(0, 65535))
+    # PEM files; empty: a self-signed certificate generated at first start under data_dir/tls.
+    tls_certificate: str = ""
+    tls_private_key: str = ""
+    # CAs that vouch for TLS servers we connect to (trunks); empty: the system's CAs.
+    tls_ca_file: str = ""
+    tls_verify_server: bool = True
+    # A TCP/TLS connection with no traffic for this long is closed.
+    stream_idle_timeout_s: int = field(default=600, metadata=bounds(10, 86400))
     # Address put in Via, Contact, Record-Route and SDP; empty means "the bind
     # address, or this host's primary address when bound to every interface".
     advertised_address: str = ""
@@ -53,7 +64,11 @@ class SipConfig:
         if self.t2_ms < self.t1_ms:
             raise ValueError("t2_ms must not be below t1_ms")
         if not self.digest_algorithms:
-            raise ValueError("digest_algorithms must name at least one algorithm")
+            raise InvalidField("digest_algorithms", "name at least one algorithm")
+        if "UDP" not in self.transports:
+            raise InvalidField("transports", "UDP is required (phones and trunks fall back to it)")
+        if bool(self.tls_certificate) != bool(self.tls_private_key):
+            raise InvalidField("tls_private_key", "tls_certificate and tls_private_key go together")
         _check_address("bind", self.bind)
         if self.advertised_address:
             _check_address("advertised_address", self.advertised_address)

@@ -11,6 +11,7 @@ import json
 import time
 from typing import Protocol
 
+from gateway.sip.peer import Peer
 from gateway.sip.registrar import Binding
 
 
@@ -86,7 +87,7 @@ class RedisLocationStore:
                     Binding(
                         aor=aor,
                         contact=item["contact"],
-                        source=(item["source"][0], int(item["source"][1])),
+                        source=Peer(item["source"][0], int(item["source"][1]), item["source"][2]),
                         expires_at=now + left,
                         call_id=item["call_id"],
                         cseq=int(item["cseq"]),
@@ -105,7 +106,7 @@ class RedisLocationStore:
         items = [
             {
                 "contact": b.contact,
-                "source": list(b.source),
+                "source": [b.source.host, b.source.port, b.source.transport],
                 "expires_wall": wall + (b.expires_at - now),
                 "call_id": b.call_id,
                 "cseq": b.cseq,

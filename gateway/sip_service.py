@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from gateway.sip.digest import AuthAccepted, DigestAuthenticator
 from gateway.sip.errors import SipError, TransactionError
 from gateway.sip.message import Request, Response, make_response, response_from_headers
 from gateway.sip.parser import Limits, SipParseError, can_answer, parse_message
+from gateway.sip.peer import Peer
 from gateway.sip.registrar import RegistrarPolicy, challenge_response, credentials_of, process_register
 from gateway.sip.sdp import SdpError, parse_sdp
 from gateway.sip.transaction import (
@@ -54,10 +56,10 @@ from gateway.sip.transaction import (
     TxKey,
     response_destination,
 )
+from gateway.transport_stream import StreamTransport
 from gateway.transport_udp import UdpTransport, open_udp
 from gateway.users import User, UserStore
 
-Addr = tuple[str, int]
 log = logging.getLogger("seabridge.sip")
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER"
@@ -67,7 +69,7 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER"
 class SipSettings:
     node: str
     bind: str
-    port: int
+    port: int  # UDP
     advertised_address: str
     media_address: str
     timers: TimerConfig
@@ -77,6 +79,11 @@ class SipSettings:
     rtp_timeout: float
     user_agent: str
     tenant_for_domain: Callable[[str], str]
+    tcp_port: int | None = None  # None: no TCP listener
+    tls_port: int | None = None  # None: no TLS listener
+    server_ssl: ssl.SSLContext | None = None
+    client_ssl: ssl.SSLContext | None = None
+    stream_idle_timeout: float = 600.0
 
 
 @dataclass
@@ -108,6 +115,7 @@ class SipService:
         self._clock = clock
         self._txn = TransactionLayer(settings.timers)
         self._transport: UdpTransport | None = None
+        self._stream_transports: dict[str, StreamTransport] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -115,7 +123,7 @@ class SipService:
         self._calls: set[Call] = set()
         self._by_key: dict[TxKey, Call] = {}
         self._by_dialog: dict[tuple[str, str], Call] = {}
-        self._streams: dict[Call, list[MediaStream]] = {}
+        self._media_streams: dict[Call, list[MediaStream]] = {}
         self._anchors: dict[Call, WallAnchor] = {}
         self._ending: set[Call] = set()
         self._by_stream: dict[str, Call] = {}
@@ -124,21 +132,50 @@ class SipService:
     # --- life cycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._transport = await open_udp(self.settings.bind, self.settings.port, self.datagram_received)
+        cfg = self.settings
+        self._transport = await open_udp(cfg.bind, cfg.port, self.datagram_received)
+        listeners = {"udp": f"{cfg.bind}:{self.local_port}"}
+        for name, port, server_ssl in (("TCP", cfg.tcp_port, None), ("TLS", cfg.tls_port, cfg.server_ssl)):
+            if port is None:
+                continue
+            stream = StreamTransport(
+                name,
+                self._stream_message,
+                self._transport_failed,
+                server_ssl=server_ssl,
+                client_ssl=cfg.client_ssl,
+                idle_timeout=cfg.stream_idle_timeout,
+                max_message_bytes=cfg.limits.max_message_bytes,
+            )
+            await stream.listen(cfg.bind, port)
+            self._stream_transports[name] = stream
+            listeners[name.lower()] = f"{cfg.bind}:{stream.local_port}"
         self._media.on_timeout(self._media_stopped)
-        log.info("sip listening", extra={"udp": f"{self.settings.bind}:{self.local_port}"})
+        log.info("sip listening", extra=listeners)
 
     @property
     def local_port(self) -> int:
         assert self._transport is not None
         return self._transport.local_address[1]
 
+    def port_of(self, transport: str) -> int:
+        if transport == "UDP":
+            return self.local_port
+        return self._stream_transports[transport].local_port
+
     @property
-    def local_host(self) -> str:
+    def transports(self) -> list[str]:
+        return ["UDP", *self._stream_transports]
+
+    def host_for(self, transport: str) -> str:
         host = self.settings.advertised_address
         if ":" in host:
             host = f"[{host}]"
-        return f"{host}:{self.local_port}"
+        return f"{host}:{self.port_of(transport)}"
+
+    @property
+    def open_connections(self) -> int:
+        return sum(t.connection_count for t in self._stream_transports.values())
 
     async def stop(self) -> None:
         if self._timer is not None:
@@ -149,6 +186,8 @@ class SipService:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for call in list(self._calls):
             await self._close_media(call)
+        for stream in self._stream_transports.values():
+            await stream.close()
         if self._transport is not None:
             self._transport.close()
 
@@ -162,16 +201,26 @@ class SipService:
 
     # --- input ---------------------------------------------------------------------------
 
-    def datagram_received(self, data: bytes, source: Addr) -> None:
+    def datagram_received(self, data: bytes, source: tuple[str, int]) -> None:
         if not data.strip():
             return  # CRLF keep-alive (RFC 5626 section 4.4.1)
+        self._received(data, Peer(source[0], source[1], "UDP"))
+
+    def _stream_message(self, data: bytes, source: Peer) -> None:
+        self._received(data, source)
+
+    def _transport_failed(self, peer: Peer) -> None:
+        now = self._clock.monotonic()
+        self._handle(self._txn.transport_failed(peer, now), now)
+
+    def _received(self, data: bytes, source: Peer) -> None:
         now = self._clock.monotonic()
         self._metrics.messages.labels("in").inc()
         try:
             message = parse_message(data, self.settings.limits)
         except SipParseError as exc:
             self._metrics.parse_errors.inc()
-            log.info("unparseable sip", extra={"source": f"{source[0]}:{source[1]}", "error": str(exc)})
+            log.info("unparseable sip", extra={"source": str(source), "error": str(exc)})
             if exc.is_request and can_answer(exc.partial):
                 assert exc.partial is not None
                 response = response_from_headers(exc.partial, exc.status, _reason(exc))
@@ -186,7 +235,7 @@ class SipService:
             events = self._txn.receive(message, source, now)
         except SipError as exc:
             self._metrics.parse_errors.inc()
-            log.info("unusable sip", extra={"source": f"{source[0]}:{source[1]}", "error": str(exc)})
+            log.info("unusable sip", extra={"source": str(source), "error": str(exc)})
             return
         self._handle(events, now)
 
@@ -300,7 +349,7 @@ class SipService:
         )
         if outcome.response.status in (401, 403) and credentials_of(request) is not None:
             self._metrics.auth_failures.labels("REGISTER").inc()
-            log.info("register refused", extra={"aor": aor, "source": f"{event.source[0]}:{event.source[1]}"})
+            log.info("register refused", extra={"aor": aor, "source": str(event.source)})
         if outcome.bindings is not None:
             await self._locations.put(aor, outcome.bindings, now)
             log.info("registered", extra={"aor": aor, "contacts": len(outcome.bindings)})
@@ -324,7 +373,7 @@ class SipService:
         self._calls.add(call)
         self._metrics.calls_in_progress.set(len(self._calls))
         self._by_key[key] = call
-        self._streams[call] = streams
+        self._media_streams[call] = streams
         for stream in streams:
             self._by_stream[stream.stream_id] = call
         self._anchors[call] = WallAnchor(call.started, self._clock.wall() - (now - call.started))
@@ -388,7 +437,7 @@ class SipService:
             invite_key=event.key,
             source=event.source,
             settings=CallSettings(
-                local_host=self.local_host,
+                local_hosts=tuple((t, self.host_for(t)) for t in self.transports),
                 media_address=self.settings.media_address,
                 user_agent=self.settings.user_agent,
                 ring_timeout=self.settings.ring_timeout,
@@ -427,11 +476,11 @@ class SipService:
             elif isinstance(action, SendResponse):
                 self._respond(action.key, action.response, now)
             elif isinstance(action, MediaRemoteChanged):
-                streams = self._streams.get(call, [])
+                streams = self._media_streams.get(call, [])
                 self._spawn(self._set_remotes(streams, action))
             elif isinstance(action, CallAnswered):
                 log.info("answered", extra={"session": call.session_id, "codec": action.codec})
-                self._spawn(self._arm_timeouts(self._streams.get(call, [])))
+                self._spawn(self._arm_timeouts(self._media_streams.get(call, [])))
             elif isinstance(action, CallEnded):
                 self._ending.add(call)
                 self._spawn(self._end(call, action))
@@ -462,7 +511,7 @@ class SipService:
 
     async def _close_media(self, call: Call) -> MediaStats:
         total = MediaStats()
-        for stream in self._streams.pop(call, []):
+        for stream in self._media_streams.pop(call, []):
             self._by_stream.pop(stream.stream_id, None)
             total = total + await stream.close()
         return total
@@ -517,7 +566,7 @@ class SipService:
 
     def _reap(self) -> None:
         """Forget calls that are over and owe nothing (no fork, relay or record outstanding)."""
-        for call in [c for c in self._calls if c.finished and c not in self._ending and c not in self._streams]:
+        for call in [c for c in self._calls if c.finished and c not in self._ending and c not in self._media_streams]:
             self._calls.discard(call)
             self._anchors.pop(call, None)
             for key in [k for k, c in self._by_key.items() if c is call]:
@@ -536,11 +585,17 @@ class SipService:
             log.debug("response dropped", extra={"error": str(exc)})
 
     def _flush(self) -> None:
-        if self._transport is None:
-            return
         for data, destination in self._txn.take_outgoing():
             self._metrics.messages.labels("out").inc()
-            self._transport.send(data, destination)
+            if destination.transport == "UDP":
+                if self._transport is not None:
+                    self._transport.send(data, (destination.host, destination.port))
+                continue
+            stream = self._stream_transports.get(destination.transport)
+            if stream is None:
+                log.warning("no transport for destination", extra={"peer": str(destination)})
+                continue
+            stream.send(data, destination)
 
     def _rearm(self, now: float) -> None:
         deadlines = [d for d in (self._txn.next_deadline(),) if d is not None]

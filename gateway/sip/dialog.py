@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from gateway.sip.errors import SipProtocolError
 from gateway.sip.headers import NameAddr
 from gateway.sip.message import Headers, Request
+from gateway.sip.peer import Peer
 from gateway.sip.uri import Uri
-
-Addr = tuple[str, int]
 
 
 def new_tag() -> str:
@@ -25,6 +24,11 @@ def new_tag() -> str:
 
 def new_branch() -> str:
     return "z9hG4bK" + secrets.token_hex(10)
+
+
+def via_header(transport: str, host_port: str) -> str:
+    """A fresh top Via for a request we originate (rport: answer where we sent from)."""
+    return f"SIP/2.0/{transport} {host_port};branch={new_branch()};rport"
 
 
 def new_call_id(host: str) -> str:
@@ -41,7 +45,9 @@ class Dialog:
     local_cseq: int
     # Where in-dialog requests go: the peer's Contact, and the address packets reach it at.
     remote_target: Uri
-    destination: Addr
+    destination: Peer
+    # Our host:port on the dialog's transport, for the Via of requests we send in it.
+    local_host: str
     remote_tag: str = ""
     remote_cseq: int | None = None
     route_set: tuple[str, ...] = field(default=())
@@ -51,12 +57,12 @@ class Dialog:
         """What identifies this dialog in requests the peer sends: (Call-ID, our tag)."""
         return (self.call_id, self.local_tag)
 
-    def make_request(self, method: str, via_host: str, extra: tuple[tuple[str, str], ...] = ()) -> Request:
+    def make_request(self, method: str, extra: tuple[tuple[str, str], ...] = ()) -> Request:
         if method not in ("ACK", "CANCEL"):
             self.local_cseq += 1
         remote = self.remote_uri.with_tag(self.remote_tag) if self.remote_tag else self.remote_uri
         pairs: list[tuple[str, str]] = [
-            ("Via", f"SIP/2.0/UDP {via_host};branch={new_branch()};rport"),
+            ("Via", via_header(self.destination.transport, self.local_host)),
             ("Max-Forwards", "70"),
             ("From", str(self.local_uri.with_tag(self.local_tag))),
             ("To", str(remote)),
@@ -69,11 +75,11 @@ class Dialog:
         pairs += list(extra)
         return Request(headers=Headers(tuple(pairs)), method=method, uri=self.remote_target)
 
-    def make_ack(self, invite_cseq: int, via_host: str, extra: tuple[tuple[str, str], ...] = ()) -> Request:
+    def make_ack(self, invite_cseq: int, extra: tuple[tuple[str, str], ...] = ()) -> Request:
         """The ACK for a 2xx: a new branch, the INVITE's CSeq number (RFC 3261 section 13.2.2.4)."""
         remote = self.remote_uri.with_tag(self.remote_tag)
         pairs: list[tuple[str, str]] = [
-            ("Via", f"SIP/2.0/UDP {via_host};branch={new_branch()};rport"),
+            ("Via", via_header(self.destination.transport, self.local_host)),
             ("Max-Forwards", "70"),
             ("From", str(self.local_uri.with_tag(self.local_tag))),
             ("To", str(remote)),

@@ -15,8 +15,7 @@ from gateway.sip.digest import AuthAccepted, AuthRejected, Credentials, DigestAu
 from gateway.sip.errors import ParseError
 from gateway.sip.headers import NameAddr, parse_auth_params
 from gateway.sip.message import Request, Response, make_response
-
-Addr = tuple[str, int]
+from gateway.sip.peer import Peer
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,7 @@ class Binding:
 
     aor: str  # user@tenant
     contact: str  # the Contact URI as the phone gave it
-    source: Addr  # where the REGISTER came from: where we send requests (NAT-friendly)
+    source: Peer  # where the REGISTER came from: where we send requests (NAT-friendly)
     expires_at: float  # monotonic
     call_id: str
     cseq: int
@@ -88,7 +87,7 @@ def _tag_for(request: Request) -> str:
 
 def process_register(
     request: Request,
-    source: Addr,
+    source: Peer,
     tenant: str,
     ha1s: Mapping[str, str] | None,
     current: tuple[Binding, ...],
@@ -119,7 +118,7 @@ def process_register(
 
 def _update_bindings(
     request: Request,
-    source: Addr,
+    source: Peer,
     aor: str,
     current: tuple[Binding, ...],
     policy: RegistrarPolicy,
@@ -189,5 +188,5 @@ def _ok(request: Request, bindings: list[Binding], now: float, tag: str) -> Resp
     return make_response(request, 200, to_tag=tag, extra=extra)
 
 
-def refresh_source(binding: Binding, source: Addr) -> Binding:
+def refresh_source(binding: Binding, source: Peer) -> Binding:
     return replace(binding, source=source)

@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from gateway.sip.errors import TransactionError
 from gateway.sip.headers import Via
 from gateway.sip.message import Headers, Request, Response, make_response
-
-Addr = tuple[str, int]
+from gateway.sip.peer import Peer
 
 MAGIC_COOKIE = "z9hG4bK"
 
@@ -183,6 +182,9 @@ INITIAL_STATE = {
 # Timers that back off: first interval T1, then doubling (capped at T2 where marked).
 _BACKOFF_CAPPED = {Input.TIMER_E, Input.TIMER_G, Input.TIMER_R}
 _BACKOFF = {Input.TIMER_A} | _BACKOFF_CAPPED
+# Retransmission timers run only over UDP; the wait-for-stragglers timers are zero on TCP/TLS.
+_UNRELIABLE_ONLY = {Input.TIMER_A, Input.TIMER_E, Input.TIMER_G}
+_ZERO_WHEN_RELIABLE = {Input.TIMER_D, Input.TIMER_I, Input.TIMER_J, Input.TIMER_K}
 
 
 def _fixed_duration(timer: Input, t: TimerConfig) -> float:
@@ -212,7 +214,7 @@ class TxKey:
 class RequestReceived:
     key: TxKey
     request: Request
-    source: Addr
+    source: Peer
     # For CANCEL: the INVITE server transaction it targets, if we have it.
     cancels: TxKey | None = None
 
@@ -222,7 +224,7 @@ class AckReceived:
     """An ACK for a 2xx: end-to-end, outside any transaction (RFC 3261 section 17.1.1.3)."""
 
     request: Request
-    source: Addr
+    source: Peer
 
 
 @dataclass(frozen=True)
@@ -247,7 +249,7 @@ class _Transaction:
     kind: Kind
     state: State
     request: Request
-    destination: Addr
+    destination: Peer
     timers: TimerConfig
     request_bytes: bytes = b""
     last_response: Response | None = None
@@ -270,14 +272,19 @@ def client_key(branch: str, method: str) -> TxKey:
     return TxKey(branch, "", "INVITE" if method == "ACK" else method, server=False)
 
 
-def response_destination(top: Via, source: Addr) -> Addr:
-    """Where responses go (RFC 3261 section 18.2.2 with RFC 3581 rport)."""
-    host = top.received or source[0]
+def response_destination(top: Via, source: Peer) -> Peer:
+    """Where responses go (RFC 3261 section 18.2.2 with RFC 3581 rport).
+
+    Over TCP and TLS the answer goes back on the connection the request came on.
+    """
+    if source.reliable:
+        return source
+    host = top.received or source.host
     if top.rport is not None:
-        port = int(top.rport) if top.rport.isdigit() else source[1]
+        port = int(top.rport) if top.rport.isdigit() else source.port
     else:
         port = top.port or 5060
-    return host, port
+    return Peer(host, port, "UDP")
 
 
 class TransactionLayer:
@@ -288,7 +295,7 @@ class TransactionLayer:
         self._accepted: dict[tuple[str, int], TxKey] = {}
         self._heap: list[tuple[float, int, TxKey, Input]] = []
         self._seq = itertools.count()
-        self._outgoing: list[tuple[bytes, Addr]] = []
+        self._outgoing: list[tuple[bytes, Peer]] = []
 
     # --- introspection -------------------------------------------------------
 
@@ -299,7 +306,7 @@ class TransactionLayer:
         tx = self._txs.get(key)
         return tx.state if tx else None
 
-    def take_outgoing(self) -> list[tuple[bytes, Addr]]:
+    def take_outgoing(self) -> list[tuple[bytes, Peer]]:
         out, self._outgoing = self._outgoing, []
         return out
 
@@ -314,7 +321,7 @@ class TransactionLayer:
 
     # --- network input -------------------------------------------------------
 
-    def receive(self, message: Request | Response, source: Addr, now: float) -> list[Event]:
+    def receive(self, message: Request | Response, source: Peer, now: float) -> list[Event]:
         if isinstance(message, Response):
             return self._receive_response(message, now)
         return self._receive_request(message, source, now)
@@ -335,7 +342,7 @@ class TransactionLayer:
             inp = Input.FAILURE
         return self._fire(tx, inp, now, response=response)
 
-    def _receive_request(self, request: Request, source: Addr, now: float) -> list[Event]:
+    def _receive_request(self, request: Request, source: Peer, now: float) -> list[Event]:
         top = request.top_via
         stamped = _stamp_via(top, source)
         if stamped is not top:
@@ -366,7 +373,7 @@ class TransactionLayer:
 
     # --- TU input ------------------------------------------------------------
 
-    def send_request(self, request: Request, destination: Addr, now: float, timers: TimerConfig | None = None) -> TxKey:
+    def send_request(self, request: Request, destination: Peer, now: float, timers: TimerConfig | None = None) -> TxKey:
         """Start a client transaction; ``request``'s top Via must carry a fresh branch."""
         if request.method == "ACK":
             raise TransactionError("ACK is not sent in a transaction; use send_stateless")
@@ -394,9 +401,22 @@ class TransactionLayer:
             inp = Input.TU_FAILURE
         return self._fire(tx, inp, now, response=response)
 
-    def send_stateless(self, message: Request | Response, destination: Addr) -> None:
+    def send_stateless(self, message: Request | Response, destination: Peer) -> None:
         """Send outside any transaction (ACK for 2xx, stateless error responses)."""
         self._outgoing.append((bytes(message), destination))
+
+    def transport_failed(self, peer: Peer, now: float) -> list[Event]:
+        """A connection to ``peer`` could not be made: its client transactions fail now.
+
+        RFC 3261 section 17.1.4: a transport error is reported to the TU as a timeout.
+        """
+        events: list[Event] = []
+        for tx in [t for t in self._txs.values() if t.destination == peer and not t.key.server]:
+            if tx.state in (State.CALLING, State.TRYING, State.PROCEEDING):
+                events.append(TransactionTimedOut(tx.key))
+                tx.state = State.TERMINATED
+                self._remove(tx)
+        return events
 
     def request_of(self, key: TxKey) -> Request | None:
         tx = self._txs.get(key)
@@ -422,7 +442,7 @@ class TransactionLayer:
         key: TxKey,
         kind: Kind,
         request: Request,
-        destination: Addr,
+        destination: Peer,
         now: float,
         timers: TimerConfig | None = None,
     ) -> _Transaction:
@@ -441,7 +461,7 @@ class TransactionLayer:
         *,
         response: Response | None = None,
         ack: Request | None = None,
-        source: Addr | None = None,
+        source: Peer | None = None,
     ) -> list[Event]:
         transition = TABLES[tx.kind].get((tx.state, inp))
         if transition is None:
@@ -468,7 +488,7 @@ class TransactionLayer:
         action: Action,
         response: Response | None,
         ack: Request | None,
-        source: Addr | None,
+        source: Peer | None,
     ) -> list[Event]:
         if action is Action.PASS_UP:
             assert response is not None
@@ -495,7 +515,12 @@ class TransactionLayer:
 
     def _start(self, tx: _Transaction, timer: Input, now: float) -> None:
         t = tx.timers
-        if timer in _BACKOFF:
+        reliable = tx.destination.reliable
+        if reliable and timer in _UNRELIABLE_ONLY:
+            return  # a stream transport retransmits for us (RFC 3261 sections 17.1.1.2, 17.1.2.2, 17.2.1)
+        if reliable and timer in _ZERO_WHEN_RELIABLE:
+            interval = 0.0
+        elif timer in _BACKOFF:
             previous = tx.intervals.get(timer)
             if previous is None:
                 interval = t.t1
@@ -520,14 +545,14 @@ class TransactionLayer:
                 del self._accepted[ident]
 
 
-def _stamp_via(top: Via, source: Addr) -> Via:
+def _stamp_via(top: Via, source: Peer) -> Via:
     """Add received/rport to the top Via as a server transport must (RFC 3261 18.2.1, RFC 3581)."""
     via = top
     if top.rport is not None and top.rport == "":
-        via = via.with_param("rport", str(source[1]))
-        via = via.with_param("received", source[0])
-    elif top.host.strip("[]") != source[0]:
-        via = via.with_param("received", source[0])
+        via = via.with_param("rport", str(source.port))
+        via = via.with_param("received", source.host)
+    elif top.host.strip("[]") != source.host:
+        via = via.with_param("received", source.host)
     return via
 
 

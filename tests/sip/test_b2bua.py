@@ -17,6 +17,7 @@ from gateway.b2bua import (
     StreamPorts,
     choose_failure,
 )
+from gateway.sip.peer import Peer
 from gateway.sip.sdp import parse_sdp
 from gateway.sip.transaction import TxKey
 
@@ -39,11 +40,13 @@ def new_call(forks: int = 2) -> tuple[Call, list[SendRequest]]:
         callee=Party("bob", "acme", "kinshasa"),
         invite=invite,
         invite_key=A_KEY,
-        source=("10.0.0.1", 5060),
-        settings=CallSettings(local_host="192.0.2.1:5060", media_address="192.0.2.1", ring_timeout=60),
+        source=Peer("10.0.0.1", 5060),
+        settings=CallSettings(
+            local_hosts=(("UDP", "192.0.2.1:5060"), ("TCP", "192.0.2.1:5060")), media_address="192.0.2.1", ring_timeout=60
+        ),
         started=0.0,
     )
-    targets = [ForkTarget(f"sip:bob@10.0.1.{i}:5060", (f"10.0.1.{i}", 5060)) for i in range(forks)]
+    targets = [ForkTarget(f"sip:bob@10.0.1.{i}:5060", Peer(f"10.0.1.{i}", 5060)) for i in range(forks)]
     actions = call.start(targets, [StreamPorts(a=20000, b=20002)], now=0.0)
     assert isinstance(actions[0], MediaRemoteChanged) and actions[0].endpoints == (("127.0.0.1", 10000),)
     sends = [a for a in actions if isinstance(a, SendRequest)]
@@ -56,7 +59,7 @@ def only(actions: list[object], kind: type) -> list:  # type: ignore[type-arg]
 
 def test_forks_to_every_contact_with_anchored_sdp_and_session_id() -> None:
     call, sends = new_call(2)
-    assert [s.destination for s in sends] == [("10.0.1.0", 5060), ("10.0.1.1", 5060)]
+    assert [s.destination for s in sends] == [Peer("10.0.1.0", 5060), Peer("10.0.1.1", 5060)]
     inv = sends[0].request
     assert (
         inv.headers.get(
@@ -86,7 +89,7 @@ def test_first_answer_wins_others_cancelled_then_bye_ends_with_record_first() ->
     )
     actions = call.on_response(f1.key, ok, now=5.0)
     (ack,) = only(actions, SendAck)
-    assert ack.request.method == "ACK" and ack.destination == ("10.0.1.1", 5060)
+    assert ack.request.method == "ACK" and ack.destination == Peer("10.0.1.1", 5060)
     cancels = [a for a in only(actions, SendRequest) if a.request.method == "CANCEL"]
     assert len(cancels) == 1 and cancels[0].request.top_via.branch == f0.request.top_via.branch
     (media,) = only(actions, MediaRemoteChanged)

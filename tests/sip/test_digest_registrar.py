@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from gateway.sip.digest import AuthAccepted, AuthRejected, Credentials, DigestAuthenticator, client_response
 from gateway.sip.headers import parse_auth_params
+from gateway.sip.peer import Peer
 from gateway.sip.registrar import RegistrarPolicy, process_register
 from gateway.users import ha1
 
 from .helpers import request
 
 SECRET = b"k" * 32
-SOURCE = ("10.0.0.1", 5060)
+SOURCE = Peer("10.0.0.1", 5060)
 
 
 def ha1s(user: str = "alice", realm: str = "acme", password: str = "secret123") -> dict[str, str]:

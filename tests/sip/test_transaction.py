@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from gateway.sip.errors import TransactionError
 from gateway.sip.message import make_response
 from gateway.sip.parser import parse_message
+from gateway.sip.peer import Peer
 from gateway.sip.transaction import (
     TABLES,
     AckReceived,
@@ -22,7 +23,7 @@ from gateway.sip.transaction import (
 
 from .helpers import request, response_to
 
-PEER = ("10.0.0.1", 5060)
+PEER = Peer("10.0.0.1", 5060)
 
 
 def run_until(layer: TransactionLayer, end: float) -> tuple[list[float], list[object]]:
@@ -100,12 +101,12 @@ def test_2xx_retransmissions_reach_the_tu_in_accepted() -> None:
 def test_server_invite_sends_100_and_absorbs_retransmissions() -> None:
     layer = TransactionLayer()
     req = request()
-    events = layer.receive(req, ("10.0.0.1", 40000), now=0.0)
+    events = layer.receive(req, Peer("10.0.0.1", 40000), now=0.0)
     assert len(events) == 1 and isinstance(events[0], RequestReceived)
     ((data, dest),) = layer.take_outgoing()
-    assert data.startswith(b"SIP/2.0 100 Trying") and dest == ("10.0.0.1", 40000)  # rport honoured
+    assert data.startswith(b"SIP/2.0 100 Trying") and dest == Peer("10.0.0.1", 40000)  # rport honoured
     assert b"rport=40000;received=10.0.0.1" in data  # RFC 3581 section 4
-    assert layer.receive(req, ("10.0.0.1", 40000), now=0.5) == []
+    assert layer.receive(req, Peer("10.0.0.1", 40000), now=0.5) == []
     assert len(layer.take_outgoing()) == 1  # the 100 again
 
 

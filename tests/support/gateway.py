@@ -52,6 +52,14 @@ class GatewayProcess:
     def sip_address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.sip_port)
 
+    @property
+    def tls_port(self) -> int:
+        return self.sip_port + 1
+
+    @property
+    def certificate(self) -> Path:
+        return self.data_dir / "tls" / "gateway.crt"
+
     def write_config(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         if not self.sip_port:
@@ -71,6 +79,8 @@ format = "json"
 [sip]
 bind = "127.0.0.1"
 udp_port = {self.sip_port}
+tcp_port = {self.sip_port}
+tls_port = {self.sip_port + 1}
 ring_timeout_s = 30
 # Loopback: short timers so transactions finish quickly between tests.
 t1_ms = 100
