@@ -9,6 +9,7 @@ import sys
 
 from gateway.cli import CliError, add_config_option
 from gateway.config import GatewayConfig, load_config
+from gateway.errors import StartupError
 from gateway.storage.gateway_db import open_gateway_db
 from gateway.users import SqliteUserStore, UserError, make_user, parse_address
 
@@ -45,9 +46,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     try:
         return run_gateway(config)
-    except OSError as exc:
-        # Ports in use, a data_dir we cannot write: the operator can fix these.
+    except StartupError as exc:
         raise CliError(str(exc)) from None
+    except OSError as exc:
+        # A data_dir we cannot write, a certificate we cannot read: the operator can fix these.
+        raise CliError(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from None
 
 
 def _read_password(args: argparse.Namespace) -> str:

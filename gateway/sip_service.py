@@ -56,6 +56,7 @@ from gateway.sip.transaction import (
     TxKey,
     response_destination,
 )
+from gateway.sip.uri import parse_uri
 from gateway.transport_stream import StreamTransport
 from gateway.transport_udp import UdpTransport, open_udp
 from gateway.users import User, UserStore
@@ -214,6 +215,10 @@ class SipService:
         self._handle(self._txn.transport_failed(peer, now), now)
 
     def _received(self, data: bytes, source: Peer) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "sip in", extra={"peer": str(source), "first_line": data.split(b"\r\n", 1)[0].decode(errors="replace")}
+            )
         now = self._clock.monotonic()
         self._metrics.messages.labels("in").inc()
         try:
@@ -353,7 +358,9 @@ class SipService:
         if outcome.bindings is not None:
             await self._locations.put(aor, outcome.bindings, now)
             log.info("registered", extra={"aor": aor, "contacts": len(outcome.bindings)})
-        self._respond(event.key, outcome.response, self._clock.monotonic())
+        now = self._clock.monotonic()
+        self._respond(event.key, outcome.response, now)
+        self._after(now)
 
     # --- INVITE --------------------------------------------------------------------------
 
@@ -368,6 +375,7 @@ class SipService:
             if pending is not None and pending.cancelled:
                 response_or_call = make_response(event.request, 487, to_tag=_tag(event.request))
             self._respond(key, response_or_call, now)
+            self._after(now)
             return
         call, targets, streams = response_or_call
         self._calls.add(call)
@@ -445,12 +453,31 @@ class SipService:
             started=started,
             caller_uuid=parse_session_id(request.headers.get("Session-ID")) or "0" * 32,
         )
-        targets = [ForkTarget(b.contact, b.source) for b in bindings]
+        targets = [ForkTarget(b.contact, self._destination_for(b.contact, b.source)) for b in bindings]
         log.info(
             "call",
             extra={"session": session_id, "caller": caller.aor, "callee": callee.aor, "forks": len(targets)},
         )
         return call, targets, streams
+
+    def _destination_for(self, contact: str, source: Peer) -> Peer:
+        """Where to send a request for a binding: back along its flow, else to its Contact.
+
+        A phone behind NAT is reachable only where its REGISTER came from; over TCP/TLS
+        that is its connection, and once that connection is gone the Contact is all we have.
+        """
+        if not source.reliable:
+            return source
+        stream = self._stream_transports.get(source.transport)
+        if stream is not None and stream.has_connection(source):
+            return source
+        try:
+            uri = parse_uri(contact)
+        except SipError:
+            return source
+        transport = (uri.param("transport") or source.transport).upper()
+        default_port = 5061 if transport == "TLS" else 5060
+        return Peer(uri.host.strip("[]"), uri.port or default_port, transport)
 
     def _tenant_of_target(self, host: str, caller_tenant: str) -> str:
         bare = host.strip("[]")
@@ -587,6 +614,9 @@ class SipService:
     def _flush(self) -> None:
         for data, destination in self._txn.take_outgoing():
             self._metrics.messages.labels("out").inc()
+            if log.isEnabledFor(logging.DEBUG):
+                first = data.split(b"\r\n", 1)[0].decode(errors="replace")
+                log.debug("sip out", extra={"peer": str(destination), "first_line": first})
             if destination.transport == "UDP":
                 if self._transport is not None:
                     self._transport.send(data, (destination.host, destination.port))

@@ -15,6 +15,7 @@ import ssl
 import time
 from collections.abc import Callable
 
+from gateway.errors import StartupError
 from gateway.sip.peer import Peer
 from gateway.sip.stream import FramingError, KeepAlivePing, StreamFramer
 
@@ -104,9 +105,8 @@ class StreamTransport:
                 lambda: _Connection(self, None), host, port, ssl=self._server_ssl, reuse_address=True
             )
         except OSError as exc:
-            raise OSError(
-                exc.errno, f"cannot listen for SIP on {self.name.lower()} {host}:{port}: {exc.strerror}"
-            ) from None
+            where = f"{self.name.lower()} {host}:{port}"
+            raise StartupError(f"cannot listen for SIP on {where}: {exc.strerror or exc}") from None
         self._sweeper = asyncio.create_task(self._sweep())
 
     @property
@@ -117,6 +117,9 @@ class StreamTransport:
     @property
     def connection_count(self) -> int:
         return len(self._connections)
+
+    def has_connection(self, peer: Peer) -> bool:
+        return peer in self._connections
 
     def send(self, data: bytes, peer: Peer) -> None:
         conn = self._connections.get(peer) or self._connecting.get(peer)

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable
 from typing import cast
 
+from gateway.errors import StartupError
+
 Addr = tuple[str, int]
 
 
@@ -47,5 +49,5 @@ async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Addr], No
             lambda: UdpTransport(on_datagram), local_addr=(host, port)
         )
     except OSError as exc:
-        raise OSError(exc.errno, f"cannot listen for SIP on udp {host}:{port}: {exc.strerror}") from None
+        raise StartupError(f"cannot listen for SIP on udp {host}:{port}: {exc.strerror or exc}") from None
     return protocol

@@ -64,20 +64,24 @@ async def phone(gateway: GatewayProcess, tmp_path: Path, tones: dict[int, Path])
     """Start baresip phones registered (or not) to the test gateway; all stopped afterwards."""
     started: list[Baresip] = []
 
-    async def make(address: str, tone: int = 1000, password: str | None = None, register: bool = True) -> Baresip:
+    async def make(
+        address: str, tone: int = 1000, password: str | None = None, register: bool = True, transport: str = "udp"
+    ) -> Baresip:
         user, domain = address.split("@")
         pw = password if password is not None else PASSWORDS.get(address)
         name = f"{user}{next(_phone_ids)}"
+        port = gateway.tls_port if transport == "tls" else gateway.sip_port
+        ca = str(gateway.certificate) if transport == "tls" else ""
         p = Baresip(
             name,
             tmp_path / name,
-            PhoneAccount(user, domain, pw, gateway.sip_address, register),
+            PhoneAccount(user, domain, pw, ("127.0.0.1", port), register, transport, ca),
             tones[tone],
         )
         started.append(p)
         await p.start()
         if register:
-            await p.wait_event("REGISTER_OK")
+            await p.wait_registered()
         return p
 
     try:

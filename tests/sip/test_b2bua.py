@@ -42,7 +42,9 @@ def new_call(forks: int = 2) -> tuple[Call, list[SendRequest]]:
         invite_key=A_KEY,
         source=Peer("10.0.0.1", 5060),
         settings=CallSettings(
-            local_hosts=(("UDP", "192.0.2.1:5060"), ("TCP", "192.0.2.1:5060")), media_address="192.0.2.1", ring_timeout=60
+            local_hosts=(("UDP", "192.0.2.1:5060"), ("TCP", "192.0.2.1:5060")),
+            media_address="192.0.2.1",
+            ring_timeout=60,
         ),
         started=0.0,
     )

@@ -25,6 +25,8 @@ class PhoneAccount:
     password: str | None
     gateway: tuple[str, int]
     register: bool = True
+    transport: str = "udp"
+    ca_file: str = ""
 
 
 @dataclass
@@ -71,15 +73,16 @@ module_app menu.so
 ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}
 snd_path {self.recordings}
 rtp_ports {rtp_first}-{rtp_last}
-sip_trans_def udp
+sip_trans_def {self.account.transport}
+{f"sip_cafile {self.account.ca_file}" if self.account.ca_file else ""}
 """
         (self.folder / "config").write_text(config)
         acc = self.account
         host, port = acc.gateway
-        line = f"<sip:{acc.user}@{acc.domain};transport=udp>"
+        line = f"<sip:{acc.user}@{acc.domain};transport={acc.transport}>"
         if acc.password is not None:
             line += f";auth_pass={acc.password}"
-        line += f';outbound="sip:{host}:{port}"'
+        line += f';outbound="sip:{host}:{port};transport={acc.transport}"'
         line += ";regint=600" if acc.register else ";regint=0"
         (self.folder / "accounts").write_text(line + "\n")
 
@@ -175,6 +178,26 @@ sip_trans_def udp
             found = find()
             assert found is not None
             return found
+
+    async def wait_registered(self, timeout: float = 15.0) -> None:
+        """Registered with the gateway: the REGISTER_OK event, or `reginfo` saying OK.
+
+        The event may fire before our control connection is up, so ask as well.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if self.count("REGISTER_OK"):
+                return
+            info = await self.command("reginfo")
+            if "OK" in info.get("data", "").replace("\x1b[32m", ""):
+                return
+            try:
+                await self.wait_event("REGISTER_OK", timeout=0.5)
+                return
+            except AssertionError:
+                continue
+        raise AssertionError(f"{self.name}: not registered within {timeout}s: {self.log_tail()[-500:]}")
 
     def count(self, kind: str) -> int:
         return sum(1 for e in self.events if e.get("type") == kind)

@@ -6,7 +6,8 @@ import itertools
 import socket
 
 _next_block = itertools.count(0)
-BLOCK_BASE = 40000
+# Below the relay tests (20000-32000) and the kernel's ephemeral range (32768+), so nothing else takes them.
+BLOCK_BASE = 10000
 BLOCK_SIZE = 200
 
 
@@ -34,7 +35,7 @@ def port_block(size: int = BLOCK_SIZE) -> tuple[int, int]:
     """An even-aligned block of UDP ports [first, last] for a media range (RTP/RTCP pairs)."""
     while True:
         first = BLOCK_BASE + next(_next_block) * BLOCK_SIZE
-        if first + size > 60000:
+        if first + size > 20000:
             raise RuntimeError("out of test port blocks")
         if all(_is_free(p, "127.0.0.1") for p in range(first, first + size, 17)):
             return first, first + size - 1
