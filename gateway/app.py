@@ -120,6 +120,8 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         server_ssl=server_ssl,
         client_ssl=client_ssl,
         stream_idle_timeout=float(sip_cfg.stream_idle_timeout_s),
+        checkpoint_interval=sip_cfg.checkpoint_interval_s,
+        max_call_duration=config.max_call_duration,
     )
     auth = DigestAuthenticator(
         secrets.bytes("sip_nonce_secret"),
@@ -193,7 +195,9 @@ async def serve(config: GatewayConfig) -> None:
             },
         )
         await stop.wait()
-        log.info("stopping")
+        log.info("stopping: ending calls in progress", extra={"calls": gateway.sip.calls_in_progress})
+        await gateway.sip.drain(config.sip.shutdown_grace_s)
+        log.info("stopped")
 
 
 def run_gateway(config: GatewayConfig) -> int:

@@ -1,4 +1,11 @@
-"""Durable call records. A record is committed before the call is reported ended."""
+"""Durable call records. A record is committed before the call is reported ended.
+
+Calls in progress are checkpointed as provisional records (``open_calls``): what
+the record would say if the gateway died now (ended at the checkpoint, by the
+system). Ending a call moves its record into ``call_records`` and drops the
+checkpoint in one transaction; after a crash, ``recover`` moves whatever is left,
+so every call is recorded exactly once, closed at its last checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +14,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from gateway.cdr import CALL_RECORD_COLUMNS, CallRecord
-from gateway.storage.sqlite import SqliteDatabase
+from gateway.storage.sqlite import SqliteDatabase, transaction
 
-CDR_SCHEMA = """
-CREATE TABLE IF NOT EXISTS call_records (
+_COLUMNS_SQL = """
     session_id  TEXT NOT NULL,
     leg         TEXT NOT NULL,
     node        TEXT NOT NULL,
@@ -34,17 +40,30 @@ CREATE TABLE IF NOT EXISTS call_records (
     call_id     TEXT NOT NULL,
     ended_by    TEXT NOT NULL,
     PRIMARY KEY (session_id, leg, node)
-);
+"""
+
+CDR_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS call_records ({_COLUMNS_SQL});
 CREATE INDEX IF NOT EXISTS call_records_tenant_start ON call_records (tenant, start);
+CREATE TABLE IF NOT EXISTS open_calls ({_COLUMNS_SQL});
 """
 
 _TIME_COLUMNS = {"start", "answer", "end"}
 _QUOTED = ", ".join(f'"{c}"' for c in CALL_RECORD_COLUMNS)
+_PLACEHOLDERS = ",".join("?" * len(CALL_RECORD_COLUMNS))
 
 
 class CdrStore(Protocol):
     async def write(self, record: CallRecord) -> bool:
-        """Store durably; False if this (session, leg, node) was already stored."""
+        """Store durably and drop the call's checkpoint; False if it was already stored."""
+        ...
+
+    async def checkpoint(self, provisional: CallRecord) -> None:
+        """Remember a call in progress as the record it would get if the gateway died now."""
+        ...
+
+    async def recover(self) -> list[CallRecord]:
+        """Close calls left open by a crash at their last checkpoint; returns the new records."""
         ...
 
     async def list(self, tenant: str | None = None, limit: int = 1000) -> list[CallRecord]: ...
@@ -71,6 +90,10 @@ def row_to_record(row: tuple[Any, ...]) -> CallRecord:
     return CallRecord(**values)
 
 
+def _key(record: CallRecord) -> tuple[str, str, str]:
+    return (record.session_id, record.leg, record.node)
+
+
 class SqliteCdrStore:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
@@ -79,9 +102,36 @@ class SqliteCdrStore:
         row = record_to_row(record)
 
         def q(conn: sqlite3.Connection) -> bool:
-            placeholders = ",".join("?" * len(row))
-            cur = conn.execute(f"INSERT OR IGNORE INTO call_records ({_QUOTED}) VALUES ({placeholders})", row)
-            return cur.rowcount == 1
+            def both(c: sqlite3.Connection) -> bool:
+                cur = c.execute(f"INSERT OR IGNORE INTO call_records ({_QUOTED}) VALUES ({_PLACEHOLDERS})", row)
+                c.execute("DELETE FROM open_calls WHERE session_id=? AND leg=? AND node=?", _key(record))
+                return cur.rowcount == 1
+
+            return transaction(conn, both)
+
+        return await self._db.run(q)
+
+    async def checkpoint(self, provisional: CallRecord) -> None:
+        row = record_to_row(provisional)
+
+        def q(conn: sqlite3.Connection) -> None:
+            conn.execute(f"INSERT OR REPLACE INTO open_calls ({_QUOTED}) VALUES ({_PLACEHOLDERS})", row)
+
+        await self._db.run(q)
+
+    async def recover(self) -> list[CallRecord]:
+        def q(conn: sqlite3.Connection) -> list[CallRecord]:
+            def move(c: sqlite3.Connection) -> list[CallRecord]:
+                rows = c.execute(f"SELECT {_QUOTED} FROM open_calls").fetchall()
+                recovered = []
+                for row in rows:
+                    cur = c.execute(f"INSERT OR IGNORE INTO call_records ({_QUOTED}) VALUES ({_PLACEHOLDERS})", row)
+                    if cur.rowcount == 1:
+                        recovered.append(row_to_record(row))
+                c.execute("DELETE FROM open_calls")
+                return recovered
+
+            return transaction(conn, move)
 
         return await self._db.run(q)
 

@@ -56,6 +56,10 @@ class SipConfig:
     digest_algorithms: tuple[Literal["SHA-256", "MD5"], ...] = ("SHA-256", "MD5")
     # How long a callee may ring before the caller gets 480 (no answer).
     ring_timeout_s: int = field(default=60, metadata=bounds(5, 600))
+    # Calls in progress are checkpointed this often: a crash loses at most this much of a call.
+    checkpoint_interval_s: float = field(default=15.0, metadata=bounds(0.2, 3600))
+    # On SIGTERM, calls are ended with BYE on both legs; wait this long for them to finish.
+    shutdown_grace_s: float = field(default=10.0, metadata=bounds(0, 600))
     user_agent: str = "Seabridge"
 
     def __post_init__(self) -> None:
@@ -124,6 +128,8 @@ class TenantConfig:
     # Overrides sip.digest_algorithms for this tenant's realm (e.g. ["MD5"] for phones that
     # reject a SHA-256 challenge outright, as baresip 1.0 does).
     digest_algorithms: tuple[Literal["SHA-256", "MD5"], ...] = ()
+    # Longest call this tenant's users may make, in seconds (0: no limit).
+    max_call_duration_s: int = field(default=0, metadata=bounds(0, 7 * 86400))
 
     def __post_init__(self) -> None:
         _check_timezone(self.timezone)
@@ -160,6 +166,16 @@ class GatewayConfig:
             if domain == tenant.domain or domain in tenant.aliases:
                 return tenant.domain
         return domain
+
+    def tenant(self, domain: str) -> TenantConfig | None:
+        for t in self.tenants:
+            if t.domain == domain:
+                return t
+        return None
+
+    def max_call_duration(self, tenant: str) -> float | None:
+        t = self.tenant(tenant)
+        return float(t.max_call_duration_s) if t is not None and t.max_call_duration_s else None
 
     def tenant_timezone(self, tenant: str) -> str:
         for t in self.tenants:

@@ -43,6 +43,9 @@ class RelayStream:
     async def arm_timeout(self) -> None:
         await self._session.arm_timeout()
 
+    async def stats(self) -> MediaStats:
+        return _stats(await self._session.stats())
+
     async def close(self) -> MediaStats:
         return _stats(await self._session.close())
 

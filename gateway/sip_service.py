@@ -85,6 +85,10 @@ class SipSettings:
     server_ssl: ssl.SSLContext | None = None
     client_ssl: ssl.SSLContext | None = None
     stream_idle_timeout: float = 600.0
+    # How often calls in progress are checkpointed (what a crash loses at most).
+    checkpoint_interval: float = 15.0
+    # Longest a call may last, by tenant (None: no limit).
+    max_call_duration: Callable[[str], float | None] = lambda tenant: None
 
 
 @dataclass
@@ -128,6 +132,10 @@ class SipService:
         self._anchors: dict[Call, WallAnchor] = {}
         self._ending: set[Call] = set()
         self._by_stream: dict[str, Call] = {}
+        self._accepting = True
+        self._idle = asyncio.Event()  # set while no call is in progress
+        self._idle.set()
+        self._checkpointer: asyncio.Task[None] | None = None
         self.call_listeners: list[Callable[[CallRecord], Awaitable[None]]] = []
 
     # --- life cycle --------------------------------------------------------------------
@@ -153,6 +161,14 @@ class SipService:
             listeners[name.lower()] = f"{cfg.bind}:{stream.local_port}"
         self._media.on_timeout(self._media_stopped)
         log.info("sip listening", extra=listeners)
+        for record in await self._cdrs.recover():
+            log.warning(
+                "closed a call left open by a crash at its last checkpoint",
+                extra={"session": record.session_id, "end": record.end.isoformat()},
+            )
+            for listener in self.call_listeners:
+                await listener(record)
+        self._checkpointer = asyncio.create_task(self._checkpoint_loop())
 
     @property
     def local_port(self) -> int:
@@ -178,7 +194,24 @@ class SipService:
     def open_connections(self) -> int:
         return sum(t.connection_count for t in self._stream_transports.values())
 
+    async def drain(self, grace: float) -> None:
+        """Graceful shutdown: refuse new calls, end those in progress on both legs, write their records."""
+        self._accepting = False
+        now = self._clock.monotonic()
+        for call in list(self._calls):
+            self._act(call, call.hangup("system", now, status=503), now)
+        self._after(now)
+        try:
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("calls still open after the shutdown grace period", extra={"calls": len(self._calls)})
+        # Let the final BYEs and responses leave before the sockets close.
+        self._flush()
+
     async def stop(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
         if self._timer is not None:
             self._timer.cancel()
         for task in list(self._tasks):
@@ -303,6 +336,13 @@ class SipService:
                 self._act(call, call.on_request(leg, event.key, request, now), now)
         elif method == "REGISTER":
             self._spawn(self._register(event))
+        elif method == "INVITE" and not self._accepting:
+            extra = [("Retry-After", "30")]
+            self._respond(
+                event.key,
+                make_response(request, 503, "Service Unavailable (shutting down)", to_tag=_tag(request), extra=extra),
+                now,
+            )
         elif method == "INVITE":
             self._pending[event.key] = _Pending()
             self._spawn(self._invite(event))
@@ -379,12 +419,14 @@ class SipService:
             return
         call, targets, streams = response_or_call
         self._calls.add(call)
+        self._idle.clear()
         self._metrics.calls_in_progress.set(len(self._calls))
         self._by_key[key] = call
         self._media_streams[call] = streams
         for stream in streams:
             self._by_stream[stream.stream_id] = call
         self._anchors[call] = WallAnchor(call.started, self._clock.wall() - (now - call.started))
+        self._spawn(self._checkpoint(call))
         actions = call.start(targets, [StreamPorts(s.a_port, s.b_port) for s in streams], now)
         if pending is not None and pending.cancelled:
             actions += call.on_cancel(now)
@@ -508,6 +550,10 @@ class SipService:
             elif isinstance(action, CallAnswered):
                 log.info("answered", extra={"session": call.session_id, "codec": action.codec})
                 self._spawn(self._arm_timeouts(self._media_streams.get(call, [])))
+                self._spawn(self._checkpoint(call))
+                limit = self.settings.max_call_duration(call.caller.tenant)
+                if limit is not None and call.answered_at is not None:
+                    call.hangup_deadline = call.answered_at + limit
             elif isinstance(action, CallEnded):
                 self._ending.add(call)
                 self._spawn(self._end(call, action))
@@ -563,9 +609,28 @@ class SipService:
         self._act(call, call.hangup("system", now), now)
         self._after(now)
 
-    def _record(self, call: Call, ended: CallEnded, stats: MediaStats) -> CallRecord:
+    async def _checkpoint(self, call: Call) -> None:
+        if call in self._ending or call not in self._anchors:
+            return
+        stats = MediaStats()
+        for stream in self._media_streams.get(call, []):
+            stats = stats + await stream.stats()
+        answered = call.answered_at is not None
+        provisional = CallEnded("answered" if answered else "failed", 200 if answered else 500, "system")
+        record = self._record(call, provisional, stats, end=self._clock.monotonic())
+        if call not in self._ending:  # it may have ended while we read the counters
+            await self._cdrs.checkpoint(record)
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.checkpoint_interval)
+            for call in [c for c in self._calls if c.answered_at is not None]:
+                await self._checkpoint(call)
+
+    def _record(self, call: Call, ended: CallEnded, stats: MediaStats, end: float | None = None) -> CallRecord:
         anchor = self._anchors[call]
-        end = call.ended_at if call.ended_at is not None else self._clock.monotonic()
+        if end is None:
+            end = call.ended_at if call.ended_at is not None else self._clock.monotonic()
         return CallRecord(
             session_id=call.session_id,
             leg="a",
@@ -602,6 +667,8 @@ class SipService:
                 del self._by_dialog[dialog_id]
         self._metrics.calls_in_progress.set(len(self._calls))
         self._metrics.transactions.set(len(self._txn))
+        if not self._calls:
+            self._idle.set()
 
     # --- output --------------------------------------------------------------------------
 

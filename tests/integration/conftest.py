@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -87,6 +87,4 @@ async def phone(gateway: GatewayProcess, tmp_path: Path, tones: dict[int, Path])
     try:
         yield make
     finally:
-        for p in started:
-            with contextlib.suppress(Exception):
-                await p.stop()
+        await asyncio.gather(*(p.stop() for p in started), return_exceptions=True)

@@ -128,7 +128,8 @@ sip_trans_def {self.account.transport}
         if self.process is not None and self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(self.process.wait(), 5)
+                # baresip un-registers on the way out; with the gateway gone that never completes.
+                await asyncio.wait_for(self.process.wait(), 2)
             except TimeoutError:
                 self.process.kill()
                 await self.process.wait()

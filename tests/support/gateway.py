@@ -86,6 +86,7 @@ ring_timeout_s = 30
 t1_ms = 100
 t2_ms = 400
 t4_ms = 500
+checkpoint_interval_s = 0.5
 {self.sip_extra}
 
 [media]

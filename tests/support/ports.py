@@ -8,6 +8,7 @@ import socket
 _next_block = itertools.count(0)
 # Below the relay tests (20000-32000) and the kernel's ephemeral range (32768+), so nothing else takes them.
 BLOCK_BASE = 10000
+BLOCK_LIMIT = 20000
 BLOCK_SIZE = 200
 
 
@@ -32,10 +33,24 @@ def _is_free(port: int, host: str) -> bool:
 
 
 def port_block(size: int = BLOCK_SIZE) -> tuple[int, int]:
-    """An even-aligned block of UDP ports [first, last] for a media range (RTP/RTCP pairs)."""
-    while True:
-        first = BLOCK_BASE + next(_next_block) * BLOCK_SIZE
-        if first + size > 20000:
-            raise RuntimeError("out of test port blocks")
-        if all(_is_free(p, "127.0.0.1") for p in range(first, first + size, 17)):
+    """A block of UDP ports [first, last] for a media range (RTP/RTCP pairs).
+
+    Blocks are handed out round-robin and reused once free again (tests stop their processes).
+    """
+    count = (BLOCK_LIMIT - BLOCK_BASE) // BLOCK_SIZE
+    for _ in range(count):
+        first = BLOCK_BASE + (next(_next_block) % count) * BLOCK_SIZE
+        if all(_udp_free(p) for p in range(first, first + size, 10)):
             return first, first + size - 1
+    # Everything looks busy (another test run on this machine): the relay steps over held pairs.
+    first = BLOCK_BASE + (next(_next_block) % count) * BLOCK_SIZE
+    return first, first + size - 1
+
+
+def _udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
