@@ -13,6 +13,8 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from gateway.api import setup_api
+from gateway.api_auth import TOKENS
 from gateway.cdr_store import SqliteCdrStore
 from gateway.clock import SystemClock
 from gateway.config import GatewayConfig
@@ -29,6 +31,7 @@ from gateway.sip.transaction import TimerConfig
 from gateway.sip_service import SipService, SipSettings
 from gateway.storage.gateway_db import open_gateway_db
 from gateway.tls import client_context, ensure_certificate, server_context
+from gateway.tokens import TokenStore
 from gateway.users import SqliteUserStore
 
 log = logging.getLogger("seabridge")
@@ -156,6 +159,8 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         },
     )
     app = create_app(registry)
+    app[TOKENS] = TokenStore(db)
+    setup_api(app, sip)
     app[METRICS_REFRESH].append(refresh_relay_totals)
 
     async def sip_health() -> dict[str, object]:

@@ -11,6 +11,7 @@ from gateway.cli import CliError, add_config_option
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import StartupError
 from gateway.storage.gateway_db import open_gateway_db
+from gateway.tokens import TokenError, TokenStore
 from gateway.users import SqliteUserStore, UserError, make_user, parse_address
 
 
@@ -38,6 +39,66 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rm.add_argument("address", help="user address, e.g. alice@acme")
     add_config_option(rm)
     rm.set_defaults(handler=cmd_user_remove)
+
+    register_token_commands(sub)
+
+
+def register_token_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    token = sub.add_parser("token", help="manage HTTP API tokens", description="Create, list and revoke API tokens.")
+    token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    create = token_sub.add_parser(
+        "create", help="create a token", description="Create an API token and print it (shown once)."
+    )
+    who = create.add_mutually_exclusive_group(required=True)
+    who.add_argument("--admin", action="store_true", help="a token that sees every tenant")
+    who.add_argument("--tenant", help="a token that sees only this tenant (SIP domain)")
+    create.add_argument("--label", default="", help="a note saying what the token is for")
+    add_config_option(create)
+    create.set_defaults(handler=cmd_token_create)
+    ls = token_sub.add_parser("list", help="list tokens", description="List tokens (never their secrets).")
+    add_config_option(ls)
+    ls.set_defaults(handler=cmd_token_list)
+    revoke = token_sub.add_parser("revoke", help="revoke a token", description="Revoke a token by its id.")
+    revoke.add_argument("id", help="the token id (the part after sbt_)")
+    add_config_option(revoke)
+    revoke.set_defaults(handler=cmd_token_revoke)
+
+
+def _with_tokens(config: GatewayConfig, action):  # type: ignore[no-untyped-def]
+    db = open_gateway_db(config)
+    try:
+        return asyncio.run(action(TokenStore(db)))
+    except TokenError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        db.close()
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    tenant = None if args.admin else config.tenant_for_domain(args.tenant)
+    token = _with_tokens(config, lambda store: store.create(tenant, args.label))
+    print(token)
+    print(f"scope: {'all tenants (admin)' if tenant is None else 'tenant ' + tenant}", file=sys.stderr)
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    tokens = _with_tokens(config, lambda store: store.list())
+    if not tokens:
+        print("no tokens")
+    for t in tokens:
+        state = f"revoked {t.revoked_at}" if t.revoked_at else "active"
+        print(f"{t.id}  {t.tenant or '(admin)'}  {state}  {t.label}")
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    _with_tokens(config, lambda store: store.revoke(args.id.removeprefix("sbt_").split("_")[0]))
+    print(f"revoked {args.id}")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -26,6 +26,10 @@ class LocationStore(Protocol):
         """A recent count without I/O, for metrics scrapes."""
         ...
 
+    async def list_all(self, now: float, tenant: str | None = None) -> dict[str, tuple[Binding, ...]]:
+        """Live bindings by AOR, optionally of one tenant ("user@tenant" AORs)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -55,6 +59,16 @@ class MemoryLocationStore:
 
     def cached_count(self, now: float) -> int:
         return sum(sum(1 for b in bs if b.expires_at > now) for bs in self._bindings.values())
+
+    async def list_all(self, now: float, tenant: str | None = None) -> dict[str, tuple[Binding, ...]]:
+        out = {}
+        for aor, bindings in self._bindings.items():
+            if tenant is not None and aor.rpartition("@")[2] != tenant:
+                continue
+            live = tuple(b for b in bindings if b.expires_at > now)
+            if live:
+                out[aor] = live
+        return out
 
     async def close(self) -> None:
         self._bindings.clear()
@@ -128,6 +142,16 @@ class RedisLocationStore:
 
     def cached_count(self, now: float) -> int:
         return self._last_count
+
+    async def list_all(self, now: float, tenant: str | None = None) -> dict[str, tuple[Binding, ...]]:
+        pattern = self._prefix + (f"*@{tenant}" if tenant is not None else "*")
+        out = {}
+        async for key in self._redis.scan_iter(match=pattern, count=500):
+            aor = key.decode()[len(self._prefix) :]
+            bindings = await self.get(aor, now)
+            if bindings:
+                out[aor] = bindings
+        return out
 
     async def close(self) -> None:
         await self._redis.aclose()

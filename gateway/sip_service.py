@@ -225,6 +225,39 @@ class SipService:
         if self._transport is not None:
             self._transport.close()
 
+    def calls_snapshot(self, tenant: str | None = None) -> list[dict[str, object]]:
+        """Calls in progress, for the API (a tenant sees only calls its users make or take)."""
+        now = self._clock.monotonic()
+        out: list[dict[str, object]] = []
+        for call in self._calls:
+            if call.phase.value == "ended":
+                continue
+            if tenant is not None and tenant not in (call.caller.tenant, call.callee.tenant):
+                continue
+            anchor = self._anchors.get(call)
+            out.append(
+                {
+                    "session_id": call.session_id,
+                    "tenant": call.caller.tenant,
+                    "caller": call.caller.address,
+                    "callee": call.callee.address,
+                    "state": call.phase.value,
+                    "start": anchor.utc(call.started).isoformat() if anchor else None,
+                    "answered": anchor.utc(call.answered_at).isoformat() if anchor and call.answered_at else None,
+                    "duration_s": round(now - call.answered_at, 1) if call.answered_at is not None else 0,
+                    "codec": call.codec,
+                }
+            )
+        return sorted(out, key=lambda c: str(c["start"]))
+
+    async def registrations(self, tenant: str | None = None) -> list[dict[str, object]]:
+        now = self._clock.monotonic()
+        out: list[dict[str, object]] = []
+        for aor, bindings in sorted((await self._locations.list_all(now, tenant)).items()):
+            for b in bindings:
+                out.append({"aor": aor, "contact": b.contact, "source": str(b.source), "expires_in": b.remaining(now)})
+        return out
+
     @property
     def calls_in_progress(self) -> int:
         return len(self._calls)

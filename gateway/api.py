@@ -1,0 +1,28 @@
+"""The gateway's own HTTP API: registrations and calls in progress, per tenant."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.api_auth import require_scope, tenant_filter
+from gateway.sip_service import SipService
+
+SIP = web.AppKey("sip", SipService)
+
+
+def setup_api(app: web.Application, sip: SipService) -> None:
+    app[SIP] = sip
+    app.router.add_get("/api/registrations", registrations)
+    app.router.add_get("/api/calls", calls)
+
+
+async def registrations(request: web.Request) -> web.Response:
+    scope = await require_scope(request)
+    tenant = tenant_filter(request, scope)
+    return web.json_response({"registrations": await request.app[SIP].registrations(tenant)})
+
+
+async def calls(request: web.Request) -> web.Response:
+    scope = await require_scope(request)
+    tenant = tenant_filter(request, scope)
+    return web.json_response({"calls": request.app[SIP].calls_snapshot(tenant)})
