@@ -50,6 +50,27 @@ def goertzel_power(samples: list[float], rate: int, freq: float) -> float:
     return 4 * power / (n * n)
 
 
+def tone_fraction(path: Path, freq: float, start_s: float, end_s: float, window_s: float = 0.2) -> float:
+    """The fraction of windows in [start_s, end_s) of the recording where ``freq`` dominates."""
+    samples, rate = read_wav(path)
+    size = int(window_s * rate)
+    lo, hi = int(start_s * rate), min(len(samples), int(end_s * rate))
+    windows = [samples[i : i + size] for i in range(lo, hi - size + 1, size)]
+    if not windows:
+        return 0.0
+    hits = 0
+    for win in windows:
+        energy = sum(x * x for x in win) / len(win)
+        if energy >= 1e-4 and goertzel_power(win, rate, freq) / 2 > 0.6 * energy:
+            hits += 1
+    return hits / len(windows)
+
+
+def duration_s(path: Path) -> float:
+    samples, rate = read_wav(path)
+    return len(samples) / rate
+
+
 def tone_present(path: Path, freq: float, *, window_s: float = 0.2, min_fraction: float = 0.3) -> bool:
     """True when ``freq`` dominates at least ``min_fraction`` of the recording's windows.
 
