@@ -14,6 +14,7 @@ def setup_api(app: web.Application, sip: SipService) -> None:
     app[SIP] = sip
     app.router.add_get("/api/registrations", registrations)
     app.router.add_get("/api/calls", calls)
+    app.router.add_get("/api/trunks", trunks)
 
 
 async def registrations(request: web.Request) -> web.Response:
@@ -26,3 +27,10 @@ async def calls(request: web.Request) -> web.Response:
     scope = await require_scope(request)
     tenant = tenant_filter(request, scope)
     return web.json_response({"calls": request.app[SIP].calls_snapshot(tenant)})
+
+
+async def trunks(request: web.Request) -> web.Response:
+    scope = await require_scope(request)
+    tenant = tenant_filter(request, scope)
+    manager = request.app[SIP].trunks
+    return web.json_response({"trunks": manager.snapshot(tenant) if manager is not None else []})

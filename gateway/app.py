@@ -32,6 +32,7 @@ from gateway.sip_service import SipService, SipSettings
 from gateway.storage.gateway_db import open_gateway_db
 from gateway.tls import client_context, ensure_certificate, server_context
 from gateway.tokens import TokenStore
+from gateway.trunks import TrunkManager
 from gateway.users import SqliteUserStore
 
 log = logging.getLogger("seabridge")
@@ -125,6 +126,7 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         stream_idle_timeout=float(sip_cfg.stream_idle_timeout_s),
         checkpoint_interval=sip_cfg.checkpoint_interval_s,
         max_call_duration=config.max_call_duration,
+        dial_plan=lambda tenant: t.dial_plan if (t := config.tenant(tenant)) is not None else (),
     )
     auth = DigestAuthenticator(
         secrets.bytes("sip_nonce_secret"),
@@ -133,8 +135,11 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         per_realm={t.domain: tuple(t.digest_algorithms) for t in config.tenants if t.digest_algorithms},
     )
     sip = SipService(settings, users, locations, cdrs, media, auth, sip_metrics, clock)
+    sip.trunks = TrunkManager(config.trunks, sip)
     await sip.start()
     stack.push_async_callback(sip.stop)
+    await sip.trunks.start()
+    stack.push_async_callback(sip.trunks.stop)
 
     loop = asyncio.get_running_loop()
     relayed = [0]

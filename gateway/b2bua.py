@@ -16,13 +16,14 @@ import enum
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gateway.sip.client_auth import ClientCredentials, authorization_for
 from gateway.sip.dialog import Dialog, new_call_id, new_tag, via_header
 from gateway.sip.errors import SipProtocolError
 from gateway.sip.headers import NameAddr
 from gateway.sip.message import Headers, Request, Response, make_response
 from gateway.sip.peer import Peer, uri_transport_param
 from gateway.sip.sdp import SdpError, SessionDescription, anchor, first_codec, media_endpoints, parse_sdp
-from gateway.sip.transaction import TxKey, client_key
+from gateway.sip.transaction import TimerConfig, TxKey, client_key
 from gateway.sip.uri import parse_uri
 
 Addr = tuple[str, int]  # a media address
@@ -37,6 +38,7 @@ EndedBy = Literal["caller", "callee", "system"]
 class SendRequest:
     request: Request
     destination: Peer
+    timers: TimerConfig | None = None  # per-peer timers (satellite trunks)
 
     @property
     def key(self) -> TxKey:
@@ -90,16 +92,34 @@ class Party:
     tenant: str
     site: str
     display: str = ""
+    # The billing account charged when this party calls (default: the user's address).
+    account: str = ""
+    # The user's number (extension), presented as the caller's identity on trunks.
+    number: str = ""
 
     @property
     def address(self) -> str:
         return f"{self.user}@{self.tenant}"
 
+    @property
+    def via_trunk(self) -> bool:
+        return self.site.startswith("trunk:")
+
+    @property
+    def record_name(self) -> str:
+        """How call records name this party: a user's address, or the number a trunk carried."""
+        return self.user if self.via_trunk else self.address
+
 
 @dataclass(frozen=True)
 class ForkTarget:
-    contact: str
+    contact: str  # the Request-URI
     destination: Peer
+    # Towards a trunk: who we say we are, the credentials its challenges get, its timers.
+    from_uri: str | None = None
+    to_uri: str | None = None
+    credentials: ClientCredentials | None = None
+    timers: TimerConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -141,7 +161,9 @@ class _Fork:
     key: TxKey
     invite: Request
     destination: Peer
+    target: ForkTarget
     provisional: bool = False
+    auth_tries: int = 0
     final: int | None = None
     cancel_wanted: bool = False
     cancel_sent: bool = False
@@ -220,30 +242,37 @@ class Call:
         self.b_from_tag = new_tag()
         for target in targets:
             invite = self._b_invite(target, bytes(b_offer))
-            fork = _Fork(client_key(invite.top_via.branch or "", "INVITE"), invite, target.destination)
+            fork = _Fork(client_key(invite.top_via.branch or "", "INVITE"), invite, target.destination, target)
             self.forks[fork.key] = fork
-            actions.append(SendRequest(invite, target.destination))
+            actions.append(SendRequest(invite, target.destination, target.timers))
         self.ring_deadline = now + self.settings.ring_timeout
         return actions
 
-    def _b_invite(self, target: ForkTarget, sdp: bytes) -> Request:
+    def _b_invite(
+        self, target: ForkTarget, sdp: bytes, cseq: int = 1, authorization: tuple[str, str] | None = None
+    ) -> Request:
         caller = self.caller
-        display = f'"{caller.display}" ' if caller.display else ""
+        name = caller.display or ((caller.number or caller.user) if target.from_uri else "")
+        display = f'"{name}" ' if name else ""
         max_forwards = int(self.invite.headers.get("Max-Forwards") or "70") - 1
         transport = target.destination.transport
+        from_uri = target.from_uri or f"sip:{caller.user}@{caller.tenant}"
+        to_uri = target.to_uri or f"sip:{self.callee.user}@{self.callee.tenant}"
         pairs: list[tuple[str, str]] = [
             ("Via", via_header(transport, self.settings.host_for(transport))),
             ("Max-Forwards", str(max_forwards)),
-            ("From", f"{display}<sip:{caller.user}@{caller.tenant}>;tag={self.b_from_tag}"),
-            ("To", f"<sip:{self.callee.user}@{self.callee.tenant}>"),
+            ("From", f"{display}<{from_uri}>;tag={self.b_from_tag}"),
+            ("To", f"<{to_uri}>"),
             ("Call-ID", self.b_call_id),
-            ("CSeq", "1 INVITE"),
+            ("CSeq", f"{cseq} INVITE"),
             ("Contact", f"<{self.settings.contact(caller.user, transport)}>"),
             ("Session-ID", f"{self.session_id};remote={_NULL_UUID}"),
             ("User-Agent", self.settings.user_agent),
             ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"),
             ("Content-Type", "application/sdp"),
         ]
+        if authorization is not None:
+            pairs.append(authorization)
         return Request(headers=Headers(tuple(pairs)), body=sdp, method="INVITE", uri=parse_uri(target.contact))
 
     # --- responses from B-leg forks ------------------------------------------------------
@@ -258,7 +287,28 @@ class Call:
             return self._fork_provisional(fork, response, now)
         if response.status < 300:
             return self._fork_answered(fork, response, now)
+        if response.status in (401, 407) and fork.target.credentials is not None and fork.auth_tries < 1:
+            retry = self._authenticated_retry(fork, response)
+            if retry is not None:
+                return [retry]
         return self._fork_failed(fork, response.status, now)
+
+    def _authenticated_retry(self, fork: _Fork, challenge: Response) -> SendRequest | None:
+        """Answer a trunk's challenge: the same INVITE, next CSeq, new branch, with credentials."""
+        assert fork.target.credentials is not None
+        if self.phase is not Phase.CALLING or fork.cancel_wanted:
+            return None
+        auth = authorization_for(challenge, fork.target.credentials, "INVITE", str(fork.invite.uri))
+        if auth is None:
+            return None
+        invite = self._b_invite(fork.target, fork.invite.body, fork.invite.cseq.number + 1, auth)
+        del self.forks[fork.key]
+        fork.auth_tries += 1
+        fork.invite = invite
+        fork.key = client_key(invite.top_via.branch or "", "INVITE")
+        fork.provisional = False
+        self.forks[fork.key] = fork
+        return SendRequest(invite, fork.destination, fork.target.timers)
 
     def _fork_provisional(self, fork: _Fork, response: Response, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -289,15 +339,15 @@ class Call:
         if self.b is not None or self.phase is Phase.ENDED:
             if self.b is not None and self.b.remote_tag == to_tag and self.b.call_id == response.call_id:
                 # A retransmitted 2xx from the winner: our ACK was lost, send it again.
-                return [SendAck(self.b.make_ack(1), self.b.destination)]
+                return [SendAck(self.b.make_ack(fork.invite.cseq.number), self.b.destination)]
             # Another phone answered too late (or after the caller gave up): ACK and hang up.
             late = self._dialog_for_fork(fork, response)
             return [
-                SendAck(late.make_ack(1), late.destination),
-                SendRequest(late.make_request("BYE"), late.destination),
+                SendAck(late.make_ack(fork.invite.cseq.number), late.destination),
+                SendRequest(late.make_request("BYE"), late.destination, fork.target.timers),
             ]
         self.b = self._dialog_for_fork(fork, response)
-        actions: list[Action] = [SendAck(self.b.make_ack(1), self.b.destination)]
+        actions: list[Action] = [SendAck(self.b.make_ack(fork.invite.cseq.number), self.b.destination)]
         for other in self.forks.values():
             if other is not fork and other.final is None:
                 actions += self._cancel_fork(other, now)
@@ -347,7 +397,7 @@ class Call:
             local_uri=_without_tag(fork.invite.from_),
             remote_uri=_without_tag(fork.invite.to),
             local_contact=parse_uri(self.settings.contact(self.caller.user, fork.destination.transport)),
-            local_cseq=1,
+            local_cseq=fork.invite.cseq.number,
             remote_target=target,
             destination=fork.destination,
             local_host=self.settings.host_for(fork.destination.transport),

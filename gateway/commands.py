@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument("address", help="user address, e.g. alice@acme (tenant = SIP domain)")
     add.add_argument("--site", required=True, help="site the user belongs to, e.g. kinshasa")
     add.add_argument("--password", help="SIP password (asked for when omitted; '-' reads a line from stdin)")
+    add.add_argument("--number", help="a number (extension) that reaches the user, e.g. 2001")
     add_config_option(add)
     add.set_defaults(handler=cmd_user_add)
 
@@ -141,7 +142,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     try:
         username, tenant = parse_address(args.address)
-        user = make_user(f"{username}@{config.tenant_for_domain(tenant)}", args.site, _read_password(args))
+        user = make_user(f"{username}@{config.tenant_for_domain(tenant)}", args.site, _read_password(args), args.number)
     except UserError as exc:
         raise CliError(str(exc)) from None
     _with_users(config, lambda store: store.add(user))
@@ -157,9 +158,9 @@ def cmd_user_list(args: argparse.Namespace) -> int:
         print("no users")
         return 0
     width = max(len(u.aor) for u in users)
-    print(f"{'USER':<{width}}  SITE")
+    print(f"{'USER':<{width}}  {'SITE':<12}  NUMBER")
     for u in users:
-        print(f"{u.aor:<{width}}  {u.site}")
+        print(f"{u.aor:<{width}}  {u.site:<12}  {u.number or ''}".rstrip())
     return 0
 
 

@@ -121,6 +121,61 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class DialRule:
+    """Numbers starting with ``prefix`` go to ``trunk``: drop ``strip`` digits, add ``prepend``."""
+
+    prefix: str
+    trunk: str
+    strip: int = field(default=0, metadata=bounds(0, 32))
+    prepend: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.prefix or not all(c in "0123456789*#+" for c in self.prefix):
+            raise InvalidField("prefix", f"{self.prefix!r} is not a dialling prefix (digits, * # +)")
+
+
+@dataclass(frozen=True)
+class TrunkConfig:
+    """A SIP peer (the HQ PBX, another gateway, a carrier) reached over a trunk."""
+
+    name: str
+    tenant: str
+    host: str
+    port: int = field(default=5060, metadata=bounds(1, 65535))
+    transport: Literal["UDP", "TCP", "TLS"] = "UDP"
+    # The domain in the Request-URI and our From towards the peer (default: host).
+    domain: str = ""
+    # Digest credentials we answer the peer's challenges with; register = also REGISTER with them.
+    username: str = ""
+    password: str = ""
+    register: bool = False
+    register_expires: int = field(default=600, metadata=bounds(60, 86400))
+    # Billing account charged for calls that enter through this trunk.
+    account: str = ""
+    # Requests from host (and port, if set here) are this trunk's: IP-identified peering.
+    inbound: bool = True
+    # Satellite peers: stretch the retransmission timers (Timer B = 64*T1 unless set).
+    t1_ms: int = field(default=0, metadata=bounds(0, 10000))
+    t2_ms: int = field(default=0, metadata=bounds(0, 60000))
+    timer_b_ms: int = field(default=0, metadata=bounds(0, 600000))
+    # OPTIONS sent this often tell whether the trunk is up; calls to a down trunk fail at once.
+    options_interval_s: int = field(default=30, metadata=bounds(0, 3600))
+
+    def __post_init__(self) -> None:
+        _check_address("host", self.host)
+        if self.register and not (self.username and self.password):
+            raise InvalidField("username", "register = true needs username and password")
+
+    @property
+    def sip_domain(self) -> str:
+        return self.domain or self.host
+
+    @property
+    def billing_account(self) -> str:
+        return self.account or f"trunk:{self.name}@{self.tenant}"
+
+
+@dataclass(frozen=True)
 class TenantConfig:
     domain: str
     aliases: tuple[str, ...] = ()
@@ -130,6 +185,8 @@ class TenantConfig:
     digest_algorithms: tuple[Literal["SHA-256", "MD5"], ...] = ()
     # Longest call this tenant's users may make, in seconds (0: no limit).
     max_call_duration_s: int = field(default=0, metadata=bounds(0, 7 * 86400))
+    # Dialled numbers that leave through trunks.
+    dial_plan: tuple[DialRule, ...] = ()
 
     def __post_init__(self) -> None:
         _check_timezone(self.timezone)
@@ -146,8 +203,16 @@ class GatewayConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     tenants: tuple[TenantConfig, ...] = ()
+    trunks: tuple[TrunkConfig, ...] = ()
 
     def __post_init__(self) -> None:
+        names = {t.name for t in self.trunks}
+        if len(names) != len(self.trunks):
+            raise InvalidField("trunks", "trunk names must be unique")
+        for i, tenant in enumerate(self.tenants):
+            for j, rule in enumerate(tenant.dial_plan):
+                if rule.trunk not in names:
+                    raise InvalidField(f"tenants[{i}].dial_plan[{j}].trunk", f"no trunk named {rule.trunk!r}")
         seen: dict[str, str] = {}
         for tenant in self.tenants:
             for name in (tenant.domain, *tenant.aliases):
@@ -166,6 +231,12 @@ class GatewayConfig:
             if domain == tenant.domain or domain in tenant.aliases:
                 return tenant.domain
         return domain
+
+    def trunk(self, name: str) -> TrunkConfig | None:
+        for t in self.trunks:
+            if t.name == name:
+                return t
+        return None
 
     def tenant(self, domain: str) -> TenantConfig | None:
         for t in self.tenants:

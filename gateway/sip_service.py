@@ -35,9 +35,11 @@ from gateway.b2bua import (
 from gateway.cdr import CallRecord
 from gateway.cdr_store import CdrStore
 from gateway.clock import Clock, WallAnchor
+from gateway.config import DialRule
 from gateway.location import LocationStore
 from gateway.media_port import MediaAllocator, MediaStats, MediaStream
 from gateway.metrics import SipMetrics
+from gateway.routing import route_number
 from gateway.sip.digest import AuthAccepted, DigestAuthenticator
 from gateway.sip.errors import SipError, TransactionError
 from gateway.sip.message import Request, Response, make_response, response_from_headers
@@ -59,6 +61,7 @@ from gateway.sip.transaction import (
 from gateway.sip.uri import parse_uri
 from gateway.transport_stream import StreamTransport
 from gateway.transport_udp import UdpTransport, open_udp
+from gateway.trunks import TrunkManager
 from gateway.users import User, UserStore
 
 log = logging.getLogger("seabridge.sip")
@@ -87,6 +90,8 @@ class SipSettings:
     stream_idle_timeout: float = 600.0
     # How often calls in progress are checkpointed (what a crash loses at most).
     checkpoint_interval: float = 15.0
+    # The tenant's dial plan (numbers that leave through trunks).
+    dial_plan: Callable[[str], tuple[DialRule, ...]] = lambda tenant: ()
     # Longest a call may last, by tenant (None: no limit).
     max_call_duration: Callable[[str], float | None] = lambda tenant: None
 
@@ -133,6 +138,8 @@ class SipService:
         self._ending: set[Call] = set()
         self._by_stream: dict[str, Call] = {}
         self._accepting = True
+        self._own: dict[TxKey, asyncio.Future[Response | None]] = {}
+        self.trunks: TrunkManager | None = None
         self._idle = asyncio.Event()  # set while no call is in progress
         self._idle.set()
         self._checkpointer: asyncio.Task[None] | None = None
@@ -338,6 +345,9 @@ class SipService:
     def _dispatch(self, event: Event, now: float) -> None:
         if isinstance(event, RequestReceived):
             self._on_request(event, now)
+        elif isinstance(event, ResponseReceived) and event.key in self._own:
+            if event.response.status >= 200 and not self._own[event.key].done():
+                self._own[event.key].set_result(event.response)
         elif isinstance(event, ResponseReceived):
             call = self._by_key.get(event.key)
             if call is not None:
@@ -349,6 +359,9 @@ class SipService:
                 leg = call.leg_of(request.call_id, request.to.tag or "")
                 if leg is not None:
                     self._act(call, call.on_ack(leg, now), now)
+        elif isinstance(event, TransactionTimedOut) and event.key in self._own:
+            if not self._own[event.key].done():
+                self._own[event.key].set_result(None)
         elif isinstance(event, TransactionTimedOut):
             call = self._by_key.get(event.key)
             if call is not None:
@@ -471,32 +484,25 @@ class SipService:
         started = self._clock.monotonic()
         if request.headers.get("Max-Forwards") == "0":
             return make_response(request, 483, to_tag=_tag(request))
-        caller_domain = request.from_.uri.host
-        tenant = self.settings.tenant_for_domain(caller_domain)
-        creds = credentials_of(request, "Proxy-Authorization")
-        if creds is None:
-            return challenge_response(request, self._auth, tenant, started, proxy=True)
-        from_user = request.from_.uri.user or ""
-        caller = await self._users.get(tenant, from_user) if from_user else None
-        ha1 = caller.ha1(creds.algorithm) if caller is not None else None
-        now = self._clock.monotonic()
-        result = self._auth.verify(creds, "INVITE", tenant, ha1, now)
-        if not isinstance(result, AuthAccepted) or caller is None or result.username != from_user:
-            self._metrics.auth_failures.labels("INVITE").inc()
-            stale = getattr(result, "stale", False)
-            return challenge_response(request, self._auth, tenant, now, stale=stale, proxy=True)
-
-        target_user = request.uri.user or ""
-        target_tenant = self._tenant_of_target(request.uri.host, caller.tenant)
-        if target_tenant != caller.tenant:
-            log.info("cross-tenant call refused", extra={"caller": caller.aor, "target": str(request.uri)})
-            return make_response(request, 403, "Forbidden (other tenant)", to_tag=_tag(request))
-        callee = await self._users.get(caller.tenant, target_user) if target_user else None
-        if callee is None:
-            return make_response(request, 404, to_tag=_tag(request))
-        bindings = await self._locations.get(callee.aor, self._clock.monotonic())
-        if not bindings:
-            return make_response(request, 480, to_tag=_tag(request))
+        display = request.from_.display.strip('"')
+        trunk_in = self.trunks.identify(event.source) if self.trunks is not None else None
+        if trunk_in is not None:
+            # IP-identified peering: the PBX does not authenticate; its calls reach local users only.
+            number = request.from_.uri.user or trunk_in.name
+            caller = Party(number, trunk_in.tenant, f"trunk:{trunk_in.name}", display, trunk_in.billing_account)
+        else:
+            outcome = await self._authenticate(request, started)
+            if isinstance(outcome, Response):
+                return outcome
+            caller = _party(outcome, display)
+            target_tenant = self._tenant_of_target(request.uri.host, caller.tenant)
+            if target_tenant != caller.tenant:
+                log.info("cross-tenant call refused", extra={"caller": caller.address, "target": str(request.uri)})
+                return make_response(request, 403, "Forbidden (other tenant)", to_tag=_tag(request))
+        routed = await self._route(request, caller, allow_trunks=trunk_in is None)
+        if isinstance(routed, Response):
+            return routed
+        callee, targets = routed
         try:
             offer = parse_sdp(request.body)
         except SdpError:
@@ -514,8 +520,8 @@ class SipService:
             return make_response(request, 503, "Service Unavailable (no media ports)", to_tag=_tag(request))
         call = Call(
             session_id=session_id,
-            caller=_party(caller, request.from_.display.strip('"')),
-            callee=_party(callee),
+            caller=caller,
+            callee=callee,
             invite=request,
             invite_key=event.key,
             source=event.source,
@@ -528,12 +534,82 @@ class SipService:
             started=started,
             caller_uuid=parse_session_id(request.headers.get("Session-ID")) or "0" * 32,
         )
-        targets = [ForkTarget(b.contact, self._destination_for(b.contact, b.source)) for b in bindings]
         log.info(
             "call",
-            extra={"session": session_id, "caller": caller.aor, "callee": callee.aor, "forks": len(targets)},
+            extra={"session": session_id, "caller": caller.address, "callee": callee.address, "forks": len(targets)},
         )
         return call, targets, streams
+
+    async def _authenticate(self, request: Request, now: float) -> User | Response:
+        """The user a request's Proxy-Authorization proves, or the 407 to send."""
+        tenant = self.settings.tenant_for_domain(request.from_.uri.host)
+        creds = credentials_of(request, "Proxy-Authorization")
+        if creds is None:
+            return challenge_response(request, self._auth, tenant, now, proxy=True)
+        from_user = request.from_.uri.user or ""
+        user = await self._users.get(tenant, from_user) if from_user else None
+        ha1 = user.ha1(creds.algorithm) if user is not None else None
+        now = self._clock.monotonic()
+        result = self._auth.verify(creds, request.method, tenant, ha1, now)
+        if not isinstance(result, AuthAccepted) or user is None or result.username != from_user:
+            self._metrics.auth_failures.labels(request.method).inc()
+            stale = getattr(result, "stale", False)
+            return challenge_response(request, self._auth, tenant, now, stale=stale, proxy=True)
+        return user
+
+    async def _route(
+        self, request: Request, caller: Party, allow_trunks: bool
+    ) -> Response | tuple[Party, list[ForkTarget]]:
+        """Who the Request-URI names, and where to fork: a local user's phones, or a trunk."""
+        tenant = caller.tenant
+        dialled = request.uri.user or ""
+        user = await self._users.get(tenant, dialled) if dialled else None
+        if user is None and allow_trunks and self.trunks is not None:
+            route = route_number(self.settings.dial_plan(tenant), dialled)
+            if route is not None:
+                return self._trunk_targets(request, caller, route.trunk, route.number)
+        if user is None and dialled.isdigit():
+            user = await self._users.by_number(tenant, dialled)
+        if user is None:
+            return make_response(request, 404, to_tag=_tag(request))
+        bindings = await self._locations.get(user.aor, self._clock.monotonic())
+        if not bindings:
+            return make_response(request, 480, to_tag=_tag(request))
+        targets = [ForkTarget(b.contact, self._destination_for(b.contact, b.source)) for b in bindings]
+        return _party(user), targets
+
+    def _trunk_targets(
+        self, request: Request, caller: Party, name: str, number: str
+    ) -> Response | tuple[Party, list[ForkTarget]]:
+        assert self.trunks is not None
+        trunk = self.trunks.get(name)
+        if trunk is None:
+            return make_response(request, 503, f"Service Unavailable (no trunk {name})", to_tag=_tag(request))
+        why = self.trunks.unavailable_reason(name)
+        if why is not None:
+            log.warning("call to an unavailable trunk refused", extra={"trunk": name, "reason": why})
+            return make_response(request, 503, f"Service Unavailable ({why})", to_tag=_tag(request))
+        target = ForkTarget(
+            contact=f"sip:{number}@{trunk.sip_domain}",
+            destination=self.trunks.peer_of(trunk),
+            from_uri=f"sip:{trunk.username or caller.number or caller.user}@{trunk.sip_domain}",
+            to_uri=f"sip:{number}@{trunk.sip_domain}",
+            credentials=self.trunks.credentials(trunk),
+            timers=self.trunks.timers(trunk),
+        )
+        return Party(number, caller.tenant, f"trunk:{name}"), [target]
+
+    async def request(self, request: Request, destination: Peer, timers: TimerConfig | None = None) -> Response | None:
+        """Send a request of the gateway's own (OPTIONS, REGISTER to a trunk); None on timeout."""
+        now = self._clock.monotonic()
+        key = self._txn.send_request(request, destination, now, timers)
+        future: asyncio.Future[Response | None] = asyncio.get_running_loop().create_future()
+        self._own[key] = future
+        self._after(now)
+        try:
+            return await future
+        finally:
+            self._own.pop(key, None)
 
     def _destination_for(self, contact: str, source: Peer) -> Peer:
         """Where to send a request for a binding: back along its flow, else to its Contact.
@@ -670,9 +746,9 @@ class SipService:
             node=self.settings.node,
             tenant=call.caller.tenant,
             site=call.caller.site,
-            caller=call.caller.address,
-            callee=call.callee.address,
-            account=call.caller.address,
+            caller=call.caller.record_name,
+            callee=call.callee.record_name,
+            account=call.caller.account or call.caller.address,
             ingress=True,
             category="voice",
             start=anchor.utc(call.started),
@@ -753,7 +829,7 @@ class SipService:
 
 
 def _party(user: User, display: str = "") -> Party:
-    return Party(user.username, user.tenant, user.site, display)
+    return Party(user.username, user.tenant, user.site, display, number=user.number or "")
 
 
 def _tag(request: Request) -> str:

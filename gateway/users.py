@@ -24,7 +24,9 @@ CREATE TABLE IF NOT EXISTS users (
     ha1_md5     TEXT NOT NULL,
     ha1_sha256  TEXT NOT NULL,
     created_at  TEXT NOT NULL,
-    PRIMARY KEY (tenant, username)
+    number      TEXT,  -- an extension/number that reaches the user (calls from trunks dial numbers)
+    PRIMARY KEY (tenant, username),
+    UNIQUE (tenant, number)
 );
 """
 
@@ -43,6 +45,7 @@ class User:
     site: str
     ha1_md5: str
     ha1_sha256: str
+    number: str | None = None
 
     @property
     def aor(self) -> str:
@@ -65,23 +68,28 @@ def ha1(algorithm: str, username: str, realm: str, password: str) -> str:
     return h(f"{username}:{realm}:{password}".encode()).hexdigest()
 
 
-def make_user(address: str, site: str, password: str) -> User:
+def make_user(address: str, site: str, password: str, number: str | None = None) -> User:
     username, tenant = parse_address(address)
     if not _NAME.match(site):
         raise UserError(f"site {site!r}: use letters, digits, '.', '_', '+' or '-'")
     if len(password) < 8:
         raise UserError("password: use at least 8 characters")
+    if number is not None and not (number.isdigit() and 0 < len(number) <= 20):
+        raise UserError(f"number {number!r}: use up to 20 digits")
     return User(
         tenant=tenant,
         username=username,
         site=site,
         ha1_md5=ha1("MD5", username, tenant, password),
         ha1_sha256=ha1("SHA-256", username, tenant, password),
+        number=number,
     )
 
 
 class UserStore(Protocol):
     async def get(self, tenant: str, username: str) -> User | None: ...
+
+    async def by_number(self, tenant: str, number: str) -> User | None: ...
 
     async def add(self, user: User) -> None: ...
 
@@ -90,7 +98,10 @@ class UserStore(Protocol):
     async def list(self, tenant: str | None = None) -> list[User]: ...
 
 
-def _row_to_user(row: tuple[str, str, str, str, str]) -> User:
+_SELECT = "SELECT tenant, username, site, ha1_md5, ha1_sha256, number FROM users"
+
+
+def _row_to_user(row: tuple[str, str, str, str, str, str | None]) -> User:
     return User(*row)
 
 
@@ -100,10 +111,14 @@ class SqliteUserStore:
 
     async def get(self, tenant: str, username: str) -> User | None:
         def q(conn: sqlite3.Connection) -> User | None:
-            row = conn.execute(
-                "SELECT tenant, username, site, ha1_md5, ha1_sha256 FROM users WHERE tenant=? AND username=?",
-                (tenant, username),
-            ).fetchone()
+            row = conn.execute(_SELECT + " WHERE tenant=? AND username=?", (tenant, username)).fetchone()
+            return _row_to_user(row) if row else None
+
+        return await self._db.run(q)
+
+    async def by_number(self, tenant: str, number: str) -> User | None:
+        def q(conn: sqlite3.Connection) -> User | None:
+            row = conn.execute(_SELECT + " WHERE tenant=? AND number=?", (tenant, number)).fetchone()
             return _row_to_user(row) if row else None
 
         return await self._db.run(q)
@@ -112,7 +127,8 @@ class SqliteUserStore:
         def q(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    "INSERT INTO users VALUES (?,?,?,?,?,?)",
+                    "INSERT INTO users (tenant, username, site, ha1_md5, ha1_sha256, created_at, number)"
+                    " VALUES (?,?,?,?,?,?,?)",
                     (
                         user.tenant,
                         user.username,
@@ -120,9 +136,12 @@ class SqliteUserStore:
                         user.ha1_md5,
                         user.ha1_sha256,
                         datetime.now(UTC).isoformat(),
+                        user.number,
                     ),
                 )
-            except sqlite3.IntegrityError:
+            except sqlite3.IntegrityError as exc:
+                if "number" in str(exc):
+                    raise UserError(f"number {user.number} is already taken in {user.tenant}") from None
                 raise UserError(f"user {user.aor} already exists") from None
 
         await self._db.run(q)
@@ -137,7 +156,7 @@ class SqliteUserStore:
 
     async def list(self, tenant: str | None = None) -> list[User]:
         def q(conn: sqlite3.Connection) -> list[User]:
-            sql = "SELECT tenant, username, site, ha1_md5, ha1_sha256 FROM users"
+            sql = _SELECT
             args: tuple[str, ...] = ()
             if tenant is not None:
                 sql += " WHERE tenant=?"

@@ -37,6 +37,8 @@ class TimerConfig:
     t2: float = 4.0
     t4: float = 5.0
     timer_d: float = 32.0
+    # How long a client transaction waits for a final answer (Timers B and F); None: 64*T1.
+    timer_b: float | None = None
 
 
 class Kind(enum.Enum):
@@ -188,6 +190,8 @@ _ZERO_WHEN_RELIABLE = {Input.TIMER_D, Input.TIMER_I, Input.TIMER_J, Input.TIMER_
 
 
 def _fixed_duration(timer: Input, t: TimerConfig) -> float:
+    if timer in (Input.TIMER_B, Input.TIMER_F) and t.timer_b is not None:
+        return t.timer_b
     if timer in (Input.TIMER_B, Input.TIMER_F, Input.TIMER_H, Input.TIMER_J, Input.TIMER_L, Input.TIMER_M):
         return 64 * t.t1
     if timer in (Input.TIMER_I, Input.TIMER_K):

@@ -64,7 +64,9 @@ class GatewayProcess:
         self.folder.mkdir(parents=True, exist_ok=True)
         if not self.sip_port:
             self.sip_port = free_port()
+        if not self.http_port:
             self.http_port = free_port(host="127.0.0.1")
+        if self.media_range == (0, 0):
             self.media_range = port_block()
         first, last = self.media_range
         self.config_path.write_text(
@@ -101,9 +103,13 @@ port = {self.http_port}
 """
         )
 
-    def add_user(self, address: str, site: str, password: str) -> None:
-        self.write_config() if not self.config_path.exists() else None
-        result = seabridge("user", "add", address, "--site", site, "--password", password, config=self.config_path)
+    def add_user(self, address: str, site: str, password: str, number: str | None = None) -> None:
+        if not self.config_path.exists():
+            self.write_config()
+        extra = ("--number", number) if number else ()
+        result = seabridge(
+            "user", "add", address, "--site", site, "--password", password, *extra, config=self.config_path
+        )
         assert result.returncode == 0, result.stderr
 
     async def start(self) -> None:
