@@ -1,7 +1,8 @@
 """What the HQ Asterisk needs so its events carry the gateway's Session-ID.
 
 The gateway sends ``Session-ID: <uuid>;remote=<uuid>`` (RFC 7989) on every INVITE it places
-over the trunk. (A ``;`` starts a comment in extensions.conf: the texts escape it.) Two Gosub routines in the PBX's dialplan carry it:
+over the trunk. Two Gosub routines in the PBX's dialplan carry it (a ``;`` starts a comment in
+extensions.conf: the texts escape it):
 
 * ``seabridge-session`` copies the header's local UUID into an inherited channel variable (so
   every channel the call creates, the dialled HQ phone's too, has it), or mints one from the

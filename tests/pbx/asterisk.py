@@ -203,7 +203,7 @@ class AsteriskInstance:
 
     async def start(self, timeout: float = 60) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        console = open(self.log_dir / "asterisk-console.log", "ab")  # noqa: SIM115 - the process owns it
+        console = (self.log_dir / "asterisk-console.log").open("ab")  # noqa: ASYNC230 - opening a local file
         try:
             self.process = await asyncio.create_subprocess_exec(
                 *self._asterisk("-f", "-n", "-q"),
