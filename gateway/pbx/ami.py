@@ -47,6 +47,12 @@ class AmiDisconnected:
 
 
 ClientEvent = PbxEvent | AmiConnected | AmiDisconnected
+
+
+@dataclass(frozen=True)
+class OriginateTicket:
+    action_id: str
+    finished: asyncio.Future[OriginateFinished]
 Listener = Callable[[ClientEvent], None]
 
 
@@ -154,23 +160,26 @@ class AmiClient:
         self._waiters[action_id] = future
         return await future
 
-    async def originate(self, fields: Iterable[tuple[str, str]], finish_within: float) -> OriginateFinished:
-        """An asynchronous Originate, awaited until Asterisk reports how it ended (answered or not).
+    async def originate(self, fields: Iterable[tuple[str, str]]) -> OriginateTicket:
+        """Send an asynchronous Originate; returns once Asterisk has accepted it.
 
-        ``finish_within`` should exceed the Originate's own ``Timeout`` (the ringing time).
+        ``ticket.finished`` resolves when Asterisk reports how the first leg ended (answered,
+        busy, no answer), which takes up to the Originate's ``Timeout``.
         """
-        fields = [*fields, ("Async", "true")]
-        action_id, accepted = self._send("Originate", fields, None)
-        self._waiters[action_id] = accepted
         finished: asyncio.Future[OriginateFinished] = asyncio.get_running_loop().create_future()
+        # Nobody may wait for the outcome (the HTTP API answers at once): never leave an
+        # exception unretrieved.
+        finished.add_done_callback(lambda f: f.cancelled() or f.exception())
+        action_id, accepted = self._send("Originate", [*fields, ("Async", "true")], None)
+        self._waiters[action_id] = accepted
         self._originates[action_id] = finished
         try:
             await accepted
-            return await asyncio.wait_for(finished, finish_within)
-        finally:
+        except BaseException:
             self._originates.pop(action_id, None)
-            if not finished.done():
-                finished.cancel()
+            finished.cancel()
+            raise
+        return OriginateTicket(action_id, finished)
 
     # --- connection loop ------------------------------------------------------------------------
 
@@ -237,7 +246,7 @@ class AmiClient:
                 self._answer(event)
             else:
                 if isinstance(event, OriginateFinished):
-                    waiter = self._originates.get(event.action_id)
+                    waiter = self._originates.pop(event.action_id, None)
                     if waiter is not None and not waiter.done():
                         waiter.set_result(event)
                 self._emit(event)
