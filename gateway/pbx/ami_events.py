@@ -216,7 +216,7 @@ def parse_event(msg: AmiMessage) -> PbxEvent:
             name,
             msg.get("Severity"),
             msg.get("Service"),
-            msg.get("AccountID"),
+            _unknown(msg.get("AccountID")),
             msg.get("SessionID"),
             msg.get("LocalAddress"),
             msg.get("RemoteAddress"),

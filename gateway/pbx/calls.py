@@ -84,7 +84,7 @@ class _Call:
     first: ChannelInfo | None = None
     trunk_channels: dict[str, tuple[Direction, str]] = field(default_factory=dict)  # uniqueid -> (direction, trunk)
     session_id: str = ""
-    callee: str = ""
+    dialled: dict[str, str] = field(default_factory=dict)  # uniqueid -> the Dial string that created it
     answered: float | None = None
     dial_status: str = ""
     cause: int = 0
@@ -109,8 +109,8 @@ class CallCorrelator:
             if event.caller is not None:
                 self._see(event.caller, now)
             call = self._see(event.callee, now)
-            if call is not None and not call.callee:
-                call.callee = event.dial_string
+            if call is not None:
+                call.dialled.setdefault(event.callee.uniqueid, event.dial_string)
         elif isinstance(event, DialEnded):
             if event.caller is not None:
                 self._see(event.caller, now)
@@ -202,7 +202,7 @@ class CallCorrelator:
             tenant=trunk.tenant,
             site=trunk.site,
             caller=(first.caller_num if first else "") or "",
-            callee=self._callee(call, direction),
+            callee=self._callee(call, direction, endpoint),
             started=call.started,
             answered=call.answered,
             ended=now,
@@ -212,11 +212,15 @@ class CallCorrelator:
         )
         return [PbxCallEnded(record)]
 
-    def _callee(self, call: _Call, direction: Direction) -> str:
-        if direction == "into_pbx" and call.first is not None:
-            return call.first.exten
-        # "alice@seabridge" as Dial's string for PJSIP/alice@seabridge: the site user is before the @.
-        return call.callee.partition("@")[0] if "@" in call.callee else call.callee
+    @staticmethod
+    def _callee(call: _Call, direction: Direction, endpoint: str) -> str:
+        if direction == "into_pbx":
+            return call.first.exten if call.first is not None else ""
+        for uid, (_, trunk) in call.trunk_channels.items():
+            if trunk == endpoint and uid in call.dialled:
+                # Dial(PJSIP/alice@seabridge) shows "alice@seabridge": the site user is before the @.
+                return call.dialled[uid].partition("@")[0]
+        return ""
 
 
 def _disposition(call: _Call) -> Disposition:
