@@ -205,7 +205,8 @@ class AmiSession:
 
     def _on_message(self, msg: AmiMessage) -> None:
         action_id = msg.action_id
-        if msg.has("Response"):
+        # Events first: some carry a Response field of their own (OriginateResponse does).
+        if not msg.has("Event") and msg.has("Response"):
             kind = self._internal.pop(action_id, None)
             if kind == "Ping":
                 self._ping_deadline = None

@@ -267,6 +267,18 @@ def test_keepalive_ping_and_dead_peer() -> None:
     assert drain(s)[-1] == ConnectionTimedOut("ping") and s.closed
 
 
+def test_originate_outcome_is_an_event_though_it_says_response() -> None:
+    s = logged_in()
+    a = s.send_action("Originate", [("Channel", "PJSIP/2001"), ("Async", "true")], 1.0)
+    s.receive_data(f"Response: Success\r\nActionID: {a}\r\nMessage: Originate successfully queued\r\n\r\n".encode(), 1.1)
+    recorded = next(m for m in messages(fixture("ami_originate.bin")) if m.event == "OriginateResponse")
+    event = "".join(f"{k}: {a if k == 'ActionID' else v}\r\n" for k, v in recorded.fields) + "\r\n"
+    s.receive_data(event.encode(), 3.0)
+    completed, finished = drain(s)
+    assert isinstance(completed, ActionCompleted) and completed.response.get("Message") == "Originate successfully queued"
+    assert isinstance(finished, OriginateFinished) and finished.action_id == a and finished.success
+
+
 def test_connection_lost_fails_pending_actions() -> None:
     s = logged_in()
     a = s.send_action("Originate", [("Channel", "PJSIP/2001")], 1.0)
