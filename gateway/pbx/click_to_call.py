@@ -67,7 +67,8 @@ def originate_fields(call: ClickToCall, plan: OriginatePlan, session_id: str) ->
         ("Exten", f"{plan.dial_prefix}{call.to}"),
         ("Priority", "1"),
         ("Timeout", str(plan.ring_timeout_s * 1000)),
-        # What the HQ phone shows while it rings: whom it will call when picked up.
-        ("CallerID", f'"{call.to}" <{call.to}>'),
+        # The identity the call carries on: the site user must see the HQ extension calling, and
+        # the records name it as the caller (the HQ phone shows its own number while rung).
+        ("CallerID", f'"{call.from_extension}" <{call.from_extension}>'),
         ("Variable", f"__{plan.variable}={session_id}"),
     ]

@@ -145,10 +145,11 @@ async def test_click_to_call_from_hq_to_a_site_user_over_http(
     # The INVITE that reached the "gateway" carried the Session-ID minted for the click.
     messages = (await gateway_side.wait(5)).messages
     assert f"Session-ID: {session};remote=" in messages and "INVITE sip:alice@" in messages
+    assert 'From: "2001" <sip:2001@' in messages  # the site user sees who at HQ is calling
     await log.wait_for(lambda e: isinstance(e, ChannelHungUp) and e.channel.endpoint == "seabridge")
     await service.drain()
     (row,) = [r for r in await cdr_store.list("acme") if r.session_id == session]
-    assert (row.account, row.callee, row.caller, row.disposition) == (TRUNK_ACCOUNT, "alice", "alice", "answered")
+    assert (row.account, row.callee, row.caller, row.disposition) == (TRUNK_ACCOUNT, "alice", "2001", "answered")
 
 
 async def test_click_to_call_between_hq_extensions_and_presence(

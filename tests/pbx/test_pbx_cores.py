@@ -203,7 +203,7 @@ def test_click_to_call_requests_and_originate_fields() -> None:
     plan = OriginatePlan("hq", "8", 30, "SEABRIDGE_SESSION_ID")
     fields = dict(originate_fields(ClickToCall("2001", "alice"), plan, SESSION))
     assert fields["Channel"] == "PJSIP/2001" and fields["Exten"] == "8alice" and fields["Timeout"] == "30000"
-    assert fields["Variable"] == f"__SEABRIDGE_SESSION_ID={SESSION}"
+    assert fields["Variable"] == f"__SEABRIDGE_SESSION_ID={SESSION}" and fields["CallerID"] == '"2001" <2001>'
     with pytest.raises(InvalidCallRequest):
         originate_fields(ClickToCall("2001", "alice"), plan, "not-a-session")
 
