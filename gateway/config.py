@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.configschema import ConfigError, InvalidField, bounds, load_section
+from gateway.pbx.config import PbxConfig
 
 __all__ = ["ConfigError", "GatewayConfig", "load_config", "parse_config"]
 
@@ -204,6 +205,7 @@ class GatewayConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     tenants: tuple[TenantConfig, ...] = ()
     trunks: tuple[TrunkConfig, ...] = ()
+    pbx: PbxConfig = field(default_factory=PbxConfig)
 
     def __post_init__(self) -> None:
         names = {t.name for t in self.trunks}

@@ -53,7 +53,7 @@ class Sipp:
             text = (SCENARIOS / scenario).read_text()
             for name, value in (keys or {}).items():
                 text = text.replace("{{" + name + "}}", value)
-            rendered = folder / f"{self.local_port}-{scenario}"
+            rendered = folder / f"{self.local_port}-{Path(scenario).name}"  # scenario may be a path
             rendered.write_text(text)
             args += ["-sf", str(rendered)]
         else:
