@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gateway.api import setup_api
-from gateway.api_auth import TOKENS
+from gateway.api_auth import TOKENS, require_scope
 from gateway.cdr_store import SqliteCdrStore
 from gateway.clock import SystemClock
 from gateway.config import GatewayConfig
@@ -166,6 +166,8 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     app = create_app(registry)
     app[TOKENS] = TokenStore(db)
     setup_api(app, sip)
+    if config.pbx.enabled:
+        await _start_pbx(config, sip, cdrs, app, stack)
     app[METRICS_REFRESH].append(refresh_relay_totals)
 
     async def sip_health() -> dict[str, object]:
@@ -181,6 +183,33 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     http_port = _site_port(runner, config.http.port)
     log.info("http listening", extra={"address": f"{config.http.bind}:{http_port}"})
     return Gateway(config, sip, runner, http_port)
+
+
+async def _start_pbx(
+    config: GatewayConfig, sip: SipService, cdrs: SqliteCdrStore, app: web.Application, stack: AsyncExitStack
+) -> None:
+    """The HQ Asterisk over AMI: its call records, click-to-call, and presence for SUBSCRIBE/NOTIFY."""
+    from gateway.pbx.api import add_pbx_routes
+    from gateway.pbx.cli import ami_secret
+    from gateway.pbx.presence import ExtensionState
+    from gateway.pbx.service import build_pbx_service
+    from gateway.subscriptions import DialogNotifier
+
+    pbx = build_pbx_service(config.pbx, secret=ami_secret(config), node=config.node_name, record_sink=cdrs.write)
+
+    def state_of(exten: str) -> ExtensionState:
+        presence = pbx.presence.get(exten)
+        return presence.state if presence is not None else ExtensionState.UNKNOWN
+
+    sip.notifier = DialogNotifier(state_of)
+    pbx.add_presence_listener(lambda change: sip.presence_changed(change.presence.exten))
+    pbx.start()
+    stack.push_async_callback(pbx.close)
+
+    async def api_tenant(request: web.Request) -> str | None:
+        return (await require_scope(request)).tenant
+
+    add_pbx_routes(app, pbx, api_tenant)
 
 
 def _site_port(runner: web.AppRunner, configured: int) -> int:

@@ -59,6 +59,7 @@ from gateway.sip.transaction import (
     response_destination,
 )
 from gateway.sip.uri import parse_uri
+from gateway.subscriptions import DialogNotifier, Notify
 from gateway.transport_stream import StreamTransport
 from gateway.transport_udp import UdpTransport, open_udp
 from gateway.trunks import TrunkManager
@@ -66,7 +67,7 @@ from gateway.users import User, UserStore
 
 log = logging.getLogger("seabridge.sip")
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER, SUBSCRIBE, NOTIFY"
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class SipService:
         self._accepting = True
         self._own: dict[TxKey, asyncio.Future[Response | None]] = {}
         self.trunks: TrunkManager | None = None
+        self.notifier: DialogNotifier | None = None
         self._idle = asyncio.Event()  # set while no call is in progress
         self._idle.set()
         self._checkpointer: asyncio.Task[None] | None = None
@@ -373,6 +375,16 @@ class SipService:
         to_tag = request.to.tag
         if method == "CANCEL":
             self._on_cancel(event, now)
+        elif method == "SUBSCRIBE" and to_tag and self.notifier is not None:
+            sub = self.notifier.find(request.call_id, to_tag)
+            if sub is None:
+                self._respond(event.key, make_response(request, 481), now)
+            else:
+                response, notify = self.notifier.refresh(sub, request, now)
+                self._respond(event.key, response, now)
+                self._spawn(self._send_notify(notify))
+        elif method == "SUBSCRIBE" and not to_tag:
+            self._spawn(self._subscribe(event))
         elif to_tag:
             call = self._by_dialog.get((request.call_id, to_tag))
             leg = call.leg_of(request.call_id, to_tag) if call is not None else None
@@ -447,6 +459,47 @@ class SipService:
         now = self._clock.monotonic()
         self._respond(event.key, outcome.response, now)
         self._after(now)
+
+    # --- SUBSCRIBE (dialog state of HQ extensions) --------------------------------------
+
+    async def _subscribe(self, event: RequestReceived) -> None:
+        request = event.request
+        now = self._clock.monotonic()
+        if self.notifier is None or (request.headers.get("Event") or "").split(";")[0].strip() != "dialog":
+            extra = [("Allow-Events", "dialog")] if self.notifier is not None else []
+            self._respond(event.key, make_response(request, 489, to_tag=_tag(request), extra=extra), now)
+            self._after(now)
+            return
+        outcome = await self._authenticate(request, now)
+        now = self._clock.monotonic()
+        if isinstance(outcome, Response):
+            self._respond(event.key, outcome, now)
+            self._after(now)
+            return
+        exten = request.uri.user or ""
+        route = route_number(self.settings.dial_plan(outcome.tenant), exten)
+        if route is not None:
+            exten = route.number  # subscribed by the number the user dials (with the trunk prefix)
+        entity = f"sip:{exten}@{outcome.tenant}"
+        response, notify = self.notifier.subscribe(
+            request, event.source, exten, entity, self.host_for(event.source.transport), now
+        )
+        self._respond(event.key, response, now)
+        self._after(now)
+        if notify is not None:
+            await self._send_notify(notify)
+
+    async def _send_notify(self, notify: Notify) -> None:
+        response = await self.request(notify.request, notify.destination)
+        if self.notifier is not None and (response is None or response.status == 481):
+            self.notifier.drop(notify.subscription)
+
+    def presence_changed(self, exten: str) -> None:
+        """An HQ extension changed state: tell its subscribers."""
+        if self.notifier is None:
+            return
+        for notify in self.notifier.changed(exten, self._clock.monotonic()):
+            self._spawn(self._send_notify(notify))
 
     # --- INVITE --------------------------------------------------------------------------
 
@@ -733,6 +786,9 @@ class SipService:
     async def _checkpoint_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.checkpoint_interval)
+            if self.notifier is not None:
+                for notify in self.notifier.expire(self._clock.monotonic()):
+                    self._spawn(self._send_notify(notify))
             for call in [c for c in self._calls if c.answered_at is not None]:
                 await self._checkpoint(call)
 

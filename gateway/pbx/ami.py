@@ -15,6 +15,7 @@ import random
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import cast
 
 from gateway.clock import Clock, SystemClock
 from gateway.pbx.ami_events import OriginateFinished, PbxEvent
@@ -53,6 +54,8 @@ ClientEvent = PbxEvent | AmiConnected | AmiDisconnected
 class OriginateTicket:
     action_id: str
     finished: asyncio.Future[OriginateFinished]
+
+
 Listener = Callable[[ClientEvent], None]
 
 
@@ -74,8 +77,8 @@ class _Protocol(asyncio.Protocol):
         self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCP transport is not an asyncio.Transport subclass, but behaves as one.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -198,9 +201,7 @@ class AmiClient:
         session = AmiSession(ep.username, ep.secret, self.clock.monotonic(), self.settings)
         try:
             async with asyncio.timeout(ep.connect_timeout):
-                _, proto = await loop.create_connection(
-                    lambda: _Protocol(self, session), ep.host, ep.port, ssl=ep.tls
-                )
+                _, proto = await loop.create_connection(lambda: _Protocol(self, session), ep.host, ep.port, ssl=ep.tls)
         except (OSError, TimeoutError) as exc:
             return f"connect to {ep.host}:{ep.port} failed: {exc or type(exc).__name__}"
         self._proto = proto

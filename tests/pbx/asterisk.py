@@ -128,7 +128,9 @@ def _pjsip(plan: AsteriskPlan) -> str:
     for ext in plan.registered:
         out.append(_phone(ext, plan.phone_password, "max_contacts = 1\n"))
     for phone in plan.phones:
-        out.append(_phone(phone.extension, plan.phone_password, f"contact = sip:{phone.extension}@127.0.0.1:{phone.port}\n"))
+        out.append(
+            _phone(phone.extension, plan.phone_password, f"contact = sip:{phone.extension}@127.0.0.1:{phone.port}\n")
+        )
     return "\n".join(out)
 
 

@@ -180,7 +180,9 @@ def logged_in(now: float = 0.0, **kw: float) -> AmiSession:
     s.receive_data(b"Asterisk Call Manager/11.0.0\r\n", now)
     (challenge,) = sent(s)
     assert challenge.get("Action") == "Challenge" and challenge.get("AuthType") == "MD5"
-    s.receive_data(f"Response: Success\r\nActionID: {challenge.action_id}\r\nChallenge: 721755976\r\n\r\n".encode(), now)
+    s.receive_data(
+        f"Response: Success\r\nActionID: {challenge.action_id}\r\nChallenge: 721755976\r\n\r\n".encode(), now
+    )
     (login,) = sent(s)
     assert login.get("Key") == hashlib.md5(b"721755976s3cret").hexdigest()
     assert not login.has("Secret") and login.get("Events") == "system,call,security"
@@ -270,12 +272,16 @@ def test_keepalive_ping_and_dead_peer() -> None:
 def test_originate_outcome_is_an_event_though_it_says_response() -> None:
     s = logged_in()
     a = s.send_action("Originate", [("Channel", "PJSIP/2001"), ("Async", "true")], 1.0)
-    s.receive_data(f"Response: Success\r\nActionID: {a}\r\nMessage: Originate successfully queued\r\n\r\n".encode(), 1.1)
+    s.receive_data(
+        f"Response: Success\r\nActionID: {a}\r\nMessage: Originate successfully queued\r\n\r\n".encode(), 1.1
+    )
     recorded = next(m for m in messages(fixture("ami_originate.bin")) if m.event == "OriginateResponse")
     event = "".join(f"{k}: {a if k == 'ActionID' else v}\r\n" for k, v in recorded.fields) + "\r\n"
     s.receive_data(event.encode(), 3.0)
     completed, finished = drain(s)
-    assert isinstance(completed, ActionCompleted) and completed.response.get("Message") == "Originate successfully queued"
+    assert (
+        isinstance(completed, ActionCompleted) and completed.response.get("Message") == "Originate successfully queued"
+    )
     assert isinstance(finished, OriginateFinished) and finished.action_id == a and finished.success
 
 

@@ -30,7 +30,11 @@ SIPP = Path(__file__).with_name("sipp")
 def phone(ast: AsteriskInstance, folder: Path, port: int, ring_ms: int = 200) -> Sipp:
     """A sipp UAS standing in for an HQ desk phone (or the gateway's trunk side) at ``port``."""
     return Sipp(
-        ("127.0.0.1", ast.plan.sip_port), folder, str(SIPP / "uas_answer.xml"), keys={"ring": str(ring_ms)}, local_port=port
+        ("127.0.0.1", ast.plan.sip_port),
+        folder,
+        str(SIPP / "uas_answer.xml"),
+        keys={"ring": str(ring_ms)},
+        local_port=port,
     )
 
 
@@ -42,7 +46,9 @@ def is_up_dial_to(prefix: str) -> object:
     return lambda e: isinstance(e, DialEnded) and e.callee.channel.startswith(prefix) and e.status == "ANSWER"
 
 
-async def test_ami_login_ping_and_events(asterisk: AsteriskInstance, ami: tuple[AmiClient, EventLog], tmp_path: Path) -> None:
+async def test_ami_login_ping_and_events(
+    asterisk: AsteriskInstance, ami: tuple[AmiClient, EventLog], tmp_path: Path
+) -> None:
     client, log = ami
     pong = await client.action("Ping")
     assert pong.response.get("Ping") == "Pong" and client.connects == 1
@@ -80,7 +86,9 @@ async def test_session_id_round_trip_gives_exactly_one_record(
         )
         assert (await call.run(60)).ok
     for session in sessions:
-        await log.wait_for(lambda e, s=session: isinstance(e, ChannelHungUp) and e.channel.variable("SEABRIDGE_SESSION_ID") == s)
+        await log.wait_for(
+            lambda e, s=session: isinstance(e, ChannelHungUp) and e.channel.variable("SEABRIDGE_SESSION_ID") == s
+        )
     await service.drain()
     rows = [r for r in await cdr_store.list("acme") if r.session_id in sessions]
     assert sorted(r.session_id for r in rows) == sorted(sessions)  # one row per call, however many events
@@ -125,7 +133,9 @@ async def test_click_to_call_from_hq_to_a_site_user_over_http(
                 assert r.status == 401
             async with http.post(url, json=body, headers={"Authorization": "Bearer globex"}) as r:
                 assert r.status == 403  # another tenant's PBX
-            async with http.post(url, json={"from": "2001", "to": "a&b"}, headers={"Authorization": "Bearer acme"}) as r:
+            async with http.post(
+                url, json={"from": "2001", "to": "a&b"}, headers={"Authorization": "Bearer acme"}
+            ) as r:
                 assert r.status == 400
             async with http.post(url, json=body, headers={"Authorization": "Bearer acme"}) as r:
                 assert r.status == 202

@@ -87,7 +87,9 @@ def test_resync_ends_calls_whose_hangup_was_missed() -> None:
 
 def test_resync_adopts_calls_that_started_while_away() -> None:
     c = CallCorrelator([TRUNK])
-    chan = ChannelInfo("PJSIP/seabridge-0000000a", "17.10", "17.10", 6, "seabridge", "", "", "", "from-seabridge", "2001", "")
+    chan = ChannelInfo(
+        "PJSIP/seabridge-0000000a", "17.10", "17.10", 6, "seabridge", "", "", "", "from-seabridge", "2001", ""
+    )
     assert c.resync([chan], 10.0) == [] and c.open_calls == 1
     (ended,) = c.resync([], 20.0)
     assert ended.record.incomplete and ended.record.direction == "into_pbx"
