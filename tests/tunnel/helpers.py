@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from gateway.configschema import load_section
@@ -34,3 +37,12 @@ FAST = {
 
 def tunnel_config(node: str, **values: Any) -> TunnelConfig:
     return load_section(TunnelConfig, {"enabled": True, "node": node, **FAST, **values}, "tunnel")
+
+
+async def eventually(predicate: Callable[[], object], within: float = 10.0, step: float = 0.02) -> None:
+    """Wait until ``predicate()`` holds (polling a counter or state), failing after ``within`` seconds."""
+    async with asyncio.timeout(within):
+        for _ in itertools.count():
+            if predicate():
+                return
+            await asyncio.sleep(step)

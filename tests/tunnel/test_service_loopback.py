@@ -15,7 +15,7 @@ from gateway.tunnel.flows import Flow, UdpBridge
 from gateway.tunnel.frame import TrafficClass
 from gateway.tunnel.service import TunnelService
 
-from .helpers import free_port, tunnel_config
+from .helpers import eventually, free_port, tunnel_config
 from .pkihelp import TestCa
 from .relay import UdpRelay
 
@@ -110,9 +110,7 @@ async def test_flow_through_the_hub_both_ways(topo: Topology) -> None:
     assert topo.hub.status()["flows"] == {"local": 0, "transit": 1}
     assert topo.hub.counters.forwarded >= 40
     flow.close()
-    async with asyncio.timeout(5):
-        while topo.hub.switch.transit_count:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: not topo.hub.switch.transit_count)
 
 
 async def test_refusals(topo: Topology) -> None:
@@ -163,9 +161,7 @@ async def test_messages_store_and_forward_end_to_end(topo: Topology) -> None:
     topo.hq.on_message("ledger", ledger)
     await topo.site.send_message("hq", "ledger", b"row-1", message_id="s1:leg1:run1")
     await topo.site.send_message("hq", "ledger", b"row-1", message_id="s1:leg1:run1")  # idempotent
-    async with asyncio.timeout(10):
-        while topo.site.pending_messages:
-            await asyncio.sleep(0.02)
+    await eventually(lambda: not topo.site.pending_messages)
     assert got == [("site1", b"row-1")]
     # HQ's handler not there yet: the message waits and is delivered once it is.
     got2: list[bytes] = []
@@ -178,10 +174,7 @@ async def test_messages_store_and_forward_end_to_end(topo: Topology) -> None:
     assert topo.hq.pending_messages == 1
     topo.site.on_message("billing", billing)
     topo.hq._outbox.route_up(None, asyncio.get_running_loop().time())
-    async with asyncio.timeout(10):
-        while topo.hq.pending_messages:
-            topo.hq._pump_outbox()
-            await asyncio.sleep(0.05)
+    await eventually(lambda: topo.hq._pump_outbox() or not topo.hq.pending_messages)
     assert got2 == [b"later"]
 
 
@@ -200,17 +193,13 @@ async def test_replayed_and_tampered_datagrams_are_counted(topo: Topology) -> No
     for frame in topo.sat.tap[-3:]:
         topo.sat.inject(frame)
         topo.sat.inject(frame[:-1] + bytes([frame[-1] ^ 1]))
-    async with asyncio.timeout(5):
-        while link.core.counters.replayed - before[0] < 3:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: link.core.counters.replayed - before[0] >= 3)
     # A flipped tag on an already-seen sequence is a replay (checked before decrypting);
     # a forgery with a fresh sequence fails authentication.
     fresh = bytearray(topo.sat.tap[-1])
     fresh[11] ^= 0x80
     topo.sat.inject(bytes(fresh))
-    async with asyncio.timeout(5):
-        while link.core.counters.tampered == before[1]:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: link.core.counters.tampered > before[1])
     assert link.core.counters.replayed - before[0] == 6
     logging.getLogger().info("status %s", topo.hub.status()["links"])
 
@@ -229,9 +218,7 @@ async def test_foreign_certificate_is_refused(topo: Topology, caplog: pytest.Log
     caplog.set_level(logging.INFO, "seabridge.tunnel")
     await intruder.start()
     try:
-        async with asyncio.timeout(10):
-            while topo.hub.counters.peers_refused == 0:
-                await asyncio.sleep(0.02)
+        await eventually(lambda: topo.hub.counters.peers_refused)
     finally:
         await intruder.stop()
     refusals = [r.message for r in caplog.records if "tunnel hub refused a peer" in r.message]
