@@ -189,9 +189,9 @@ class RenewalRequest:
 
 
 def make_renewal(
-    node: str, current_key: PrivateKey, current_cert: x509.Certificate
+    node: str, current_key: PrivateKey, current_cert: x509.Certificate, new_key: PrivateKey | None = None
 ) -> tuple[PrivateKey, RenewalRequest]:
-    new, csr = request(node)
+    new, csr = request(node, new_key)
     csr_bytes = csr.public_bytes(serialization.Encoding.PEM)
     signature = current_key.sign(csr_bytes, ec.ECDSA(hashes.SHA256()))
     return new, RenewalRequest(csr_bytes, cert_pem(current_cert), signature)

@@ -52,7 +52,7 @@ from gateway.tunnel.udp import Address, MediaSocket
 
 log = logging.getLogger("seabridge.tunnel")
 
-FlowHandler = Callable[[Flow], None]
+FlowHandler = Callable[[Flow], object]
 MessageHandler = Callable[[str, bytes], Awaitable[None]]
 
 
