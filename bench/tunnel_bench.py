@@ -242,7 +242,8 @@ def bench_bytes() -> None:
             f"   (+{(tunnel - plain) / plain:.0%}, {tunnel * 8 / 60 / 1000:.1f} kbit/s)"
         )
     print(
-        f"   probes, per link and minute, one direction, both paths: {probe_bytes / 1000:.1f} kB (shared by all calls)"
+        f"   probes, per link and minute, one direction, both paths: {probe_bytes / 1000:.1f} kB"
+        " (shared by all calls)"
     )
 
 
