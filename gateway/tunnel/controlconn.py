@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 
 from gateway.tunnel import control
-from gateway.tunnel.errors import TunnelError
+from gateway.tunnel.errors import PeerRefused, TunnelError
 from gateway.tunnel.tls import TlsSession
 
 log = logging.getLogger("seabridge.tunnel")
@@ -37,6 +37,7 @@ class ControlConnection(asyncio.Protocol):
         self.closed = False
         self.last_rx = asyncio.get_running_loop().time()
         self.path: str | None = None  # which path a dialled connection runs on
+        self.refused = False  # the peer's certificate or identity was not accepted
         loop = asyncio.get_running_loop()
         # Set by the owner when the peer's Hello arrives / when the connection ends, with the reason.
         self.established: asyncio.Future[None] = loop.create_future()
@@ -68,6 +69,9 @@ class ControlConnection(asyncio.Protocol):
                     self._on_message(self, message)
             if self.tls.closed:
                 self.close("peer closed the control channel")
+        except PeerRefused as exc:
+            self.refused = True
+            self.close(exc.reason)
         except TunnelError as exc:
             self.close(str(exc))
 

@@ -489,7 +489,7 @@ class TunnelService:
             conn.finished.set_result(reason)
         node = conn.peer
         if node is None or not conn.ready:
-            if "refused" in reason or "CA" in reason or "trusted" in reason or "certificate" in reason:
+            if conn.refused:
                 self.counters.peers_refused += 1
                 log.warning("tunnel %s refused a peer (%s): %s", self.node, conn.label, reason)
             else:
