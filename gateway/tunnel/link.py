@@ -92,8 +92,13 @@ class PathCounters:
     shaped_drops: int = 0
 
 
+# Control-class flows (signalling such as SIP) carry a one-byte fragment header on every frame:
+# index << 4 | (count - 1), so a message up to MAX_FRAGMENTS frames long crosses a 1400-byte path.
+MAX_FRAGMENTS = 16
+
+
 class _FlowState:
-    __slots__ = ("flow_id", "traffic_class", "next_seq", "sender", "receiver", "dedup")
+    __slots__ = ("flow_id", "traffic_class", "next_seq", "sender", "receiver", "dedup", "parts")
 
     def __init__(self, flow_id: int, traffic_class: TrafficClass, arq: ArqSettings) -> None:
         self.flow_id = flow_id
@@ -103,6 +108,7 @@ class _FlowState:
         self.sender = ArqSender(arq) if policy.retransmit else None
         self.receiver = ArqReceiver(arq) if policy.in_order else None
         self.dedup = Dedup()
+        self.parts: list[bytes] = []
 
 
 class LinkCore:
@@ -118,12 +124,21 @@ class LinkCore:
         self.counters = LinkCounters()
         self._flows: dict[int, _FlowState] = {}
         self._ordered: set[int] = set()  # flows with an ArqReceiver, polled by the timer
+        # Retransmitted flows whose last frame goes again after a quiet spell: a lost final frame
+        # leaves no gap for the receiver to NACK (TCP's tail loss probe, for the same reason).
+        self._tails: dict[int, tuple[float, int]] = {}
         self._out: list[tuple[str, bytes]] = []
         self._events: list[LinkEvent] = []
 
     @property
     def max_payload(self) -> int:
         return self.settings.mtu - OVERHEAD
+
+    def max_datagram(self, traffic_class: TrafficClass) -> int:
+        """Largest datagram a flow of this class accepts (control flows are fragmented)."""
+        if traffic_class is TrafficClass.CONTROL:
+            return MAX_FRAGMENTS * (self.max_payload - 1)
+        return self.max_payload
 
     # -- flows
 
@@ -135,6 +150,7 @@ class LinkCore:
     def close_flow(self, flow_id: int) -> None:
         state = self._flows.pop(flow_id, None)
         self._ordered.discard(flow_id)
+        self._tails.pop(flow_id, None)
         if state is not None:
             self._fold_counters(state)
 
@@ -155,19 +171,51 @@ class LinkCore:
         if flow is None:
             self.counters.unknown_flow += 1
             return False
-        if len(payload) > self.max_payload:
+        if len(payload) > self.max_datagram(flow.traffic_class):
             self.counters.oversized += 1
             return False
+        if flow.traffic_class is TrafficClass.CONTROL:
+            size = self.max_payload - 1
+            chunks = [payload[i : i + size] for i in range(0, len(payload), size)] or [b""]
+            sent = True
+            for index, chunk in enumerate(chunks):
+                sent &= self._send_frame(flow, bytes([index << 4 | (len(chunks) - 1)]) + chunk, now)
+            return sent
+        return self._send_frame(flow, payload, now)
+
+    def _send_frame(self, flow: _FlowState, payload: bytes, now: float) -> bool:
+        flow_id = flow.flow_id
         seq16 = flow.next_seq
         flow.next_seq = (seq16 + 1) & 0xFFFF
         if flow.sender is not None:
             flow.sender.record(seq16, payload, now, self.monitor.srtt())
+            self._tails[flow_id] = (now + self._tail_delay(), 2)
         duplicate = flow.traffic_class is TrafficClass.VOICE and self.settings.duplicate_voice
         sent = False
         for i, path in enumerate(self.monitor.send_paths(duplicate)):
             flags = Flags.DUPLICATE if i else Flags.NONE
             sent |= self._emit(path, FrameType.DATA, flow.traffic_class, flags, flow_id, seq16, payload, now)
         return sent
+
+    def _tail_delay(self) -> float:
+        rtt = self.monitor.srtt()
+        return max(0.2, 1.5 * (rtt if rtt is not None else self.settings.arq.default_rtt))
+
+    def _tail_probes(self, now: float) -> None:
+        for flow_id, (due, left) in list(self._tails.items()):
+            if now < due:
+                continue
+            flow = self._flows.get(flow_id)
+            if flow is None or flow.sender is None or left <= 0:
+                del self._tails[flow_id]
+                continue
+            seq16 = (flow.next_seq - 1) & 0xFFFF
+            for _, payload in flow.sender.on_nack([seq16]):
+                (path,) = self.monitor.send_paths()
+                self._emit(
+                    path, FrameType.DATA, flow.traffic_class, Flags.RETRANSMIT, flow_id, seq16, payload, now
+                )
+            self._tails[flow_id] = (now + 2 * self._tail_delay(), left - 1)
 
     def _emit(
         self,
@@ -240,9 +288,27 @@ class LinkCore:
             return
         if flow.receiver is not None:
             for payload in flow.receiver.on_frame(header.flow_seq, body, now):
-                self._events.append(DatagramReceived(header.flow_id, payload))
+                self._deliver(flow, payload)
         elif flow.dedup.first_time(header.flow_seq):
             self._events.append(DatagramReceived(header.flow_id, body))
+
+    def _deliver(self, flow: _FlowState, payload: bytes) -> None:
+        if flow.traffic_class is not TrafficClass.CONTROL:
+            self._events.append(DatagramReceived(flow.flow_id, payload))
+            return
+        if not payload:
+            self.counters.malformed += 1
+            return
+        index, count = payload[0] >> 4, (payload[0] & 0x0F) + 1
+        if index == 0:
+            flow.parts = []
+        if index != len(flow.parts):
+            flow.parts = []  # a fragment was given up by the retransmission window: drop the message
+            return
+        flow.parts.append(payload[1:])
+        if len(flow.parts) == count:
+            self._events.append(DatagramReceived(flow.flow_id, b"".join(flow.parts)))
+            flow.parts = []
 
     def _on_probe(self, kind: FrameType, body: bytes, now: float, source: object) -> None:
         try:
@@ -284,12 +350,14 @@ class LinkCore:
             for due in self.monitor.probes_due(now):
                 body = Probe(due.path, due.probe_id, now).pack()
                 self._emit(due.path, FrameType.PROBE, TrafficClass.CONTROL, Flags.NONE, 0, 0, body, now)
+        self._tail_probes(now)
         rtt = self.monitor.srtt()
         for flow_id in list(self._ordered):
             receiver = self._flows[flow_id].receiver
             assert receiver is not None
             delivered, nacks = receiver.poll(now, rtt)
-            self._events.extend(DatagramReceived(flow_id, p) for p in delivered)
+            for payload in delivered:
+                self._deliver(self._flows[flow_id], payload)
             if nacks:
                 (path,) = self.monitor.send_paths()
                 self.counters.nacks_sent += 1
@@ -314,6 +382,7 @@ class LinkCore:
             deadline = shaper.next_deadline(now)
             if deadline is not None:
                 deadlines.append(deadline)
+        deadlines.extend(due for due, _ in self._tails.values())
         key_deadline = self.keys.next_deadline()
         if key_deadline is not None:
             deadlines.append(key_deadline)

@@ -226,7 +226,13 @@ class TunnelService:
         assert key is not None
         link = self.links[key[0]]
         flow = Flow(
-            self, key, peer, service, traffic_class, MappingProxyType(dict(meta or {})), link.core.max_payload
+            self,
+            key,
+            peer,
+            service,
+            traffic_class,
+            MappingProxyType(dict(meta or {})),
+            link.core.max_datagram(traffic_class),
         )
         self._flows[key] = flow
         waiter: asyncio.Future[None] = self._loop.create_future()
@@ -314,7 +320,13 @@ class TunnelService:
             return
         link = self.links[event.key[0]]
         flow = Flow(
-            self, event.key, event.src, event.service, event.traffic_class, event.meta, link.core.max_payload
+            self,
+            event.key,
+            event.src,
+            event.service,
+            event.traffic_class,
+            event.meta,
+            link.core.max_datagram(event.traffic_class),
         )
         self._flows[event.key] = flow
         self._apply(self.switch.accept(event.key))

@@ -149,3 +149,19 @@ def test_oversized_and_unknown_flow_are_refused() -> None:
     net.a.send(2, b"x", 0.1)  # b has no flow 2
     net.run_until(1.0)
     assert net.b.counters.unknown_flow == 1
+
+
+def test_control_flows_fragment_large_messages_and_survive_loss() -> None:
+    net = make_net([SimPath("satellite", 0.3, loss=0.1)], {"satellite": 20}, seed=3)
+    net.a.open_flow(8, TrafficClass.CONTROL)
+    net.b.open_flow(8, TrafficClass.CONTROL)
+    net.run_until(3.0)
+    big = bytes(range(256)) * 40  # a 10 KB SIP INVITE with a WebRTC SDP, say
+    limit = net.a.max_datagram(TrafficClass.CONTROL)
+    assert limit > len(big) and net.a.max_datagram(TrafficClass.VOICE) == net.a.max_payload
+    messages = [b"INVITE small", big, b"", b"BYE"]
+    for i, message in enumerate(messages):
+        assert net.a.send(8, message, 3.0 + i * 0.01)
+    assert not net.a.send(8, bytes(limit + 1), 3.1)
+    net.run_until(15.0)
+    assert [r.payload for r in net.received["b"]] == messages
