@@ -290,8 +290,15 @@ class TunnelService:
         for action in actions:
             if isinstance(action, SendControl):
                 link = self.links.get(action.link)
-                if link is not None and link.control is not None:
+                if link is not None and link.connected and link.control is not None:
                     link.control.send(action.message)
+                elif isinstance(action.message, control.FlowOpen):
+                    # Answer at once rather than let the opener wait for a reply that cannot come.
+                    log.info("flow to %s not forwarded: link %s is down", action.message.dst, action.link)
+                    refusal = control.FlowRefused(
+                        action.message.flow_id, f"link {self.node}-{action.link} is down"
+                    )
+                    self._apply(self.switch.on_control(action.link, refusal))
             elif isinstance(action, FlowInstalled):
                 self.links[action.key[0]].core.open_flow(action.key[1], action.traffic_class)
             elif isinstance(action, FlowRemoved):

@@ -21,6 +21,7 @@ import sys
 from typing import Any
 
 from gateway.config import load_config
+from gateway.tunnel.errors import FlowRefused
 from gateway.tunnel.flows import Flow
 from gateway.tunnel.run import RunningTunnel, build_tunnel
 
@@ -132,7 +133,7 @@ class Agent:
             self.service.serve("call", lambda flow: self.spawn(self._answer(flow, cmd["freq"])))
             return {"ok": True}
         if name == "call":
-            flow = await self.service.open_flow(cmd["peer"], "call", "voice", {"call": "test"})
+            flow = await self._open_retrying(cmd["peer"], "call", "voice")
             leg = CallLeg(flow, cmd["freq"])
             await leg.send_for(cmd["seconds"])
             await asyncio.sleep(1.0)  # the last packets are in flight (satellite)
@@ -142,7 +143,7 @@ class Agent:
             self.service.serve("tv", lambda flow: self.spawn(self._watch(flow)))
             return {"ok": True}
         if name == "tv":
-            flow = await self.service.open_flow(cmd["peer"], "tv", "tv", {"channel": "test"})
+            flow = await self._open_retrying(cmd["peer"], "tv", "tv")
             loop = asyncio.get_running_loop()
             start, sent = loop.time(), 0
             while loop.time() - start < cmd["seconds"]:
@@ -155,6 +156,16 @@ class Agent:
         if name == "status":
             return {"ok": True, "status": self.service.status()}
         raise ValueError(f"unknown command {name!r}")
+
+    async def _open_retrying(self, peer: str, service: str, traffic_class: str) -> Flow:
+        """Like an application should: a refusal for a link being re-established is retried."""
+        for attempt in range(5):
+            try:
+                return await self.service.open_flow(peer, service, traffic_class, {"test": service})
+            except FlowRefused as exc:
+                logging.warning("open %s to %s refused (%s), attempt %d", service, peer, exc, attempt + 1)
+                await asyncio.sleep(2.0)
+        return await self.service.open_flow(peer, service, traffic_class, {"test": service})
 
     async def _answer(self, flow: Flow, freq: float) -> None:
         leg = CallLeg(flow, freq)

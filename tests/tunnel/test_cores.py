@@ -244,6 +244,8 @@ def test_arq_across_sequence_wrap() -> None:
 def test_sender_forgets_after_the_window() -> None:
     tx = ArqSender(ArqSettings(min_window=1.0, window_rtts=1.0))
     tx.record(1, b"a", 0.0, 0.1)
+    tx.record(3, b"c", 1.1, 0.1)  # within window + two round trips: kept
+    assert [s for s, _ in tx.on_nack([1])] == [1]
     tx.record(2, b"b", 5.0, 0.1)
     assert tx.on_nack([1, 2]) == [(2, b"b")] and tx.unavailable == 1
 
