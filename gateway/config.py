@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from gateway.configschema import ConfigError, InvalidField, bounds, load_section
 from gateway.pbx.config import PbxConfig
+from gateway.tunnel.config import TunnelConfig
 
 __all__ = ["ConfigError", "GatewayConfig", "load_config", "parse_config"]
 
@@ -206,6 +207,7 @@ class GatewayConfig:
     tenants: tuple[TenantConfig, ...] = ()
     trunks: tuple[TrunkConfig, ...] = ()
     pbx: PbxConfig = field(default_factory=PbxConfig)
+    tunnel: TunnelConfig = field(default_factory=TunnelConfig)
 
     def __post_init__(self) -> None:
         names = {t.name for t in self.trunks}
