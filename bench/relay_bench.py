@@ -29,6 +29,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,8 @@ from media.relay import RelayConfig, RelayManager  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MAX_LOSS = 0.01
+MIN_OFFERED = 0.97
+PACKETS_PER_S = 50
 
 
 # --- bencode and rtpengine's ng protocol --------------------------------------------------
@@ -359,6 +362,10 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def _busy(times: Any) -> float:
+    return float(times.user + times.nice + times.system + times.irq + times.softirq)
+
+
 def percentile(hist: dict[int, int], q: float, bin_us: int) -> float:
     count = sum(hist.values())
     if not count:
@@ -376,6 +383,7 @@ def percentile(hist: dict[int, int], q: float, bin_us: int) -> float:
 class Outcome:
     system: str
     calls: int
+    window_s: float
     sent: int
     received: int
     reordered: int
@@ -384,14 +392,29 @@ class Outcome:
     generator_cores: float
     p50_ms: float
     p99_ms: float
+    machine_cores: float  # every process on the machine, to show interference
 
     @property
     def loss(self) -> float:
         return 1.0 - self.received / self.sent if self.sent else 1.0
 
     @property
+    def offered(self) -> float:
+        """Share of the nominal load the generators managed to send (they share the cores)."""
+        return self.sent / (self.calls * 2 * PACKETS_PER_S * self.window_s)
+
+    @property
+    def relayed_calls(self) -> float:
+        """Calls' worth of packets actually relayed (both directions at 50 packets/s)."""
+        return self.received / (2 * PACKETS_PER_S * self.window_s)
+
+    @property
     def calls_per_core(self) -> float:
-        return self.calls / self.cpu_cores if self.cpu_cores > 0 else float("nan")
+        return self.relayed_calls / self.cpu_cores if self.cpu_cores > 0 else float("nan")
+
+    @property
+    def valid(self) -> bool:
+        return self.loss <= MAX_LOSS and self.offered >= MIN_OFFERED
 
 
 async def measure(system: Any, calls: int, generators: int, warmup: float, duration: float) -> Outcome:
@@ -426,8 +449,10 @@ async def measure(system: Any, calls: int, generators: int, warmup: float, durat
         await asyncio.sleep(max(0.0, window_start - time.monotonic()))
         gen_pids = [g.process.pid for g in gens]
         cpu0, gen0, t0 = cpu_seconds(system.pids), cpu_seconds(gen_pids), time.monotonic()
+        machine0 = psutil.cpu_times()
         await asyncio.sleep(duration)
         cpu1, gen1, t1 = cpu_seconds(system.pids), cpu_seconds(gen_pids), time.monotonic()
+        machine1 = psutil.cpu_times()
         results = [r["result"] for r in await asyncio.gather(*futures)]
         for g_calls in placed:
             for call in g_calls:
@@ -443,40 +468,46 @@ async def measure(system: Any, calls: int, generators: int, warmup: float, durat
     return Outcome(
         system=system.name,
         calls=calls,
+        window_s=duration,
         sent=sum(r["sent_window"] for r in results),
         received=sum(r["recv_window"] for r in results),
         reordered=sum(r["reordered"] for r in results),
         misdelivered=sum(r["misdelivered"] for r in results),
         cpu_cores=(cpu1 - cpu0) / (t1 - t0),
         generator_cores=(gen1 - gen0) / (t1 - t0),
+        machine_cores=(_busy(machine1) - _busy(machine0)) / (t1 - t0),
         p50_ms=percentile(hist, 0.50, bin_us),
         p99_ms=percentile(hist, 0.99, bin_us),
     )
 
 
-def show(o: Outcome, floor: Outcome | None) -> None:
-    added = ""
-    if floor is not None:
-        added = f"  added p50 {o.p50_ms - floor.p50_ms:6.3f} p99 {o.p99_ms - floor.p99_ms:6.3f} ms"
+def show(o: Outcome) -> None:
+    verdict = "ok" if o.valid else ("LOSS" if o.loss > MAX_LOSS else "generator-bound")
     print(
-        f"  {o.system:22s} calls {o.calls:5d}  sent {o.sent:8d} recv {o.received:8d} "
-        f"loss {100 * o.loss:6.3f}%  reordered {o.reordered} misdelivered {o.misdelivered}  "
-        f"relay {o.cpu_cores:5.2f} cores ({o.calls_per_core:7.1f} calls/core)  "
-        f"generators {o.generator_cores:4.2f} cores  "
-        f"latency p50 {o.p50_ms:6.3f} p99 {o.p99_ms:6.3f} ms{added}",
+        f"  {o.system:22s} {o.calls:5d} calls  sent {o.sent:8d} recv {o.received:8d} "
+        f"loss {100 * o.loss:6.3f}%  offered {100 * o.offered:5.1f}%  reordered {o.reordered} "
+        f"misdelivered {o.misdelivered}  relay {o.cpu_cores:4.2f} cores "
+        f"-> {o.calls_per_core:7.1f} calls/core  "
+        f"generators {o.generator_cores:4.2f}  machine {o.machine_cores:4.2f} busy  "
+        f"latency p50 {o.p50_ms:7.3f} p99 {o.p99_ms:8.3f} ms  [{verdict}]",
         flush=True,
     )
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
 async def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--calls", default="300,600,900", help="load levels (calls), comma-separated")
+    parser.add_argument("--calls", default="300,450,600", help="load levels (calls), comma-separated")
     parser.add_argument(
         "--workers", type=int, default=2, help="Seabridge relay worker processes (0: in-process)"
     )
     parser.add_argument("--generators", type=int, default=2, help="load generator processes")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per system and level (medians reported)")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=8.0)
     args = parser.parse_args()
@@ -486,61 +517,82 @@ async def main() -> int:
     engine = RtpEngine(10000, 20999)
     seabridge = Seabridge(21000, 31999, args.workers)
     direct = Direct()
+    systems = (direct, engine, seabridge)
     print(
         f"machine: {os.cpu_count()} cores; load: G.711 20 ms (50 packets/s each way), "
-        f"{args.generators} generator processes"
+        f"{args.generators} generator processes; {args.repeat} runs per system and level"
     )
     print(f"baseline command: {' '.join(engine.command)}")
     print(f"seabridge: {seabridge.command[0]}")
-    results: dict[str, dict[int, Outcome]] = {}
-    failed = False
-    for system in (direct, engine, seabridge):
-        try:
+    runs: dict[tuple[str, int], list[Outcome]] = {}
+    broken = False
+    try:
+        for system in systems:
             await system.start()
-            for n in levels:
-                outcome = await measure(system, n, args.generators, args.warmup, args.duration)
-                results.setdefault(system.name, {})[n] = outcome
-                show(outcome, results.get("direct", {}).get(n) if system is not direct else None)
-                if outcome.misdelivered or outcome.reordered:
-                    print(f"  !! {system.name} misdelivered or reordered packets")
-                    failed = system is seabridge or failed
-        finally:
+        # Interleaved, so drifting background load on a shared machine hits every system alike.
+        for n in levels:
+            for _ in range(args.repeat):
+                for system in systems:
+                    outcome = await measure(system, n, args.generators, args.warmup, args.duration)
+                    runs.setdefault((system.name, n), []).append(outcome)
+                    show(outcome)
+                    if system is seabridge and (outcome.misdelivered or outcome.reordered):
+                        print("  !! seabridge delivered a packet to the wrong call or out of order")
+                        broken = True
+    finally:
+        for system in systems:
             await system.stop()
 
-    base_runs = results[engine.name]
-    idle = not any(o.cpu_cores > 0.001 for o in base_runs.values())
-    if not any(o.received for o in base_runs.values()) or idle:
+    base_runs = [o for (name, _), outs in runs.items() if name == engine.name for o in outs]
+    if not any(o.received for o in base_runs) or not any(o.cpu_cores > 0.001 for o in base_runs):
         print("FAIL: the rtpengine baseline did no work (nothing relayed or no CPU used)")
         return 2
-    ours = results[seabridge.name]
-    both = [n for n in levels if base_runs[n].loss <= MAX_LOSS and ours[n].loss <= MAX_LOSS]
-    print()
+
+    print("\nmedians over valid runs (loss <= 1 %, generators offered >= 97 % of the load):")
+    headline: tuple[int, float, float, float, float, float, float] | None = None
     for n in levels:
-        b, o = base_runs[n], ours[n]
+        row = {}
+        for system in systems:
+            valid = [o for o in runs[(system.name, n)] if o.valid]
+            row[system.name] = (
+                len(valid),
+                median([o.calls_per_core for o in valid]),
+                median([o.p50_ms for o in valid]),
+                median([o.p99_ms for o in valid]),
+            )
+        d, b, o = row[direct.name], row[engine.name], row[seabridge.name]
         print(
-            f"raw counts @{n}: rtpengine sent {b.sent} recv {b.received} cpu {b.cpu_cores:.3f}; "
-            f"seabridge sent {o.sent} recv {o.received} cpu {o.cpu_cores:.3f}"
+            f"  {n:5d} calls: rtpengine {b[1]:7.1f} calls/core ({b[0]} valid), seabridge {o[1]:7.1f} "
+            f"({o[0]} valid); latency p50/p99 ms: direct {d[2]:.3f}/{d[3]:.3f}, "
+            f"rtpengine {b[2]:.3f}/{b[3]:.3f}, seabridge {o[2]:.3f}/{o[3]:.3f}"
         )
-    if not both:
-        print("FAIL: no load level where both relays lost <= 1 %")
+        if d[0] and b[0] and o[0]:
+            headline = (n, b[1], o[1], b[2] - d[2], o[2] - d[2], b[3] - d[3], o[3] - d[3])
+    for (name, n), outs in sorted(runs.items()):
+        print(
+            f"raw counts {name} @{n}: sent {[o.sent for o in outs]} recv {[o.received for o in outs]} "
+            f"cpu {[round(o.cpu_cores, 3) for o in outs]}"
+        )
+    if headline is None:
+        print("FAIL: no load level where every system had a valid run")
         return 1
-    n = max(both)
-    b, o, d = base_runs[n], ours[n], results["direct"][n]
-    ratio = o.calls_per_core / b.calls_per_core
-    add_b50, add_b99 = b.p50_ms - d.p50_ms, b.p99_ms - d.p99_ms
-    add_o50, add_o99 = o.p50_ms - d.p50_ms, o.p99_ms - d.p99_ms
-    print(f"\nat {n} calls (highest load both relays carried at <= 1 % loss):")
-    print(f"  relayed calls per core: rtpengine {b.calls_per_core:.1f}, seabridge {o.calls_per_core:.1f}")
-    print(f"  RATIO calls/core seabridge/rtpengine = {ratio:.2f}x (target >= 1.0x)")
+    n, b_cpc, o_cpc, b50, o50, b99, o99 = headline
+    print(f"\nat {n} calls (highest load with valid runs of all three):")
+    print(f"  relayed calls per core: rtpengine {b_cpc:.1f}, seabridge {o_cpc:.1f}")
+    print(f"  RATIO calls/core seabridge/rtpengine = {o_cpc / b_cpc:.2f}x (target >= 1.0x)")
     print(
-        f"  added one-way latency p50: rtpengine {add_b50:.3f} ms, seabridge {add_o50:.3f} ms, "
-        f"ratio {add_o50 / add_b50 if add_b50 > 0 else float('nan'):.2f}"
+        f"  added one-way latency p50: rtpengine {b50:.3f} ms, seabridge {o50:.3f} ms, "
+        f"ratio {_ratio(o50, b50)}"
     )
     print(
-        f"  added one-way latency p99: rtpengine {add_b99:.3f} ms, seabridge {add_o99:.3f} ms, "
-        f"ratio {add_o99 / add_b99 if add_b99 > 0 else float('nan'):.2f}"
+        f"  added one-way latency p99: rtpengine {b99:.3f} ms, seabridge {o99:.3f} ms, "
+        f"ratio {_ratio(o99, b99)}"
     )
-    return 1 if failed else 0
+    return 1 if broken else 0
+
+
+def _ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}" if theirs > 0 else "n/a (baseline added none)"
 
 
 if __name__ == "__main__":
