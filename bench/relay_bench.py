@@ -176,6 +176,7 @@ class RtpEngine:
     name = "rtpengine"
 
     def __init__(self, port_min: int, port_max: int) -> None:
+        self.ports = range(port_min, port_max + 1)
         self.ng_port = free_udp_port()
         binary = shutil.which("rtpengine")
         if binary is None:
@@ -272,6 +273,7 @@ class RtpEngine:
 class Seabridge:
     def __init__(self, port_min: int, port_max: int, workers: int) -> None:
         self.name = f"seabridge(workers={workers})"
+        self.ports = range(port_min, port_max + 1)
         self.config = RelayConfig("127.0.0.1", "127.0.0.1", port_min, port_max, workers=workers)
         self.manager = RelayManager(self.config)
         self.command = [f"RelayManager({self.config})"]
@@ -301,6 +303,7 @@ class Direct:
 
     name = "direct"
     command = ["(no relay)"]
+    ports = range(0)
     pids: list[int] = []
 
     async def start(self) -> None:
@@ -354,6 +357,18 @@ class Generator:
             self.process.wait()
 
 
+def udp_drops() -> dict[int, int]:
+    """Datagrams the kernel dropped per local UDP port (full receive buffers), from /proc/net/udp."""
+    drops: dict[int, int] = {}
+    with open("/proc/net/udp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            port = int(fields[1].split(":")[1], 16)
+            drops[port] = drops.get(port, 0) + int(fields[-1])
+    return drops
+
+
 def cpu_seconds(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
@@ -393,6 +408,10 @@ class Outcome:
     p50_ms: float
     p99_ms: float
     machine_cores: float  # every process on the machine, to show interference
+    # Datagrams the kernel dropped at full receive buffers, at the relay's sockets and the
+    # generators' (counters since the sockets were opened; the generators' are new each run).
+    relay_drops: int = 0
+    generator_drops: int = 0
 
     @property
     def loss(self) -> float:
@@ -454,6 +473,10 @@ async def measure(system: Any, calls: int, generators: int, warmup: float, durat
         cpu1, gen1, t1 = cpu_seconds(system.pids), cpu_seconds(gen_pids), time.monotonic()
         machine1 = psutil.cpu_times()
         results = [r["result"] for r in await asyncio.gather(*futures)]
+        drops = udp_drops()
+        gen_ports = {e[k] for e in ends for k in ("a_port", "b_port")}
+        generator_drops = sum(n for port, n in drops.items() if port in gen_ports)
+        relay_drops = sum(n for port, n in drops.items() if port in system.ports)
         for g_calls in placed:
             for call in g_calls:
                 await system.teardown(call)
@@ -478,6 +501,8 @@ async def measure(system: Any, calls: int, generators: int, warmup: float, durat
         machine_cores=(_busy(machine1) - _busy(machine0)) / (t1 - t0),
         p50_ms=percentile(hist, 0.50, bin_us),
         p99_ms=percentile(hist, 0.99, bin_us),
+        relay_drops=relay_drops,
+        generator_drops=generator_drops,
     )
 
 
@@ -489,7 +514,8 @@ def show(o: Outcome) -> None:
         f"misdelivered {o.misdelivered}  relay {o.cpu_cores:4.2f} cores "
         f"-> {o.calls_per_core:7.1f} calls/core  "
         f"generators {o.generator_cores:4.2f}  machine {o.machine_cores:4.2f} busy  "
-        f"latency p50 {o.p50_ms:7.3f} p99 {o.p99_ms:8.3f} ms  [{verdict}]",
+        f"latency p50 {o.p50_ms:7.3f} p99 {o.p99_ms:8.3f} ms  "
+        f"kernel drops relay {o.relay_drops} generators {o.generator_drops}  [{verdict}]",
         flush=True,
     )
 
