@@ -21,6 +21,14 @@ SDP sent *to A*; ``leg_b`` goes in the SDP sent to B. What arrives on leg a's po
 sent, unchanged, out of leg b's ports, and back. Routing, latching and the strict source
 are :mod:`media.relay_core`'s rules.
 
+Counters (:class:`~media.relay_core.SessionStats`): per leg and per stream (RTP, RTCP),
+``packets_in``/``bytes_in`` came from that leg's phone, ``packets_out``/``bytes_out`` went
+to it; ``dropped`` (a source other than the latched one), ``unroutable`` (the other leg
+had no address yet), ``send_errors``, ``last_packet_at`` (monotonic seconds), the
+latched ``source`` and the ``sdp_address``. For a call record: the caller sent
+``a.rtp.packets_in`` and received ``a.rtp.packets_out``; the callee likewise on ``b``.
+``RelayManager.totals()`` sums every session so far (for /metrics).
+
 Events: ``on_event`` (a plain function, called on the loop; it must not block) receives
 :class:`~media.relay_core.LegTimedOut` (a leg sent no RTP for ``rtp_timeout_s`` after
 ``arm_timeout``; the B2BUA should end the call; fired once per leg per arming) and

@@ -31,7 +31,6 @@ __all__ = ["PortInUse", "RelayEngine", "RelayTotals"]
 log = logging.getLogger(__name__)
 
 _RECV_BUFFER = 65536  # the largest UDP payload
-_BUSY_GAP_S = 0.005  # wake-ups closer than this mark a socket as busy (50 pps voice is 0.020)
 
 
 class PortInUse(RelayError):
@@ -159,24 +158,21 @@ class RelayEngine:
         buffer = self._buffer
         view = self._view
         clock = self._loop.time
-        last_wakeup = -1.0
 
         def on_readable() -> None:
-            # A voice stream wakes us every 20 ms with one datagram: reading on until
-            # EAGAIN would cost a failed syscall and an exception per packet. A socket
-            # woken again within _BUSY_GAP_S (a burst, video, a tunnel) is drained until
-            # EAGAIN. Either way a datagram left behind makes the socket readable again.
-            nonlocal last_wakeup
+            # Drain until EAGAIN. Reading one datagram per wake-up would save the failed
+            # read on a sparse voice socket, but after a stall (the process was descheduled)
+            # every socket holds a backlog, each loop iteration gets longer, and a
+            # one-per-wake-up reader can fall behind for good: latency grows to seconds.
             now = clock()
-            drain = now - last_wakeup < _BUSY_GAP_S
-            last_wakeup = now
             while True:
                 try:
                     size, source = recvfrom_into(buffer)
                 except BlockingIOError:
                     return
                 except OSError as exc:
-                    # A queued ICMP error (e.g. port unreachable) is consumed by this call.
+                    # A queued ICMP error (e.g. port unreachable) is consumed by this call;
+                    # if more is readable the loop calls again (level-triggered).
                     log.debug("relay socket error: %s", exc)
                     return
                 destination = received(source, size, now)
@@ -185,8 +181,6 @@ class RelayEngine:
                         sendto(view[:size], destination)
                     except OSError:
                         peer.send_failed(size)
-                if not drain:
-                    return
 
         return on_readable
 
