@@ -21,6 +21,14 @@ SDP sent *to A*; ``leg_b`` goes in the SDP sent to B. What arrives on leg a's po
 sent, unchanged, out of leg b's ports, and back. Routing, latching and the strict source
 are :mod:`media.relay_core`'s rules.
 
+Counters (:class:`~media.relay_core.SessionStats`): per leg and per stream (RTP, RTCP),
+``packets_in``/``bytes_in`` came from that leg's phone, ``packets_out``/``bytes_out`` went
+to it; ``dropped`` (a source other than the latched one), ``unroutable`` (the other leg
+had no address yet), ``send_errors``, ``last_packet_at`` (monotonic seconds), the
+latched ``source`` and the ``sdp_address``. For a call record: the caller sent
+``a.rtp.packets_in`` and received ``a.rtp.packets_out``; the callee likewise on ``b``.
+``RelayManager.totals()`` sums every session so far (for /metrics).
+
 Events: ``on_event`` (a plain function, called on the loop; it must not block) receives
 :class:`~media.relay_core.LegTimedOut` (a leg sent no RTP for ``rtp_timeout_s`` after
 ``arm_timeout``; the B2BUA should end the call; fired once per leg per arming) and
@@ -34,6 +42,14 @@ keeps the port allocator and forwards calls over a socketpair. The API is the sa
 call that changes or reads a session is a coroutine that returns once the relay has
 acted, in either mode).
 
+Resources: a session holds four UDP sockets (two even/odd port pairs from the range,
+allocated first-free, released pairs reused last; a pair another program holds is
+stepped over). ``start`` raises the open-file soft limit towards what a full port range
+needs. ``close`` and ``aclose`` release every socket and port.
+
+Addresses are ``(host, port)`` tuples (IPv6: ``(host, port, flowinfo, scope_id)`` also
+accepted); with an IPv6 ``bind_host`` IPv4 peers are handled as v4-mapped addresses.
+
 Errors: :class:`~media.errors.PortsExhausted` from ``open`` when no port pair is free,
 :class:`~media.errors.RelayError` for anything else (all under ``MediaError``).
 """
@@ -42,6 +58,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -77,6 +94,18 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_FD_HEADROOM = 1024  # descriptors for everything else the gateway opens
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    """Each session holds four sockets: a full port range needs more descriptors than the
+    usual soft limit (1024). Raise it towards the hard limit; workers inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        log.info("raised the open-file limit from %d to %d for the media relay", soft, target)
 
 
 @dataclass(frozen=True)
@@ -260,6 +289,7 @@ class RelayManager:
             if self._closed:
                 raise RelayError("relay manager is closed")
             if not self._started:
+                _raise_fd_limit(4 * self._ports.capacity + _FD_HEADROOM)
                 await self._backend.start()
                 self._started = True
 

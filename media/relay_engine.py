@@ -160,6 +160,10 @@ class RelayEngine:
         clock = self._loop.time
 
         def on_readable() -> None:
+            # Drain until EAGAIN. Reading one datagram per wake-up would save the failed
+            # read on a sparse voice socket, but after a stall (the process was descheduled)
+            # every socket holds a backlog, each loop iteration gets longer, and a
+            # one-per-wake-up reader can fall behind for good: latency grows to seconds.
             now = clock()
             while True:
                 try:
@@ -181,7 +185,17 @@ class RelayEngine:
         return on_readable
 
     def set_remote(self, session_id: str, leg: LegName, rtp: Address | None, rtcp: Address | None) -> None:
-        self._core.get(session_id).set_remote(leg, rtp, rtcp)
+        self._core.get(session_id).set_remote(leg, self._native(rtp), self._native(rtcp))
+
+    def _native(self, address: Address | None) -> Address | None:
+        """The address as recvfrom on our sockets reports it, so latching compares equal:
+        an IPv6 socket sees IPv4 peers as v4-mapped 4-tuples."""
+        if address is None or self._family != socket.AF_INET6:
+            return address
+        host = address[0]
+        if ":" not in host:
+            host = f"::ffff:{host}"
+        return (host, address[1], 0, 0) if len(address) == 2 else (host, *address[1:])
 
     def arm_timeout(self, session_id: str) -> None:
         self._core.arm_timeout(session_id, self._loop.time())

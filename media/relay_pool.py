@@ -193,9 +193,6 @@ class WorkerPool:
             worker.sessions.discard(session_id)
             self._where.pop(session_id, None)
 
-    def forget(self, session_id: str) -> None:
-        self._where.pop(session_id, None)
-
     async def totals(self) -> RelayTotals:
         total = RelayTotals(0, 0, 0, 0, 0)
         for worker in self._workers:

@@ -2,7 +2,7 @@
 
 One JSON object per line over a Unix socketpair, both ways:
 
-* requests ``{"id": N, "op": ..., ...}``; ``id`` 0 asks for no reply unless it fails;
+* requests ``{"id": N, "op": ..., ...}`` (``id`` 0: no reply unless it fails);
 * replies ``{"id": N, "ok": true, "result": ...}`` or ``{"id": N, "ok": false, "error":
   "...", "port": P}`` (``port`` only when a port was in use);
 * events ``{"event": "timed_out", "session": ..., "leg": ..., "idle_s": ...}``.

@@ -268,12 +268,13 @@ async def test_port_exhaustion_then_reuse(phones: list[Phone]) -> None:
         assert {second.leg_a.local_rtp_port, second.leg_b.local_rtp_port} == {lo, lo + 2}
 
 
-async def test_a_port_held_by_another_program_is_stepped_over() -> None:
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "1-worker"])
+async def test_a_port_held_by_another_program_is_stepped_over(workers: int) -> None:
     lo, hi = port_range(4)
     squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     squatter.bind(("127.0.0.1", lo + 1))  # the RTCP port of the first pair
     try:
-        async with RelayManager(RelayConfig("127.0.0.1", "127.0.0.1", lo, hi)) as manager:
+        async with RelayManager(RelayConfig("127.0.0.1", "127.0.0.1", lo, hi, workers=workers)) as manager:
             session = await manager.open("one")
             assert lo not in (session.leg_a.local_rtp_port, session.leg_b.local_rtp_port)
             assert manager.ports_in_use == 2
@@ -381,6 +382,34 @@ async def test_bad_arguments(relay: tuple[RelayManager, list[RelayEvent]]) -> No
     with pytest.raises(RelayError, match="bad address"):
         await session.set_remote("a", ("127.0.0.1", 70000))
     assert manager.get("call-1") is session and manager.get("nope") is None
+
+
+async def test_ipv6_relay_and_v4_mapped_peers() -> None:
+    lo, hi = port_range(4)
+    received: asyncio.Queue[tuple[bytes, tuple[str, int, int, int]]] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    a = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    a.bind(("::1", 0))
+    b.bind(("::1", 0))
+    b.setblocking(False)
+    loop.add_reader(b.fileno(), lambda: received.put_nowait(b.recvfrom(2048)))
+    try:
+        async with RelayManager(RelayConfig("::", "::1", lo, hi)) as manager:
+            session = await manager.open("v6")
+            await session.set_remote("b", b.getsockname()[:2])
+            a.sendto(b"over v6", ("::1", session.leg_a.local_rtp_port))
+            data, source = await asyncio.wait_for(received.get(), WAIT_S)
+            assert data == b"over v6" and source[1] == session.leg_b.local_rtp_port
+            stats = await session.stats()
+            assert stats.a.rtp.source == a.getsockname()
+            # An IPv4 peer's SDP address, on a dual-stack socket, is the v4-mapped one.
+            await session.set_remote("a", ("127.0.0.1", 4000))
+            assert (await session.stats()).a.rtp.sdp_address == ("::ffff:127.0.0.1", 4000, 0, 0)
+    finally:
+        loop.remove_reader(b.fileno())
+        a.close()
+        b.close()
 
 
 def test_config_from_the_gateway_media_section() -> None:
