@@ -125,6 +125,7 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         client_ssl=client_ssl,
         stream_idle_timeout=float(sip_cfg.stream_idle_timeout_s),
         checkpoint_interval=sip_cfg.checkpoint_interval_s,
+        keepalive_interval=float(sip_cfg.keepalive_interval_s),
         max_call_duration=config.max_call_duration,
         dial_plan=lambda tenant: t.dial_plan if (t := config.tenant(tenant)) is not None else (),
     )

@@ -58,6 +58,9 @@ class SipConfig:
     digest_algorithms: tuple[Literal["SHA-256", "MD5"], ...] = ("SHA-256", "MD5")
     # How long a callee may ring before the caller gets 480 (no answer).
     ring_timeout_s: int = field(default=60, metadata=bounds(5, 600))
+    # Registered contacts are sent OPTIONS this often (keeps NAT bindings open; a contact that
+    # does not answer is dropped, so calls stop ringing phones that are gone). 0: off.
+    keepalive_interval_s: int = field(default=30, metadata=bounds(0, 3600))
     # Calls in progress are checkpointed this often: a crash loses at most this much of a call.
     checkpoint_interval_s: float = field(default=15.0, metadata=bounds(0.2, 3600))
     # On SIGTERM, calls are ended with BYE on both legs; wait this long for them to finish.

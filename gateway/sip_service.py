@@ -40,12 +40,19 @@ from gateway.location import LocationStore
 from gateway.media_port import MediaAllocator, MediaStats, MediaStream
 from gateway.metrics import SipMetrics
 from gateway.routing import route_number
+from gateway.sip.dialog import new_call_id, new_tag, via_header
 from gateway.sip.digest import AuthAccepted, DigestAuthenticator
 from gateway.sip.errors import SipError, TransactionError
-from gateway.sip.message import Request, Response, make_response, response_from_headers
+from gateway.sip.message import Headers, Request, Response, make_response, response_from_headers
 from gateway.sip.parser import Limits, SipParseError, can_answer, parse_message
 from gateway.sip.peer import Peer
-from gateway.sip.registrar import RegistrarPolicy, challenge_response, credentials_of, process_register
+from gateway.sip.registrar import (
+    Binding,
+    RegistrarPolicy,
+    challenge_response,
+    credentials_of,
+    process_register,
+)
 from gateway.sip.sdp import SdpError, parse_sdp
 from gateway.sip.transaction import (
     AckReceived,
@@ -91,6 +98,8 @@ class SipSettings:
     stream_idle_timeout: float = 600.0
     # How often calls in progress are checkpointed (what a crash loses at most).
     checkpoint_interval: float = 15.0
+    # OPTIONS to registered contacts this often (0: never).
+    keepalive_interval: float = 0.0
     # The tenant's dial plan (numbers that leave through trunks).
     dial_plan: Callable[[str], tuple[DialRule, ...]] = lambda tenant: ()
     # Longest a call may last, by tenant (None: no limit).
@@ -145,6 +154,7 @@ class SipService:
         self._idle = asyncio.Event()  # set while no call is in progress
         self._idle.set()
         self._checkpointer: asyncio.Task[None] | None = None
+        self._keepalive: asyncio.Task[None] | None = None
         self.call_listeners: list[Callable[[CallRecord], Awaitable[None]]] = []
 
     # --- life cycle --------------------------------------------------------------------
@@ -178,6 +188,8 @@ class SipService:
             for listener in self.call_listeners:
                 await listener(record)
         self._checkpointer = asyncio.create_task(self._checkpoint_loop())
+        if cfg.keepalive_interval > 0:
+            self._keepalive = asyncio.create_task(self._keepalive_loop())
 
     @property
     def local_port(self) -> int:
@@ -221,6 +233,8 @@ class SipService:
     async def stop(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.cancel()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         if self._timer is not None:
             self._timer.cancel()
         for task in list(self._tasks):
@@ -782,6 +796,40 @@ class SipService:
         record = self._record(call, provisional, stats, end=self._clock.monotonic())
         if call not in self._ending:  # it may have ended while we read the counters
             await self._cdrs.checkpoint(record)
+
+    async def _keepalive_loop(self) -> None:
+        """OPTIONS to every registered contact; drop the ones that no longer answer."""
+        while True:
+            await asyncio.sleep(self.settings.keepalive_interval)
+            now = self._clock.monotonic()
+            for aor, bindings in (await self._locations.list_all(now)).items():
+                for binding in bindings:
+                    self._spawn(self._ping_contact(aor, binding))
+
+    async def _ping_contact(self, aor: str, binding: Binding) -> None:
+        destination = self._destination_for(binding.contact, binding.source)
+        host = self.host_for(destination.transport)
+        pairs = [
+            ("Via", via_header(destination.transport, host)),
+            ("Max-Forwards", "70"),
+            ("From", f"<sip:keepalive@{host}>;tag={new_tag()}"),
+            ("To", f"<{binding.contact}>"),
+            ("Call-ID", new_call_id(host)),
+            ("CSeq", "1 OPTIONS"),
+            ("User-Agent", self.settings.user_agent),
+        ]
+        request = Request(headers=Headers(tuple(pairs)), method="OPTIONS", uri=parse_uri(binding.contact))
+        if await self.request(request, destination) is not None:
+            return  # any answer, even 404 or 405, says the phone is there
+        now = self._clock.monotonic()
+        current = await self._locations.get(aor, now)
+        # Only the binding we pinged: the phone may have re-registered meanwhile.
+        remaining = tuple(
+            b for b in current if (b.contact, b.call_id, b.cseq) != (binding.contact, binding.call_id, binding.cseq)
+        )
+        if len(remaining) != len(current):
+            await self._locations.put(aor, remaining, now)
+            log.info("contact dropped: no answer to OPTIONS", extra={"aor": aor, "contact": binding.contact})
 
     async def _checkpoint_loop(self) -> None:
         while True:

@@ -58,9 +58,7 @@ class ArqSender:
         self._sent.move_to_end(seq16)
         # The receiver's window starts when it notices a gap, half a round trip after we sent,
         # and its last NACK needs another half to reach us: keep frames that much longer.
-        horizon = (
-            now - self.settings.window(rtt) - 2 * (rtt if rtt is not None else self.settings.default_rtt)
-        )
+        horizon = now - self.settings.window(rtt) - 2 * (rtt if rtt is not None else self.settings.default_rtt)
         while self._sent:
             first = next(iter(self._sent.values()))
             if first[0] >= horizon and len(self._sent) < SEQ_MOD // 2:

@@ -22,14 +22,10 @@ from gateway.tunnel.errors import PkiError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "pki", help="tunnel certificates", description="The tunnel's private CA and node certificates."
-    )
+    p = sub.add_parser("pki", help="tunnel certificates", description="The tunnel's private CA and node certificates.")
     actions = p.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
 
-    init = actions.add_parser(
-        "init-ca", help="create the CA", description="Create the CA key and certificate."
-    )
+    init = actions.add_parser("init-ca", help="create the CA", description="Create the CA key and certificate.")
     init.add_argument("--name", default="Seabridge tunnel CA", help="CA common name")
     init.add_argument("--days", type=int, default=3650)
     init.add_argument("--out", help="directory for ca.pem and ca.key (default: DATA_DIR/tunnel)")
@@ -46,17 +42,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_config_option(req)
     req.set_defaults(handler=cmd_request)
 
-    issue = actions.add_parser(
-        "issue", help="sign a node's CSR", description="Sign a CSR for node SITE with the CA."
-    )
+    issue = actions.add_parser("issue", help="sign a node's CSR", description="Sign a CSR for node SITE with the CA.")
     issue.add_argument("site", help="the node name the certificate is for (must match the CSR)")
     issue.add_argument("--csr", required=True, help="the node's CSR file")
     issue.add_argument("--days", type=int, default=365)
     issue.add_argument("--out", help="certificate file (default: SITE.pem beside the CSR)")
     issue.add_argument("--ca-cert", help="CA certificate (default: [tunnel] ca)")
-    issue.add_argument(
-        "--ca-key", help="CA key (default: [tunnel] ca_key, else ca.key beside the CA certificate)"
-    )
+    issue.add_argument("--ca-key", help="CA key (default: [tunnel] ca_key, else ca.key beside the CA certificate)")
     add_config_option(issue)
     issue.set_defaults(handler=cmd_issue)
 
@@ -67,18 +59,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_config_option(install)
     install.set_defaults(handler=cmd_install)
 
-    show = actions.add_parser(
-        "show", help="describe a certificate", description="Print a certificate's subject."
-    )
+    show = actions.add_parser("show", help="describe a certificate", description="Print a certificate's subject.")
     show.add_argument("certificate", nargs="?", help="file (default: this node's certificate)")
     add_config_option(show)
     show.set_defaults(handler=cmd_show)
 
     t = sub.add_parser("tunnel", help="run the tunnel alone", description="Inter-gateway tunnels.")
     tactions = t.add_subparsers(dest="tunnel_command", metavar="ACTION", required=True)
-    run = tactions.add_parser(
-        "run", help="run only the tunnel (e.g. on a hub)", description="Run the tunnel service."
-    )
+    run = tactions.add_parser("run", help="run only the tunnel (e.g. on a hub)", description="Run the tunnel service.")
     add_config_option(run)
     run.set_defaults(handler=cmd_tunnel_run)
 
@@ -116,10 +104,7 @@ def cmd_request(args: argparse.Namespace) -> int:
         pki.write_private(files.key, pki.key_pem(key))
     csr_path = Path(args.csr) if args.csr else files.key.parent / f"{node}.csr"
     pki.write_public(csr_path, csr.public_bytes(serialization.Encoding.PEM))
-    print(
-        f"key {files.key} (stays here); send {csr_path} to the CA:"
-        f" seabridge pki issue {node} --csr {csr_path.name}"
-    )
+    print(f"key {files.key} (stays here); send {csr_path} to the CA: seabridge pki issue {node} --csr {csr_path.name}")
     return 0
 
 
@@ -137,9 +122,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
     csr_path = Path(args.csr)
     try:
         csr = pki.load_csr(csr_path)
-        cert = pki.issue(
-            pki.load_key(ca_key_path), pki.load_cert(ca_cert_path), csr, args.site, days=args.days
-        )
+        cert = pki.issue(pki.load_key(ca_key_path), pki.load_cert(ca_cert_path), csr, args.site, days=args.days)
     except PkiError as exc:
         raise CliError(str(exc)) from None
     out = Path(args.out) if args.out else csr_path.with_name(f"{args.site}.pem")
@@ -173,10 +156,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     print(f"subject:  {cert.subject.rfc4514_string()}")
     print(f"issuer:   {cert.issuer.rfc4514_string()}")
-    print(
-        f"valid:    {cert.not_valid_before_utc:%Y-%m-%d %H:%M} .."
-        f" {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
-    )
+    print(f"valid:    {cert.not_valid_before_utc:%Y-%m-%d %H:%M} .. {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
     print(f"serial:   {cert.serial_number:x}")
     return 0
 
@@ -187,9 +167,7 @@ def cmd_tunnel_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if not config.tunnel.enabled:
         raise CliError("[tunnel] enabled = false in this configuration")
-    logging.basicConfig(
-        level=config.log.level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=config.log.level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         asyncio.run(serve_forever(config))
     except PkiError as exc:

@@ -191,17 +191,13 @@ class TunnelConfig:
             raise InvalidField("peers", "peer names must be unique")
         for route in self.routes:
             if route.via not in names:
-                raise InvalidField(
-                    "routes", f"route to {route.destination!r} goes via {route.via!r}, not a peer"
-                )
+                raise InvalidField("routes", f"route to {route.destination!r} goes via {route.via!r}, not a peer")
         if len({f.name for f in self.forwards}) != len(self.forwards):
             raise InvalidField("forwards", "forward names must be unique")
         if self.retransmit_window_max_ms < self.retransmit_window_min_ms:
             raise InvalidField("retransmit_window_max_ms", "must not be below retransmit_window_min_ms")
         if self.ca_key and not self.renewal_allowed:
-            raise InvalidField(
-                "renewal_allowed", "with ca_key set, list the nodes that may renew ('*' for all)"
-            )
+            raise InvalidField("renewal_allowed", "with ca_key set, list the nodes that may renew ('*' for all)")
 
     def route_map(self) -> dict[str, str]:
         return {r.destination: r.via for r in self.routes}

@@ -124,9 +124,7 @@ class UdpBridge:
     @classmethod
     def open(cls, flow: Flow, local: Address = ("127.0.0.1", 0), remote: Address | None = None) -> UdpBridge:
         bridge = cls(flow, None, remote)
-        bridge._sock = MediaSocket.bind(
-            local[0], local[1], bridge._from_socket, name=f"bridge:{flow.service}"
-        )
+        bridge._sock = MediaSocket.bind(local[0], local[1], bridge._from_socket, name=f"bridge:{flow.service}")
         asyncio.ensure_future(bridge._close_with_flow())
         return bridge
 

@@ -84,9 +84,7 @@ def parse_header(data: bytes) -> Header:
         traffic_class = TrafficClass(b1 >> 5)
     except ValueError:
         raise FrameError("unknown frame type or traffic class") from None
-    return Header(
-        frame_type, traffic_class, Flags(b1 & 0x1F), key_id, (seq_hi << 32) | seq_lo, flow_id, flow_seq
-    )
+    return Header(frame_type, traffic_class, Flags(b1 & 0x1F), key_id, (seq_hi << 32) | seq_lo, flow_id, flow_seq)
 
 
 def peek_key_id(data: bytes) -> int | None:

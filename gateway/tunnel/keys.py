@@ -75,9 +75,9 @@ class KeyMaterial:
 
 def derive(exporter_secret: bytes, shared_secret: bytes) -> KeyMaterial:
     size = KEY_SIZE + IV_SIZE
-    okm = HKDF(
-        hashes.SHA256(), 2 * size, salt=exporter_secret, info=b"seabridge tunnel media keys v1"
-    ).derive(shared_secret)
+    okm = HKDF(hashes.SHA256(), 2 * size, salt=exporter_secret, info=b"seabridge tunnel media keys v1").derive(
+        shared_secret
+    )
     i2r, r2i = okm[:size], okm[size:]
     return KeyMaterial((i2r[:KEY_SIZE], i2r[KEY_SIZE:]), (r2i[:KEY_SIZE], r2i[KEY_SIZE:]))
 
@@ -182,9 +182,7 @@ class KeyManager:
             raise ControlProtocolError(f"unexpected RekeyAnswer for generation {answer.generation}")
         material = self._material(answer.generation, pending.private, answer.public)
         self._install_receive(pending.receive_key_id, answer.generation, material.responder_to_initiator, now)
-        self.send_key = SendKey(
-            answer.key_id, answer.generation, PacketKey(*material.initiator_to_responder), now
-        )
+        self.send_key = SendKey(answer.key_id, answer.generation, PacketKey(*material.initiator_to_responder), now)
         self._pending = None
         self.rotations += 1
         return RekeyDone(answer.generation)
@@ -206,9 +204,7 @@ class KeyManager:
             raise ControlProtocolError("bad X25519 public key") from None
         return derive(self._exporter(generation.to_bytes(4, "big")), shared)
 
-    def _install_receive(
-        self, key_id: int, generation: int, material: tuple[bytes, bytes], now: float
-    ) -> None:
+    def _install_receive(self, key_id: int, generation: int, material: tuple[bytes, bytes], now: float) -> None:
         for old in self.receive_keys.values():
             if old.expires_at is None:
                 old.expires_at = now + self.overlap
@@ -233,12 +229,7 @@ class KeyManager:
 
     def next_deadline(self) -> float | None:
         deadlines = [v.expires_at for v in self.receive_keys.values() if v.expires_at is not None]
-        if (
-            self.initiator
-            and self._exporter is not None
-            and self._pending is None
-            and self.send_key is not None
-        ):
+        if self.initiator and self._exporter is not None and self._pending is None and self.send_key is not None:
             deadlines.append(self.send_key.installed_at + self.interval)
         return min(deadlines) if deadlines else None
 

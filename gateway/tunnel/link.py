@@ -212,9 +212,7 @@ class LinkCore:
             seq16 = (flow.next_seq - 1) & 0xFFFF
             for _, payload in flow.sender.on_nack([seq16]):
                 (path,) = self.monitor.send_paths()
-                self._emit(
-                    path, FrameType.DATA, flow.traffic_class, Flags.RETRANSMIT, flow_id, seq16, payload, now
-                )
+                self._emit(path, FrameType.DATA, flow.traffic_class, Flags.RETRANSMIT, flow_id, seq16, payload, now)
             self._tails[flow_id] = (now + 2 * self._tail_delay(), left - 1)
 
     def _emit(
@@ -338,9 +336,7 @@ class LinkCore:
         (path,) = self.monitor.send_paths()
         for seq16, payload in flow.sender.on_nack(seqs):
             self.counters.retransmitted += 1
-            self._emit(
-                path, FrameType.DATA, flow.traffic_class, Flags.RETRANSMIT, flow.flow_id, seq16, payload, now
-            )
+            self._emit(path, FrameType.DATA, flow.traffic_class, Flags.RETRANSMIT, flow.flow_id, seq16, payload, now)
 
     # -- timers
 

@@ -69,15 +69,11 @@ class SqliteOutboxStore:
         await self._db.run(_put)
 
     async def remove(self, message_id: str) -> None:
-        await self._db.run(
-            lambda conn: conn.execute("DELETE FROM tunnel_outbox WHERE message_id = ?", (message_id,))
-        )
+        await self._db.run(lambda conn: conn.execute("DELETE FROM tunnel_outbox WHERE message_id = ?", (message_id,)))
 
     async def pending(self) -> list[Message]:
         def _pending(conn: sqlite3.Connection) -> list[Message]:
-            rows = conn.execute(
-                "SELECT message_id, src, dst, topic, body FROM tunnel_outbox ORDER BY seq"
-            ).fetchall()
+            rows = conn.execute("SELECT message_id, src, dst, topic, body FROM tunnel_outbox ORDER BY seq").fetchall()
             return [Message(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
 
         return await self._db.run(_pending)

@@ -38,30 +38,14 @@ class TunnelCollector(Collector):
             labels=["reason"],
         )
         up = GaugeMetricFamily("seabridge_tunnel_link_up", "Control channel up and keyed", labels=["peer"])
-        rotations = CounterMetricFamily(
-            "seabridge_tunnel_key_rotations", "Media key rotations", labels=["peer"]
-        )
-        resent = CounterMetricFamily(
-            "seabridge_tunnel_retransmitted_frames", "Frames resent on NACK", labels=["peer"]
-        )
-        lost = CounterMetricFamily(
-            "seabridge_tunnel_arq_lost_frames", "TV/control frames given up", labels=["peer"]
-        )
-        path_up = GaugeMetricFamily(
-            "seabridge_tunnel_path_up", "Path answers probes", labels=["peer", "path"]
-        )
-        active = GaugeMetricFamily(
-            "seabridge_tunnel_path_active", "Path carries the traffic", labels=["peer", "path"]
-        )
-        rtt = GaugeMetricFamily(
-            "seabridge_tunnel_path_rtt_seconds", "Smoothed probe RTT", labels=["peer", "path"]
-        )
-        jitter = GaugeMetricFamily(
-            "seabridge_tunnel_path_jitter_seconds", "Probe RTT jitter", labels=["peer", "path"]
-        )
-        loss = GaugeMetricFamily(
-            "seabridge_tunnel_path_loss_ratio", "Unanswered probes", labels=["peer", "path"]
-        )
+        rotations = CounterMetricFamily("seabridge_tunnel_key_rotations", "Media key rotations", labels=["peer"])
+        resent = CounterMetricFamily("seabridge_tunnel_retransmitted_frames", "Frames resent on NACK", labels=["peer"])
+        lost = CounterMetricFamily("seabridge_tunnel_arq_lost_frames", "TV/control frames given up", labels=["peer"])
+        path_up = GaugeMetricFamily("seabridge_tunnel_path_up", "Path answers probes", labels=["peer", "path"])
+        active = GaugeMetricFamily("seabridge_tunnel_path_active", "Path carries the traffic", labels=["peer", "path"])
+        rtt = GaugeMetricFamily("seabridge_tunnel_path_rtt_seconds", "Smoothed probe RTT", labels=["peer", "path"])
+        jitter = GaugeMetricFamily("seabridge_tunnel_path_jitter_seconds", "Probe RTT jitter", labels=["peer", "path"])
+        loss = GaugeMetricFamily("seabridge_tunnel_path_loss_ratio", "Unanswered probes", labels=["peer", "path"])
         tx = CounterMetricFamily("seabridge_tunnel_path_tx_bytes", "Bytes sent", labels=["peer", "path"])
         rx = CounterMetricFamily("seabridge_tunnel_path_rx_bytes", "Bytes received", labels=["peer", "path"])
         flows = GaugeMetricFamily("seabridge_tunnel_flows", "Open flows", labels=["kind"])

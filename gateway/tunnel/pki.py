@@ -54,9 +54,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def init_ca(
-    name: str, days: int = 3650, now: dt.datetime | None = None
-) -> tuple[PrivateKey, x509.Certificate]:
+def init_ca(name: str, days: int = 3650, now: dt.datetime | None = None) -> tuple[PrivateKey, x509.Certificate]:
     now = now or _now()
     key = new_key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
@@ -69,9 +67,7 @@ def init_ca(
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -142,9 +138,7 @@ def cert_node(cert: x509.Certificate) -> str:
     return str(names[0].value)
 
 
-def verify_issued_by(
-    cert: x509.Certificate, ca_cert: x509.Certificate, now: dt.datetime | None = None
-) -> None:
+def verify_issued_by(cert: x509.Certificate, ca_cert: x509.Certificate, now: dt.datetime | None = None) -> None:
     """Raise PkiError unless ``cert`` is signed by ``ca_cert`` and valid at ``now``."""
     now = now or _now()
     try:
@@ -152,9 +146,7 @@ def verify_issued_by(
     except (ValueError, TypeError, InvalidSignature):
         raise PkiError("certificate is not signed by this CA") from None
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        raise PkiError(
-            f"certificate is not valid now (valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC)"
-        )
+        raise PkiError(f"certificate is not valid now (valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC)")
 
 
 def renewal_due(cert: x509.Certificate, before: dt.timedelta, now: dt.datetime | None = None) -> bool:

@@ -49,9 +49,7 @@ class IdentityFiles:
 class RenewalAgent:
     """The node's side: asks for a new certificate in time and installs it."""
 
-    def __init__(
-        self, service: TunnelService, files: IdentityFiles, ca_node: str, before: dt.timedelta
-    ) -> None:
+    def __init__(self, service: TunnelService, files: IdentityFiles, ca_node: str, before: dt.timedelta) -> None:
         self.service = service
         self.files = files
         self.ca_node = ca_node
@@ -127,7 +125,5 @@ class RenewalAuthority:
             log.warning("renewal refused for %s: %s", src, exc)
             return
         self.issued += 1
-        await self.service.send_message(
-            src, TOPIC_ISSUED, pki.cert_pem(cert), f"issued:{src}:{cert.serial_number}"
-        )
+        await self.service.send_message(src, TOPIC_ISSUED, pki.cert_pem(cert), f"issued:{src}:{cert.serial_number}")
         log.info("renewed the certificate of %s until %s", src, cert.not_valid_after_utc)

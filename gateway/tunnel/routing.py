@@ -160,9 +160,7 @@ class FlowSwitch:
 
     # -- control messages from a link
 
-    def on_control(
-        self, link: str, message: FlowOpen | FlowAccepted | FlowRefused | FlowClosed
-    ) -> list[SwitchAction]:
+    def on_control(self, link: str, message: FlowOpen | FlowAccepted | FlowRefused | FlowClosed) -> list[SwitchAction]:
         key = (link, message.flow_id)
         if isinstance(message, FlowOpen):
             return self._on_open(key, message)
@@ -205,9 +203,7 @@ class FlowSwitch:
         transit = _Transit(key, out_key, traffic_class)
         self._transit[key] = self._transit[out_key] = transit
         self.forward[key], self.forward[out_key] = out_key, key
-        forwarded = FlowOpen(
-            out_key[1], message.src, message.dst, message.service, int(traffic_class), message.meta
-        )
+        forwarded = FlowOpen(out_key[1], message.src, message.dst, message.service, int(traffic_class), message.meta)
         return [
             FlowInstalled(key, traffic_class),
             FlowInstalled(out_key, traffic_class),

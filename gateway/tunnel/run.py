@@ -66,9 +66,7 @@ async def build_tunnel(config: GatewayConfig) -> RunningTunnel:
     await service.start()
     running = RunningTunnel(service, await start_forwards(service), db)
     if t.ca_key:
-        running.authority = RenewalAuthority(
-            service, pki.load_key(_path(config, t.ca_key)), t.renewal_allowed
-        )
+        running.authority = RenewalAuthority(service, pki.load_key(_path(config, t.ca_key)), t.renewal_allowed)
     if t.ca_node:
         agent = RenewalAgent(service, files, t.ca_node, dt.timedelta(days=t.renew_before_days))
         running.agent = agent

@@ -100,9 +100,7 @@ class TunnelService:
         self._allocator = KeyIdAllocator()
         self.links: dict[str, PeerLink] = {}
         self._key_index: dict[int, PeerLink] = {}
-        self.switch = FlowSwitch(
-            self.node, RouteTable(self.node, [p.name for p in config.peers], config.route_map())
-        )
+        self.switch = FlowSwitch(self.node, RouteTable(self.node, [p.name for p in config.peers], config.route_map()))
         self._flows: dict[FlowKey, Flow] = {}
         self._opening: dict[FlowKey, asyncio.Future[None]] = {}
         self._services: dict[str, FlowHandler] = {}
@@ -133,9 +131,7 @@ class TunnelService:
                 window_size=self.config.replay_window,
             )
             paths = [PathSettings(p.name, p.priority, p.rate_kbps) for p in peer.paths]
-            core = LinkCore(
-                peer.name, paths, keys, replace(settings, duplicate_voice=peer.duplicate_voice), now
-            )
+            core = LinkCore(peer.name, paths, keys, replace(settings, duplicate_voice=peer.duplicate_voice), now)
             self.links[peer.name] = PeerLink(peer, core)
         listen_socks: list[MediaSocket] = []
         for endpoint in self.config.listen:
@@ -149,9 +145,7 @@ class TunnelService:
         for link in self.links.values():
             for path in link.config.paths:
                 if link.config.dial and path.address:
-                    sock = MediaSocket.bind(
-                        path.bind or _wildcard(path.address), 0, self._on_datagram, name=path.name
-                    )
+                    sock = MediaSocket.bind(path.bind or _wildcard(path.address), 0, self._on_datagram, name=path.name)
                     self._sockets.append(sock)
                     link.set_endpoint(path.name, sock, (path.address, path.port))
                 elif path.address and listen_socks:
@@ -295,9 +289,7 @@ class TunnelService:
                 elif isinstance(action.message, control.FlowOpen):
                     # Answer at once rather than let the opener wait for a reply that cannot come.
                     log.info("flow to %s not forwarded: link %s is down", action.message.dst, action.link)
-                    refusal = control.FlowRefused(
-                        action.message.flow_id, f"link {self.node}-{action.link} is down"
-                    )
+                    refusal = control.FlowRefused(action.message.flow_id, f"link {self.node}-{action.link} is down")
                     self._apply(self.switch.on_control(action.link, refusal))
             elif isinstance(action, FlowInstalled):
                 self.links[action.key[0]].core.open_flow(action.key[1], action.traffic_class)
@@ -461,9 +453,7 @@ class TunnelService:
     async def _dial(self, link: PeerLink, path: TunnelPathConfig) -> ControlConnection | None:
         assert self._client_ctx is not None
         tls = TlsSession(self._client_ctx, client=True, trusted=self._trusted, expected_peer=link.name)
-        conn = ControlConnection(
-            tls, self._on_ready, self._on_control, self._on_lost, label=f"to {link.name}"
-        )
+        conn = ControlConnection(tls, self._on_ready, self._on_control, self._on_lost, label=f"to {link.name}")
         conn.path = path.name
         local = (path.bind, 0) if path.bind else None
         try:
@@ -555,9 +545,7 @@ class TunnelService:
         elif isinstance(message, control.RekeyRequest):
             if keys.initiator and not keys.rekey_in_progress:
                 self._start_rekey(link)
-        elif isinstance(
-            message, control.FlowOpen | control.FlowAccepted | control.FlowRefused | control.FlowClosed
-        ):
+        elif isinstance(message, control.FlowOpen | control.FlowAccepted | control.FlowRefused | control.FlowClosed):
             self._apply(self.switch.on_control(link.name, message))
         elif isinstance(message, control.Message):
             self._on_message(link, message)
@@ -619,15 +607,11 @@ class TunnelService:
             return
         handler = self._message_handlers.get(message.topic)
         if handler is None:
-            log.warning(
-                "no handler for messages of topic %r from %s; left unacknowledged", message.topic, message.src
-            )
+            log.warning("no handler for messages of topic %r from %s; left unacknowledged", message.topic, message.src)
             return
         self._spawn(self._handle_message(handler, message, ack))
 
-    async def _handle_message(
-        self, handler: MessageHandler, message: control.Message, ack: control.MessageAck
-    ) -> None:
+    async def _handle_message(self, handler: MessageHandler, message: control.Message, ack: control.MessageAck) -> None:
         try:
             await handler(message.src, message.body)
         except Exception:

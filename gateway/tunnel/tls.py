@@ -81,9 +81,7 @@ class TlsSession:
     def _on_verify(self, conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
         if not ok and self._verify_error is None:
             subject = cert.to_cryptography().subject.rfc4514_string()
-            self._verify_error = (
-                f"{_VERIFY_ERRORS.get(errno, f'verify error {errno}')} (certificate {subject})"
-            )
+            self._verify_error = f"{_VERIFY_ERRORS.get(errno, f'verify error {errno}')} (certificate {subject})"
         return bool(ok)
 
     def start(self) -> None:

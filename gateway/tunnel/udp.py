@@ -39,9 +39,7 @@ class MediaSocket:
         self.closed = False
 
     @classmethod
-    def bind(
-        cls, host: str, port: int, receiver: Receiver, name: str = "", buffer: int = 4 << 20
-    ) -> MediaSocket:
+    def bind(cls, host: str, port: int, receiver: Receiver, name: str = "", buffer: int = 4 << 20) -> MediaSocket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:

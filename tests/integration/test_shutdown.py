@@ -129,3 +129,42 @@ async def test_max_call_duration_ends_the_call(pair: tuple[Path, list[Baresip]])
     lasted = (datetime.fromisoformat(record["end"]) - datetime.fromisoformat(record["answer"])).total_seconds()
     print(f"call limited to 2 s lasted {lasted:.2f} s")
     assert record["ended_by"] == "system" and 1.9 <= lasted
+
+
+async def test_contacts_that_stop_answering_options_are_dropped(tmp_path: Path) -> None:
+    from tests.support.sipp import Sipp
+
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        sip_extra="keepalive_interval_s = 1",
+        extra_config='[[tenants]]\ndomain = "acme"\ndigest_algorithms = ["MD5"]\n',
+    )
+    gw.write_config()
+    gw.add_user("bob@acme", SITES["bob@acme"], PASSWORDS["bob@acme"])
+    await gw.start()
+    try:
+        uas = Sipp(gw.sip_address, tmp_path / "uas", "uas", extra=("-aa",))
+        reg = await Sipp(
+            gw.sip_address,
+            tmp_path / "reg",
+            "register.xml",
+            local_port=uas.local_port,
+            keys={
+                "user": "bob",
+                "domain": "acme",
+                "password": PASSWORDS["bob@acme"],
+                "expires": "600",
+                "expected": "200",
+            },
+        ).run()
+        assert reg.ok, reg.output[-2000:]
+        await uas.start()  # answers the keep-alive OPTIONS
+        await asyncio.sleep(3)
+        assert (await gw.metrics())["seabridge_registrations"] == 1
+        await uas.stop()  # the phone is gone without un-registering
+        async with asyncio.timeout(30):
+            while (await gw.metrics())["seabridge_registrations"] != 0:
+                await asyncio.sleep(0.2)
+        assert any(r.get("msg") == "contact dropped: no answer to OPTIONS" for r in gw.log_records())
+    finally:
+        await gw.stop()

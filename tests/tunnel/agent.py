@@ -63,9 +63,7 @@ class CallLeg:
         seqs = [s for _, s in self.arrivals]
         gaps = [(b[0] - a[0], a[0]) for a, b in zip(self.arrivals, self.arrivals[1:], strict=False)]
         gap, at = max(gaps) if gaps else (0.0, 0.0)
-        freq, share = (
-            dominant(self.payloads, [300.0, 425.0, 800.0, 1000.0, 1400.0]) if self.payloads else (0, 0)
-        )
+        freq, share = dominant(self.payloads, [300.0, 425.0, 800.0, 1000.0, 1400.0]) if self.payloads else (0, 0)
         return {
             "sent": self.sent,
             "received": len(seqs),

@@ -55,9 +55,7 @@ def test_pki_cli_round_trip(tmp_path: Path) -> None:
     (ca_dir / "kinshasa.csr").write_bytes(csr.read_bytes())
     wrong = seabridge("pki", "issue", "lagos", "--csr", "kinshasa.csr", "-c", "gw.toml", cwd=ca_dir)
     assert wrong.returncode == 2 and "not 'lagos'" in wrong.stderr
-    r = seabridge(
-        "pki", "issue", "kinshasa", "--csr", "kinshasa.csr", "--days", "90", "-c", "gw.toml", cwd=ca_dir
-    )
+    r = seabridge("pki", "issue", "kinshasa", "--csr", "kinshasa.csr", "--days", "90", "-c", "gw.toml", cwd=ca_dir)
     assert r.returncode == 0, r.stderr
     (site_dir / "var/tunnel/ca.pem").write_bytes((ca_dir / "var/tunnel/ca.pem").read_bytes())
     r = seabridge("pki", "install", str(ca_dir / "kinshasa.pem"), "-c", "gw.toml", cwd=site_dir)
@@ -130,9 +128,7 @@ async def test_static_udp_forward_reaches_the_service_target(
         target.close()
 
 
-async def test_renewal_over_the_tunnel(
-    pair: tuple[TunnelService, TunnelService, TestCa], tmp_path: Path
-) -> None:
+async def test_renewal_over_the_tunnel(pair: tuple[TunnelService, TunnelService, TestCa], tmp_path: Path) -> None:
     site, hq, ca = pair
     files = IdentityFiles(tmp_path / "ca.pem", tmp_path / "node.pem", tmp_path / "node.key")
     pki.write_public(files.cert, pki.cert_pem(site.identity.cert))
@@ -182,8 +178,6 @@ async def test_metrics_and_status_route(pair: tuple[TunnelService, TunnelService
             status = await response.json()
         assert status["node"] == "site1"
         assert status["links"]["hq"]["connected"] and status["links"]["hq"]["active_path"] == "p"
-        assert (
-            status["links"]["hq"]["paths"][0]["address"] == f"127.0.0.1:{hq.config.listen[0].split(':')[1]}"
-        )
+        assert status["links"]["hq"]["paths"][0]["address"] == f"127.0.0.1:{hq.config.listen[0].split(':')[1]}"
     finally:
         await runner.cleanup()

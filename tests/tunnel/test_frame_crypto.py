@@ -44,9 +44,7 @@ def test_header_round_trips(header: Header) -> None:
 
 
 def test_header_fixture_bytes() -> None:
-    header = Header(
-        FrameType.DATA, TrafficClass.TV, Flags.RETRANSMIT, 0xA1B2C3D4, 0x0102_0304_0506, 7, 0xBEEF
-    )
+    header = Header(FrameType.DATA, TrafficClass.TV, Flags.RETRANSMIT, 0xA1B2C3D4, 0x0102_0304_0506, 7, 0xBEEF)
     assert header.pack().hex() == "1061a1b2c3d40102030405060000000" + "7beef"
 
 

@@ -113,9 +113,7 @@ class Net:
         result: dict[str, Any] = agent.call(cmd="status")["status"]
         return result
 
-    def until(
-        self, agent: Process, check: Callable[[dict[str, Any]], bool], within: float = 30.0
-    ) -> dict[str, Any]:
+    def until(self, agent: Process, check: Callable[[dict[str, Any]], bool], within: float = 30.0) -> dict[str, Any]:
         """Poll an agent's status until ``check`` holds (each poll is a round trip to the agent)."""
         deadline = time.monotonic() + within
         while True:

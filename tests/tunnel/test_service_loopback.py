@@ -208,9 +208,7 @@ async def test_foreign_certificate_is_refused(topo: Topology, caplog: pytest.Log
     intruder = TunnelService(
         tunnel_config(
             "site1",
-            peers=[
-                {"name": "hub", "paths": [{"name": "leased", "address": "127.0.0.1", "port": topo.hub_port}]}
-            ],
+            peers=[{"name": "hub", "paths": [{"name": "leased", "address": "127.0.0.1", "port": topo.hub_port}]}],
         ),
         # It knows our CA's (public) certificate, so it accepts the hub; its own is from elsewhere.
         replace(TestCa("Foreign CA").identity("site1"), ca=topo.ca.cert),

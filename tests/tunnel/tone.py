@@ -28,9 +28,7 @@ _DECODE = [_ulaw_decode(b) for b in range(256)]
 
 def tone_frame(freq: float, index: int, amplitude: int = 8000) -> bytes:
     start = index * FRAME
-    return bytes(
-        _ulaw(int(amplitude * math.sin(2 * math.pi * freq * (start + i) / RATE))) for i in range(FRAME)
-    )
+    return bytes(_ulaw(int(amplitude * math.sin(2 * math.pi * freq * (start + i) / RATE))) for i in range(FRAME))
 
 
 def rtp_packet(seq: int, payload: bytes, ssrc: int = 0x5EAB) -> bytes:
