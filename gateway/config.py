@@ -24,7 +24,8 @@ __all__ = ["ConfigError", "GatewayConfig", "load_config", "parse_config"]
 @dataclass(frozen=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "text"] = "json"
+    # auto: readable text on a terminal, one JSON object per line otherwise (journald, files).
+    format: Literal["auto", "json", "text"] = "auto"
 
 
 @dataclass(frozen=True)
