@@ -41,7 +41,7 @@ from gateway.metrics import SipMetrics
 from gateway.sip.digest import AuthAccepted, DigestAuthenticator
 from gateway.sip.errors import SipError, TransactionError
 from gateway.sip.message import Request, Response, make_response, response_from_headers
-from gateway.sip.parser import Limits, SipParseError, can_answer, parse_message
+from gateway.sip.parser import Limits, SipParseError, parse_message
 from gateway.sip.peer import Peer
 from gateway.sip.registrar import RegistrarPolicy, challenge_response, credentials_of, process_register
 from gateway.sip.sdp import SdpError, parse_sdp
@@ -54,8 +54,8 @@ from gateway.sip.transaction import (
     TransactionLayer,
     TransactionTimedOut,
     TxKey,
-    response_destination,
 )
+from gateway.sip.uas import error_reply_destination, refusal
 from gateway.sip.uri import parse_uri
 from gateway.transport_stream import StreamTransport
 from gateway.transport_udp import UdpTransport, open_udp
@@ -226,14 +226,9 @@ class SipService:
         except SipParseError as exc:
             self._metrics.parse_errors.inc()
             log.info("unparseable sip", extra={"source": str(source), "error": str(exc)})
-            if exc.is_request and can_answer(exc.partial):
-                assert exc.partial is not None
+            if exc.reply_via is not None and exc.partial is not None:
                 response = response_from_headers(exc.partial, exc.status, _reason(exc))
-                try:
-                    top = parse_message(bytes(response)).top_via
-                    self._txn.send_stateless(response, response_destination(top, source))
-                except SipError:
-                    pass
+                self._txn.send_stateless(response, error_reply_destination(exc.reply_via, source))
                 self._flush()
             return
         try:
@@ -292,7 +287,10 @@ class SipService:
         request = event.request
         method = request.method
         to_tag = request.to.tag
-        if method == "CANCEL":
+        refused = refusal(request, allow=ALLOW, to_tag=to_tag or _tag(request))
+        if refused is not None:
+            self._respond(event.key, refused, now)
+        elif method == "CANCEL":
             self._on_cancel(event, now)
         elif to_tag:
             call = self._by_dialog.get((request.call_id, to_tag))
