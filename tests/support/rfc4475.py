@@ -31,7 +31,7 @@ class Case:
 CASES = [
     # 3.1.1: valid messages. Requests get the answer any request gets here: an INVITE
     # is challenged (407), a REGISTER for an unknown user challenged (401).
-    Case("wsinv", "3.1.1.1", None, 407, "folding, escaped quotes, odd case and LWS everywhere"),
+    Case("wsinv", "3.1.1.1", None, 481, "folding, escaped quotes, odd case, LWS; its To tag names no dialog of ours"),
     Case("intmeth", "3.1.1.2", None, 501, "unknown method made of every token character"),
     Case("esc01", "3.1.1.3", None, 407, "% escapes in URIs"),
     Case("escnull", "3.1.1.4", None, 401, "escaped NULs in user parts"),
