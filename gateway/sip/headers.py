@@ -338,8 +338,8 @@ class Via:
 
 
 _VIA = re.compile(
-    r"^SIP\s*/\s*(?P<version>\d+\.\d+)\s*/\s*(?P<transport>[A-Za-z0-9\-.!%*_+`'~]+)\s+"
-    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?:\s*:\s*(?P<port>\d{1,5}))?\s*(?P<params>;.*)?$",
+    r"^SIP\s*/\s*(?P<version>[0-9]+\.[0-9]+)\s*/\s*(?P<transport>[A-Za-z0-9\-.!%*_+`'~]+)\s+"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?:\s*:\s*(?P<port>[0-9]{1,5}))?\s*(?P<params>;.*)?$",
     re.DOTALL,
 )
 
@@ -352,7 +352,11 @@ def parse_via(text: str, *, any_version: bool = False) -> Via:
     port = int(m["port"]) if m["port"] else None
     if port is not None and not 0 < port < 65536:
         raise ParseError("bad Via port")
-    return Via(m["transport"].upper(), m["host"], port, parse_params(m["params"] or ""))
+    params = parse_params(m["params"] or "")
+    rport = get_param(params, "rport")
+    if rport and not (re.fullmatch(r"[0-9]{1,5}", rport) and 0 < int(rport) < 65536):
+        raise ParseError("bad Via rport")  # responses are sent to it (RFC 3581)
+    return Via(m["transport"].upper(), m["host"], port, params)
 
 
 def via_sent_by(text: str) -> Via | None:
@@ -385,7 +389,7 @@ class CSeq:
 
 def parse_cseq(text: str) -> CSeq:
     parts = text.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+    if len(parts) != 2 or not re.fullmatch(r"[0-9]{1,10}", parts[0]) or not is_token(parts[1]):
         raise ParseError(f"bad CSeq: {text[:80]!r}")
     number = int(parts[0])
     if number >= 2**31:

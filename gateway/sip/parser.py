@@ -38,13 +38,17 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 _TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
-_REQUEST_LINE = re.compile(rf"^([{_TOKEN_CHARS}]+) (\S+) (SIP/\d+\.\d+)$")
+_REQUEST_LINE = re.compile(rf"^([{_TOKEN_CHARS}]+) (\S+) (SIP/[0-9]+\.[0-9]+)$")
 # A start line that is meant as a request but breaks the grammar (extra or trailing SP,
 # LWS inside the Request-URI: RFC 4475 3.1.2.8-10): answered 400 rather than dropped.
-_LOOSE_REQUEST_LINE = re.compile(rf"^[{_TOKEN_CHARS}]+ .*SIP/\d+\.\d+ *$")
+_LOOSE_REQUEST_LINE = re.compile(rf"^[{_TOKEN_CHARS}]+ .*SIP/[0-9]+\.[0-9]+ *$")
 # Status-Code is exactly three digits and a SP must follow it (RFC 3261 section 7.2);
 # "SIP/2.0 100" with nothing after is tolerated, "SIP/2.0 4294967301 ..." is not a status.
-_STATUS_LINE = re.compile(r"^(SIP/\d+\.\d+) (\d{3})(?: (.*))?$")
+_STATUS_LINE = re.compile(r"^(SIP/[0-9]+\.[0-9]+) ([0-9]{3})(?: (.*))?$")
+# Numbers are ASCII digits, few enough for int() (str.isdigit() also accepts "²" and "٣",
+# and int() refuses strings over 4300 digits).
+_NUMBER = re.compile(r"[0-9]{1,10}")
+_EXPIRES = re.compile(r"[0-9]{1,32}")
 _MANDATORY = ("Via", "From", "To", "Call-ID", "CSeq")
 MAGIC_COOKIE = "z9hG4bK"
 
@@ -160,7 +164,7 @@ def _check_body(headers: Headers, body: bytes, is_request: bool) -> bytes:
     lengths = headers.get_all("Content-Length")
     if not lengths:
         return body  # allowed over UDP: the datagram ends the body
-    if len(set(lengths)) != 1 or not lengths[0].isdigit():
+    if len(set(lengths)) != 1 or not _NUMBER.fullmatch(lengths[0]):
         raise SipParseError("bad Content-Length", 400, headers, is_request)
     length = int(lengths[0])
     if length > len(body):
@@ -193,10 +197,10 @@ def _check_mandatory(headers: Headers, method: str | None) -> None:
         # every such request from the peer would otherwise share one transaction.
         raise SipParseError("Via branch has no transaction identifier", 400, headers)
     max_forwards = headers.get("Max-Forwards")
-    if max_forwards is not None and (not max_forwards.isdigit() or int(max_forwards) > 255):
+    if max_forwards is not None and (not _NUMBER.fullmatch(max_forwards) or int(max_forwards) > 255):
         raise SipParseError("bad Max-Forwards", 400, headers, is_request)
     expires = headers.get("Expires")
-    if expires is not None and not expires.isdigit():
+    if expires is not None and not _EXPIRES.fullmatch(expires):
         raise SipParseError("bad Expires", 400, headers, is_request)
 
 

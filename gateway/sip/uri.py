@@ -144,7 +144,7 @@ def _split_host_port(hostport: str, original: str) -> tuple[str, int | None]:
         raise ParseError(f"bad host in {original[:80]!r}")
     if port_text is None:
         return host, None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 0 < int(port_text) < 65536:
         raise ParseError(f"bad port in {original[:80]!r}")
     return host, int(port_text)
 
