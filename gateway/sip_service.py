@@ -44,7 +44,7 @@ from gateway.sip.dialog import new_call_id, new_tag, via_header
 from gateway.sip.digest import AuthAccepted, DigestAuthenticator
 from gateway.sip.errors import SipError, TransactionError
 from gateway.sip.message import Headers, Request, Response, make_response, response_from_headers
-from gateway.sip.parser import Limits, SipParseError, can_answer, parse_message
+from gateway.sip.parser import Limits, SipParseError, parse_message
 from gateway.sip.peer import Peer
 from gateway.sip.registrar import (
     Binding,
@@ -63,8 +63,8 @@ from gateway.sip.transaction import (
     TransactionLayer,
     TransactionTimedOut,
     TxKey,
-    response_destination,
 )
+from gateway.sip.uas import error_reply_destination, refusal
 from gateway.sip.uri import parse_uri
 from gateway.subscriptions import DialogNotifier, Notify
 from gateway.transport_stream import StreamTransport
@@ -315,14 +315,9 @@ class SipService:
         except SipParseError as exc:
             self._metrics.parse_errors.inc()
             log.info("unparseable sip", extra={"source": str(source), "error": str(exc)})
-            if exc.is_request and can_answer(exc.partial):
-                assert exc.partial is not None
+            if exc.reply_via is not None and exc.partial is not None:
                 response = response_from_headers(exc.partial, exc.status, _reason(exc))
-                try:
-                    top = parse_message(bytes(response)).top_via
-                    self._txn.send_stateless(response, response_destination(top, source))
-                except SipError:
-                    pass
+                self._txn.send_stateless(response, error_reply_destination(exc.reply_via, source))
                 self._flush()
             return
         try:
@@ -387,7 +382,10 @@ class SipService:
         request = event.request
         method = request.method
         to_tag = request.to.tag
-        if method == "CANCEL":
+        refused = refusal(request, allow=ALLOW, to_tag=to_tag or _tag(request))
+        if refused is not None:
+            self._respond(event.key, refused, now)
+        elif method == "CANCEL":
             self._on_cancel(event, now)
         elif method == "SUBSCRIBE" and to_tag and self.notifier is not None:
             sub = self.notifier.find(request.call_id, to_tag)

@@ -166,28 +166,47 @@ def split_commas(value: str) -> list[str]:
 
 
 def parse_params(text: str) -> Params:
-    """';a=1;b' -> (('a', '1'), ('b', None)); quoted values keep their quotes."""
+    """';a=1;b' -> (('a', '1'), ('b', None)); quoted values keep their quotes.
+
+    RFC 3261 section 25.1: every SEMI introduces a generic-param (token [EQUAL gen-value]),
+    so ";;" or a dangling ";" is a syntax error, as is a value that is neither a token,
+    a host nor a quoted string.
+    """
+    text = text.strip()
+    if not text:
+        return ()
+    if not text.startswith(";"):
+        raise ParseError(f"junk before parameters: {text[:40]!r}")
     params: list[tuple[str, str | None]] = []
-    for part in _split_semicolons(text):
-        part = part.strip()
-        if not part:
-            continue
+    for part in _split_semicolons(text)[1:]:
         key, eq, value = part.partition("=")
-        key = key.strip()
+        key, value = key.strip(), value.strip()
         if not is_token(key):
             raise ParseError(f"bad parameter name {key[:40]!r}")
-        params.append((key, value.strip() if eq else None))
+        if eq and not _GEN_VALUE.match(value):
+            raise ParseError(f"bad value for parameter {key[:40]!r}")
+        params.append((key, value if eq else None))
     return tuple(params)
 
 
+# gen-value = token / host / quoted-string (hosts add ":" and brackets for IPv6).
+_GEN_VALUE = re.compile(r'^(?:"(?:[^"\\]|\\.)*"|[A-Za-z0-9\-.!%*_+`\'~\[\]:]+)$', re.DOTALL)
+
+
 def _split_semicolons(text: str) -> list[str]:
-    out, start, in_quote = [], 0, False
+    out, start, in_quote, escape = [], 0, False, False
     for i, ch in enumerate(text):
-        if ch == '"':
+        if escape:
+            escape = False
+        elif in_quote and ch == "\\":
+            escape = True
+        elif ch == '"':
             in_quote = not in_quote
         elif ch == ";" and not in_quote:
             out.append(text[start:i])
             start = i + 1
+    if in_quote:
+        raise ParseError("unterminated quoted parameter value")
     out.append(text[start:])
     return out
 
@@ -236,6 +255,9 @@ class NameAddr:
         return f"{display}<{self.uri}>{format_params(self.params)}"
 
 
+_DISPLAY_TOKENS = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`'~]+)*$")
+
+
 def parse_name_addr(text: str) -> NameAddr:
     text = text.strip()
     if text == "*":
@@ -244,28 +266,36 @@ def parse_name_addr(text: str) -> NameAddr:
     if text.startswith('"'):
         end = _closing_quote(text)
         display = text[: end + 1]
-        text = text[end + 1 :].lstrip()
-    lt = text.find("<")
-    if lt >= 0:
-        if not display:
-            display = text[:lt].strip()
-        gt = text.find(">", lt)
-        if gt < 0:
-            raise ParseError("unterminated <uri>")
-        uri = parse_uri(text[lt + 1 : gt])
-        params = parse_params(text[gt + 1 :])
-        if text[gt + 1 :].strip() and not text[gt + 1 :].strip().startswith(";"):
-            raise ParseError("junk after <uri>")
-    else:
-        if display:
+        rest = text[end + 1 :].lstrip()
+        if not rest.startswith("<"):
             raise ParseError("display name without <uri>")
-        # addr-spec without brackets: parameters after ';' belong to the header, not the URI.
-        uri_text, _, param_text = text.partition(";")
-        if " " in uri_text.strip():
-            raise ParseError("whitespace in URI")
-        uri = parse_uri(uri_text)
-        params = parse_params(param_text)
-    return NameAddr(uri=uri, display=display, params=params)
+    else:
+        lt = text.find("<")
+        if lt < 0:
+            return _parse_addr_spec(text)
+        display = text[:lt].strip()
+        # An unquoted display name is a run of tokens (RFC 3261 section 25.1 display-name);
+        # "Bell, Alexander" needs quotes. No LWS before "<" is tolerated (RFC 4475 3.1.1.6).
+        if display and not _DISPLAY_TOKENS.match(display):
+            raise ParseError(f"display name needs quotes: {display[:40]!r}")
+        rest = text[lt:]
+    gt = rest.find(">")
+    if gt < 0:
+        raise ParseError("unterminated <uri>")
+    inner = rest[1:gt]
+    if inner != inner.strip():
+        raise ParseError("whitespace inside <uri>")
+    return NameAddr(uri=parse_uri(inner), display=display, params=parse_params(rest[gt + 1 :]))
+
+
+def _parse_addr_spec(text: str) -> NameAddr:
+    # Without brackets, parameters after ";" belong to the header, not the URI, and a URI
+    # holding "," or "?" must be bracketed (RFC 3261 section 20.10).
+    uri_text, sep, param_text = text.partition(";")
+    uri_text = uri_text.strip()
+    if any(ch in uri_text for ch in ",?"):
+        raise ParseError("a URI with ',' or '?' must be enclosed in <>")
+    return NameAddr(uri=parse_uri(uri_text), params=parse_params(sep + param_text))
 
 
 def _closing_quote(text: str) -> int:
@@ -308,20 +338,44 @@ class Via:
 
 
 _VIA = re.compile(
-    r"^SIP\s*/\s*2\.0\s*/\s*(?P<transport>[A-Za-z0-9-]+)\s+"
-    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?:\s*:\s*(?P<port>\d{1,5}))?\s*(?P<params>;.*)?$",
+    r"^SIP\s*/\s*(?P<version>[0-9]+\.[0-9]+)\s*/\s*(?P<transport>[A-Za-z0-9\-.!%*_+`'~]+)\s+"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?:\s*:\s*(?P<port>[0-9]{1,5}))?\s*(?P<params>;.*)?$",
     re.DOTALL,
 )
 
 
-def parse_via(text: str) -> Via:
+def parse_via(text: str, *, any_version: bool = False) -> Via:
+    """A Via value; ``any_version`` accepts SIP/x.y other than 2.0 (to answer them with 505)."""
     m = _VIA.match(text.strip())
-    if not m:
+    if not m or (m["version"] != "2.0" and not any_version):
         raise ParseError(f"bad Via: {text[:80]!r}")
     port = int(m["port"]) if m["port"] else None
     if port is not None and not 0 < port < 65536:
         raise ParseError("bad Via port")
-    return Via(m["transport"].upper(), m["host"], port, parse_params(m["params"] or ""))
+    params = parse_params(m["params"] or "")
+    rport = get_param(params, "rport")
+    if rport and not (re.fullmatch(r"[0-9]{1,5}", rport) and 0 < int(rport) < 65536):
+        raise ParseError("bad Via rport")  # responses are sent to it (RFC 3581)
+    return Via(m["transport"].upper(), m["host"], port, params)
+
+
+def via_sent_by(text: str) -> Via | None:
+    """The top Via of a message being refused, read as far as routing an answer needs.
+
+    Any SIP version, and parameters that do not parse are dropped (an "rport" flag is
+    kept): enough to send a 400 or 505 back to the sender (RFC 3261 section 18.2.2).
+    """
+    m = _VIA.match(text.strip())
+    if not m:
+        return None
+    port = int(m["port"]) if m["port"] else None
+    if port is not None and not 0 < port < 65536:
+        return None
+    try:
+        params = parse_params(m["params"] or "")
+    except ParseError:
+        params = (("rport", None),) if re.search(r";\s*rport\s*(?:;|$)", m["params"] or "") else ()
+    return Via(m["transport"].upper(), m["host"], port, params)
 
 
 @dataclass(frozen=True)
@@ -335,7 +389,7 @@ class CSeq:
 
 def parse_cseq(text: str) -> CSeq:
     parts = text.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not is_token(parts[1]):
+    if len(parts) != 2 or not re.fullmatch(r"[0-9]{1,10}", parts[0]) or not is_token(parts[1]):
         raise ParseError(f"bad CSeq: {text[:80]!r}")
     number = int(parts[0])
     if number >= 2**31:

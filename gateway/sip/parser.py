@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from gateway.sip.errors import ParseError
 from gateway.sip.headers import (
     LIST_HEADERS,
+    Via,
     canonical_name,
     is_token,
     parse_cseq,
     parse_name_addr,
     parse_via,
     split_commas,
+    via_sent_by,
 )
 from gateway.sip.message import Headers, Request, Response
 from gateway.sip.uri import parse_uri
@@ -35,18 +37,33 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
-_REQUEST_LINE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+) (\S+) (SIP/\d+\.\d+)$")
-_STATUS_LINE = re.compile(r"^(SIP/\d+\.\d+) (\d{3}) ?(.*)$")
+_TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
+_REQUEST_LINE = re.compile(rf"^([{_TOKEN_CHARS}]+) (\S+) (SIP/[0-9]+\.[0-9]+)$")
+# A start line that is meant as a request but breaks the grammar (extra or trailing SP,
+# LWS inside the Request-URI: RFC 4475 3.1.2.8-10): answered 400 rather than dropped.
+_LOOSE_REQUEST_LINE = re.compile(rf"^[{_TOKEN_CHARS}]+ .*SIP/[0-9]+\.[0-9]+ *$")
+# Status-Code is exactly three digits and a SP must follow it (RFC 3261 section 7.2);
+# "SIP/2.0 100" with nothing after is tolerated, "SIP/2.0 4294967301 ..." is not a status.
+_STATUS_LINE = re.compile(r"^(SIP/[0-9]+\.[0-9]+) ([0-9]{3})(?: (.*))?$")
+# Numbers are ASCII digits, few enough for int() (str.isdigit() also accepts "²" and "٣",
+# and int() refuses strings over 4300 digits).
+_NUMBER = re.compile(r"[0-9]{1,10}")
+_EXPIRES = re.compile(r"[0-9]{1,32}")
 _MANDATORY = ("Via", "From", "To", "Call-ID", "CSeq")
+MAGIC_COOKIE = "z9hG4bK"
 
 
 class SipParseError(ParseError):
+    """``partial`` holds the headers read so far; ``reply_via`` is their top Via when it is
+    usable to route an error response back (None: drop the message silently)."""
+
     def __init__(
         self, message: str, status: int = 400, partial: Headers | None = None, is_request: bool = True
     ) -> None:
         super().__init__(message, status)
         self.partial = partial
         self.is_request = is_request
+        self.reply_via: Via | None = _reply_via(partial) if is_request else None
 
 
 def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Request | Response:
@@ -73,11 +90,13 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Request | Res
     start, header_lines = lines[0], lines[1:]
 
     m = _REQUEST_LINE.match(start)
+    sm = None if m else _STATUS_LINE.match(start)
+    if m is None and sm is None:
+        if _LOOSE_REQUEST_LINE.match(start):
+            headers = _parse_headers(header_lines, limits, True)
+            raise SipParseError(f"malformed Request-Line {start[:80]!r}", 400, headers)
+        raise SipParseError(f"bad start line {start[:80]!r}", 400, is_request=not start.startswith("SIP/"))
     is_request = m is not None
-    if not m:
-        sm = _STATUS_LINE.match(start)
-        if not sm:
-            raise SipParseError(f"bad start line {start[:80]!r}")
     headers = _parse_headers(header_lines, limits, is_request)
     body = _check_body(headers, body, is_request)
 
@@ -93,6 +112,9 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Request | Res
             raise SipParseError(str(exc), 400, headers) from None
         if not uri.is_sip and uri.scheme != "tel":
             raise SipParseError(f"unsupported URI scheme {uri.scheme}", 416, headers)
+        if uri.headers:
+            # Header fields belong in the message, never in a Request-URI (RFC 3261 19.1.1).
+            raise SipParseError("Request-URI with escaped headers", 400, headers)
         _check_mandatory(headers, method)
         return Request(headers=headers, body=body, method=method, uri=uri)
 
@@ -104,7 +126,7 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Request | Res
     if not 100 <= status <= 699:
         raise SipParseError("status code out of range", 400, headers, is_request=False)
     _check_mandatory(headers, None)
-    return Response(headers=headers, body=body, status=status, reason=reason)
+    return Response(headers=headers, body=body, status=status, reason=reason or "")
 
 
 def _parse_headers(lines: list[str], limits: Limits, is_request: bool) -> Headers:
@@ -142,7 +164,7 @@ def _check_body(headers: Headers, body: bytes, is_request: bool) -> bytes:
     lengths = headers.get_all("Content-Length")
     if not lengths:
         return body  # allowed over UDP: the datagram ends the body
-    if len(set(lengths)) != 1 or not lengths[0].isdigit():
+    if len(set(lengths)) != 1 or not _NUMBER.fullmatch(lengths[0]):
         raise SipParseError("bad Content-Length", 400, headers, is_request)
     length = int(lengths[0])
     if length > len(body):
@@ -170,24 +192,30 @@ def _check_mandatory(headers: Headers, method: str | None) -> None:
         raise SipParseError(str(exc), 400, headers, is_request) from None
     if method is not None and cseq.method != method:
         raise SipParseError("CSeq method does not match the request method", 400, headers)
+    if method is not None and parse_via(headers.get("Via") or "").branch == MAGIC_COOKIE:
+        # The RFC 3261 cookie with no identifier after it (RFC 4475 3.2.1): refused, since
+        # every such request from the peer would otherwise share one transaction.
+        raise SipParseError("Via branch has no transaction identifier", 400, headers)
     max_forwards = headers.get("Max-Forwards")
-    if max_forwards is not None and (not max_forwards.isdigit() or int(max_forwards) > 255):
+    if max_forwards is not None and (not _NUMBER.fullmatch(max_forwards) or int(max_forwards) > 255):
         raise SipParseError("bad Max-Forwards", 400, headers, is_request)
     expires = headers.get("Expires")
-    if expires is not None and not expires.isdigit():
+    if expires is not None and not _EXPIRES.fullmatch(expires):
         raise SipParseError("bad Expires", 400, headers, is_request)
 
 
 def can_answer(headers: Headers | None) -> bool:
     """Whether a partial header set has what a response needs to reach the sender."""
+    return _reply_via(headers) is not None
+
+
+def _reply_via(headers: Headers | None) -> Via | None:
+    # Only the top Via is needed to route the answer (RFC 3261 section 18.2.2); any SIP
+    # version is accepted there so that a SIP/7.0 request still gets its 505.
     if headers is None:
-        return False
-    try:
-        parse_via(headers.get("Via") or "")
-        parse_cseq(headers.get("CSeq") or "")
-    except ParseError:
-        return False
-    return all(headers.get(name) for name in _MANDATORY)
+        return None
+    top = headers.get("Via")
+    return via_sent_by(top) if top is not None else None
 
 
-__all__ = ["DEFAULT_LIMITS", "Limits", "SipParseError", "can_answer", "parse_message", "canonical_name"]
+__all__ = ["DEFAULT_LIMITS", "MAGIC_COOKIE", "Limits", "SipParseError", "can_answer", "parse_message", "canonical_name"]

@@ -8,6 +8,7 @@ Authentication is checked before anything about the user is revealed.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -178,7 +179,7 @@ def _expires_of(contact: NameAddr, header: str | None, default: int) -> int | No
         value = header
     if value is None:
         return default
-    if not value.isdigit():
+    if not re.fullmatch(r"[0-9]{1,32}", value):  # ASCII, and short enough for int()
         return None
     return min(int(value), 2**31 - 1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 from gateway.sip.errors import SipProtocolError
@@ -128,7 +129,7 @@ def parse_sdp(data: bytes) -> SessionDescription:
             if len(parts) < 4:
                 raise SdpError(f"bad m= line {value[:60]!r}")
             port_text = parts[1].split("/")[0]
-            if not port_text.isdigit() or int(port_text) > 65535:
+            if not re.fullmatch(r"[0-9]{1,5}", port_text) or int(port_text) > 65535:
                 raise SdpError(f"bad media port {parts[1]!r}")
             media.append(_MediaBuilder(parts[0], int(port_text), parts[2], parts[3:]))
         elif media:

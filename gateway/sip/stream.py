@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from gateway.sip.errors import SipProtocolError
 
-_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*$", re.IGNORECASE | re.MULTILINE)
+# At most ten digits: int() refuses over 4300, and no message is that long anyway.
+_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([0-9]{1,10})[ \t]*$", re.IGNORECASE | re.MULTILINE)
 
 
 class FramingError(SipProtocolError):

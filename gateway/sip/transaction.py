@@ -555,7 +555,9 @@ def _stamp_via(top: Via, source: Peer) -> Via:
     if top.rport is not None and top.rport == "":
         via = via.with_param("rport", str(source.port))
         via = via.with_param("received", source.host)
-    elif top.host.strip("[]") != source.host:
+    elif top.host.strip("[]") != source.host or top.received is not None:
+        # A "received" the sender wrote itself is overwritten: responses go where the
+        # packet came from, never to an address the request merely names.
         via = via.with_param("received", source.host)
     return via
 

@@ -11,6 +11,10 @@ from gateway.sip.errors import ParseError
 
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)$")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
+# RFC 3261 section 25.1: user = 1*( unreserved / escaped / user-unreserved ),
+# password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," ).
+_USER = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+$")
+_PASSWORD = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,%]*$")
 
 
 @dataclass(frozen=True)
@@ -79,22 +83,28 @@ def parse_uri(text: str) -> Uri:
     scheme, sep, rest = text.partition(":")
     if not sep or not _SCHEME.match(scheme):
         raise ParseError(f"not a URI: {text[:80]!r}")
+    if any(ch.isspace() for ch in rest):
+        raise ParseError(f"whitespace inside URI {text[:80]!r}")
     scheme = scheme.lower()
     if scheme not in ("sip", "sips"):
         if not rest:
             raise ParseError(f"empty {scheme} URI")
         return Uri(scheme=scheme, user=None, host="", opaque=rest)
-    rest, _, headers = rest.partition("?")
     user: str | None = None
     password: str | None = None
+    # "@" appears unescaped only after the userinfo (RFC 3261 section 19.1.1), while the
+    # user part may itself hold ";", "?" and "," (user-unreserved): split at the last "@".
     if "@" in rest:
         userinfo, _, rest = rest.rpartition("@")
         user, psep, pw = userinfo.partition(":")
         password = pw if psep else None
         if not user:
             raise ParseError(f"empty user part in {text[:80]!r}")
-        if any(c in user for c in ' <>"') or not _valid_escapes(user):
+        if not _USER.match(user) or not _valid_escapes(user):
             raise ParseError(f"bad user part in {text[:80]!r}")
+        if password is not None and (not _PASSWORD.match(password) or not _valid_escapes(password)):
+            raise ParseError(f"bad password in {text[:80]!r}")
+    rest, _, headers = rest.partition("?")
     hostport, *param_parts = rest.split(";")
     host, port = _split_host_port(hostport, text)
     params: list[tuple[str, str | None]] = []
@@ -134,7 +144,7 @@ def _split_host_port(hostport: str, original: str) -> tuple[str, int | None]:
         raise ParseError(f"bad host in {original[:80]!r}")
     if port_text is None:
         return host, None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 0 < int(port_text) < 65536:
         raise ParseError(f"bad port in {original[:80]!r}")
     return host, int(port_text)
 

@@ -39,6 +39,8 @@ class GatewayProcess:
     process: asyncio.subprocess.Process | None = None
     media_range: tuple[int, int] = (0, 0)
     log_lines: list[str] = field(default_factory=list)
+    log_level: str = "debug"
+    t1_ms: int = 100
 
     @property
     def config_path(self) -> Path:
@@ -75,7 +77,7 @@ node_name = "test-gw"
 data_dir = "{self.data_dir}"
 
 [log]
-level = "debug"
+level = "{self.log_level}"
 format = "json"
 
 [sip]
@@ -85,7 +87,7 @@ tcp_port = {self.sip_port}
 tls_port = {self.sip_port + 1}
 ring_timeout_s = 30
 # Loopback: short timers so transactions finish quickly between tests.
-t1_ms = 100
+t1_ms = {self.t1_ms}
 t2_ms = 400
 t4_ms = 500
 checkpoint_interval_s = 0.5
