@@ -18,11 +18,21 @@ from typing import Literal
 
 from gateway.sip.client_auth import ClientCredentials, authorization_for
 from gateway.sip.dialog import Dialog, new_call_id, new_tag, via_header
+from gateway.sip.dtmf_info import info_digit
 from gateway.sip.errors import SipProtocolError
 from gateway.sip.headers import NameAddr
 from gateway.sip.message import Headers, Request, Response, make_response
 from gateway.sip.peer import Peer, uri_transport_param
-from gateway.sip.sdp import SdpError, SessionDescription, anchor, first_codec, media_endpoints, parse_sdp
+from gateway.sip.sdp import (
+    SdpError,
+    SessionDescription,
+    anchor,
+    first_codec,
+    media_endpoints,
+    parse_sdp,
+    sdp_of,
+    telephone_event_payload,
+)
 from gateway.sip.transaction import TimerConfig, TxKey, client_key
 from gateway.sip.uri import parse_uri
 
@@ -66,6 +76,16 @@ class MediaRemoteChanged:
 
 
 @dataclass(frozen=True)
+class DtmfToSend:
+    """Play a key press to ``leg``'s phone as RFC 4733 events in its telephone-event payload type."""
+
+    leg: Leg
+    digit: str
+    duration_ms: int
+    payload_type: int
+
+
+@dataclass(frozen=True)
 class CallAnswered:
     codec: str
 
@@ -80,7 +100,7 @@ class CallEnded:
     then_send: tuple[SendResponse, ...] = ()
 
 
-Action = SendRequest | SendAck | SendResponse | MediaRemoteChanged | CallAnswered | CallEnded
+Action = SendRequest | SendAck | SendResponse | MediaRemoteChanged | DtmfToSend | CallAnswered | CallEnded
 
 
 # --- inputs that describe the call ------------------------------------------------
@@ -208,6 +228,8 @@ class Call:
     ring_deadline: float | None = None
     hangup_deadline: float | None = None
     relays: dict[TxKey, _Relay] = field(default_factory=dict)
+    # The telephone-event payload type each leg's SDP asked for (where INFO digits can go).
+    event_payload: dict[str, int] = field(default_factory=dict)
     # Responses to the caller we hold until the record is durable.
     _a_final_sent: bool = False
 
@@ -233,10 +255,11 @@ class Call:
         )
         actions: list[Action] = []
         try:
-            offer = parse_sdp(self.invite.body)
+            offer = parse_sdp(_sdp_body(self.invite))
         except SdpError:
             return self._end_now("failed", 488, "system", now)
         actions.append(MediaRemoteChanged("a", tuple(media_endpoints(offer))))
+        self._note_events("a", offer)
         b_offer = anchor(offer, self.settings.media_address, [s.b for s in streams], self.b_sdp_version)
         self.b_call_id = new_call_id(self.settings.media_address)
         self.b_from_tag = new_tag()
@@ -320,9 +343,9 @@ class Call:
             return actions
         body = b""
         extra: list[tuple[str, str]] = []
-        if response.body and response.content_type == "application/sdp":
+        if _sdp_body(response):
             try:
-                sdp = parse_sdp(response.body)
+                sdp = parse_sdp(_sdp_body(response))
             except SdpError:
                 return actions
             actions.append(MediaRemoteChanged("b", tuple(media_endpoints(sdp))))
@@ -352,12 +375,13 @@ class Call:
             if other is not fork and other.final is None:
                 actions += self._cancel_fork(other, now)
         try:
-            answer = parse_sdp(response.body)
+            answer = parse_sdp(_sdp_body(response))
         except SdpError:
             actions.append(SendRequest(self.b.make_request("BYE"), self.b.destination))
             self.ring_deadline = None
             return actions + self._end_now("failed", 488, "system", now)
         actions.append(MediaRemoteChanged("b", tuple(media_endpoints(answer))))
+        self._note_events("b", answer)
         self.codec = first_codec(answer)
         body = bytes(self._anchor_for_a(answer))
         ok = self._a_response(200, "OK", [("Content-Type", "application/sdp")], body)
@@ -479,7 +503,28 @@ class Call:
             return [SendResponse(key, make_response(request, 200, extra=self._allow()))]
         if self.phase is Phase.ENDED or self.b is None:
             return [SendResponse(key, make_response(request, 481))]
+        if request.method == "INFO":
+            converted = self._info_to_rfc4733(leg, key, request)
+            if converted is not None:
+                return converted
         return self._relay_request(leg, key, request)
+
+    def _info_to_rfc4733(self, leg: Leg, key: TxKey, request: Request) -> list[Action] | None:
+        """A key press sent as SIP INFO, played to the other phone as RFC 4733 when it takes those."""
+        pressed = info_digit(request.headers.get("Content-Type") or "", request.body)
+        other: Leg = "b" if leg == "a" else "a"
+        payload = self.event_payload.get(other)
+        if pressed is None or payload is None:
+            return None  # not a digit, or the other phone only understands INFO: relay it as is
+        digit, duration_ms = pressed
+        return [SendResponse(key, make_response(request, 200)), DtmfToSend(other, digit, duration_ms, payload)]
+
+    def _note_events(self, leg: Leg, sdp: SessionDescription) -> None:
+        payload = telephone_event_payload(sdp)
+        if payload is None:
+            self.event_payload.pop(leg, None)
+        else:
+            self.event_payload[leg] = payload
 
     def _bye_from(self, leg: Leg, key: TxKey, request: Request, ended_by: EndedBy, now: float) -> list[Action]:
         ok = SendResponse(key, make_response(request, 200))
@@ -503,16 +548,18 @@ class Call:
         extra: list[tuple[str, str]] = []
         body = request.body
         actions: list[Action] = []
-        if body and request.content_type == "application/sdp":
+        if _sdp_body(request):
             try:
-                sdp = parse_sdp(body)
+                sdp = parse_sdp(_sdp_body(request))
             except SdpError as exc:
                 return [SendResponse(key, make_response(request, exc.status))]
             actions.append(MediaRemoteChanged(leg, tuple(media_endpoints(sdp))))
+            self._note_events(leg, sdp)
             body = bytes(self._anchor_for_a(sdp) if leg == "b" else self._anchor_for_b(sdp))
+            extra.append(("Content-Type", "application/sdp"))
         for name in ("Content-Type", "Event", "Subscription-State", "Session-Expires", "Reason"):
             value = request.headers.get(name)
-            if value is not None:
+            if value is not None and not (name == "Content-Type" and extra):
                 extra.append((name, value))
         forwarded = other.make_request(request.method, tuple(extra))
         forwarded = Request(headers=forwarded.headers, body=body, method=forwarded.method, uri=forwarded.uri)
@@ -530,13 +577,14 @@ class Call:
         actions: list[Action] = []
         body = response.body
         extra: list[tuple[str, str]] = []
-        if body and response.content_type == "application/sdp":
+        if _sdp_body(response):
             try:
-                sdp = parse_sdp(body)
+                sdp = parse_sdp(_sdp_body(response))
             except SdpError:
                 sdp = None
             if sdp is not None:
                 actions.append(MediaRemoteChanged(answering_leg, tuple(media_endpoints(sdp))))
+                self._note_events(answering_leg, sdp)
                 to_asker = self._anchor_for_a(sdp) if relay.from_leg == "a" else self._anchor_for_b(sdp)
                 body = bytes(to_asker)
                 extra.append(("Content-Type", "application/sdp"))
@@ -650,6 +698,10 @@ def _ports_for(sdp: SessionDescription, ports: list[int]) -> list[int]:
     return [ports[i] if i < len(ports) else 0 for i in range(len(sdp.media))]
 
 
+def _sdp_body(message: Request | Response) -> bytes:
+    return sdp_of(message.headers.get("Content-Type") or "", message.body) or b""
+
+
 def _without_tag(na: NameAddr) -> NameAddr:
     return NameAddr(na.uri, na.display, tuple((k, v) for k, v in na.params if k.lower() != "tag"))
 
@@ -683,6 +735,7 @@ __all__ = [
     "CallAnswered",
     "CallEnded",
     "CallSettings",
+    "DtmfToSend",
     "ForkTarget",
     "MediaRemoteChanged",
     "Party",

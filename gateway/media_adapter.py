@@ -46,6 +46,9 @@ class RelayStream:
     async def stats(self) -> MediaStats:
         return _stats(await self._session.stats())
 
+    async def inject(self, leg: Leg, datagrams: list[bytes]) -> int:
+        return await self._session.inject(leg, datagrams)
+
     async def close(self) -> MediaStats:
         return _stats(await self._session.close())
 

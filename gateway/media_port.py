@@ -44,6 +44,10 @@ class MediaStream(Protocol):
 
     async def stats(self) -> MediaStats: ...
 
+    async def inject(self, leg: Leg, datagrams: list[bytes]) -> int:
+        """Send RTP of the gateway's own to ``leg``'s phone; returns how many went out."""
+        ...
+
     async def arm_timeout(self) -> None:
         """From now on, a leg silent for the relay's RTP timeout is reported."""
         ...

@@ -23,6 +23,7 @@ from gateway.b2bua import (
     CallAnswered,
     CallEnded,
     CallSettings,
+    DtmfToSend,
     ForkTarget,
     MediaRemoteChanged,
     Party,
@@ -53,7 +54,7 @@ from gateway.sip.registrar import (
     credentials_of,
     process_register,
 )
-from gateway.sip.sdp import SdpError, parse_sdp
+from gateway.sip.sdp import SdpError, parse_sdp, sdp_of
 from gateway.sip.transaction import (
     AckReceived,
     Event,
@@ -71,6 +72,7 @@ from gateway.transport_stream import StreamTransport
 from gateway.transport_udp import UdpTransport, open_udp
 from gateway.trunks import TrunkManager
 from gateway.users import User, UserStore
+from media.dtmf import DtmfSender
 
 log = logging.getLogger("seabridge.sip")
 
@@ -147,6 +149,7 @@ class SipService:
         self._anchors: dict[Call, WallAnchor] = {}
         self._ending: set[Call] = set()
         self._by_stream: dict[str, Call] = {}
+        self._dtmf_senders: dict[tuple[Call, str], DtmfSender] = {}
         self._accepting = True
         self._own: dict[TxKey, asyncio.Future[Response | None]] = {}
         self.trunks: TrunkManager | None = None
@@ -569,7 +572,7 @@ class SipService:
             return routed
         callee, targets = routed
         try:
-            offer = parse_sdp(request.body)
+            offer = parse_sdp(sdp_of(request.headers.get("Content-Type") or "", request.body) or b"")
         except SdpError:
             return make_response(request, 488, "Not Acceptable Here (an SDP offer is required)", to_tag=_tag(request))
         audio_like = max(1, len(offer.media))
@@ -721,6 +724,8 @@ class SipService:
             elif isinstance(action, MediaRemoteChanged):
                 streams = self._media_streams.get(call, [])
                 self._spawn(self._set_remotes(streams, action))
+            elif isinstance(action, DtmfToSend):
+                self._spawn(self._play_dtmf(call, action))
             elif isinstance(action, CallAnswered):
                 log.info("answered", extra={"session": call.session_id, "codec": action.codec})
                 self._spawn(self._arm_timeouts(self._media_streams.get(call, [])))
@@ -767,6 +772,22 @@ class SipService:
     async def _set_remotes(streams: list[MediaStream], change: MediaRemoteChanged) -> None:
         for stream, endpoint in zip(streams, change.endpoints, strict=False):
             await stream.set_remote(change.leg, endpoint)
+
+    async def _play_dtmf(self, call: Call, dtmf: DtmfToSend) -> None:
+        """A SIP INFO digit, played into the audio stream as RFC 4733 packets, paced at 20 ms."""
+        streams = self._media_streams.get(call)
+        if not streams:
+            return
+        sender = self._dtmf_senders.setdefault((call, dtmf.leg), DtmfSender(dtmf.payload_type))
+        sender.payload_type = dtmf.payload_type
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for at, datagram in sender.packets(dtmf.digit, dtmf.duration_ms, start):
+            delay = at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await streams[0].inject(dtmf.leg, [datagram])
+        log.info("INFO digit sent as RFC 4733", extra={"session": call.session_id, "digit": dtmf.digit})
 
     @staticmethod
     async def _arm_timeouts(streams: list[MediaStream]) -> None:
@@ -872,6 +893,8 @@ class SipService:
         for call in [c for c in self._calls if c.finished and c not in self._ending and c not in self._media_streams]:
             self._calls.discard(call)
             self._anchors.pop(call, None)
+            for leg in ("a", "b"):
+                self._dtmf_senders.pop((call, leg), None)
             for key in [k for k, c in self._by_key.items() if c is call]:
                 del self._by_key[key]
             for dialog_id in [d for d, c in self._by_dialog.items() if c is call]:

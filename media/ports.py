@@ -36,8 +36,7 @@ class PortAllocator:
         """Take a free pair; return its (even) RTP port."""
         if not self._free:
             raise PortsExhausted(
-                f"no free RTP/RTCP port pair in {self.port_min}-{self.port_max}: "
-                f"all {self.capacity} pairs are in use"
+                f"no free RTP/RTCP port pair in {self.port_min}-{self.port_max}: all {self.capacity} pairs are in use"
             )
         port = self._free.popleft()
         self._used.add(port)

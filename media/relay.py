@@ -120,10 +120,9 @@ class LegPorts:
 class _Backend(Protocol):
     async def start(self) -> None: ...
     async def open(self, session_id: str, port_a: int, port_b: int) -> None: ...
-    async def set_remote(
-        self, session_id: str, leg: LegName, rtp: Address | None, rtcp: Address | None
-    ) -> None: ...
+    async def set_remote(self, session_id: str, leg: LegName, rtp: Address | None, rtcp: Address | None) -> None: ...
     async def arm_timeout(self, session_id: str) -> None: ...
+    async def inject(self, session_id: str, leg: LegName, datagrams: list[bytes]) -> int: ...
     async def stats(self, session_id: str) -> SessionStats: ...
     async def close(self, session_id: str) -> SessionStats: ...
     async def totals(self) -> RelayTotals: ...
@@ -153,13 +152,14 @@ class _InProcess:
     async def open(self, session_id: str, port_a: int, port_b: int) -> None:
         self.engine.open(session_id, port_a, port_b)
 
-    async def set_remote(
-        self, session_id: str, leg: LegName, rtp: Address | None, rtcp: Address | None
-    ) -> None:
+    async def set_remote(self, session_id: str, leg: LegName, rtp: Address | None, rtcp: Address | None) -> None:
         self.engine.set_remote(session_id, leg, rtp, rtcp)
 
     async def arm_timeout(self, session_id: str) -> None:
         self.engine.arm_timeout(session_id)
+
+    async def inject(self, session_id: str, leg: LegName, datagrams: list[bytes]) -> int:
+        return self.engine.inject(session_id, leg, datagrams)
 
     async def stats(self, session_id: str) -> SessionStats:
         return self.engine.stats(session_id)
@@ -194,10 +194,7 @@ class RelaySession:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
-        return (
-            f"<RelaySession {self.session_id!r} a={self.leg_a.local_rtp_port} "
-            f"b={self.leg_b.local_rtp_port} {state}>"
-        )
+        return f"<RelaySession {self.session_id!r} a={self.leg_a.local_rtp_port} b={self.leg_b.local_rtp_port} {state}>"
 
     @property
     def closed(self) -> bool:
@@ -228,6 +225,12 @@ class RelaySession:
         self._check_open()
         await self._manager._backend.arm_timeout(self.session_id)
 
+    async def inject(self, leg: LegName, datagrams: list[bytes]) -> int:
+        """Send RTP packets of the gateway's own to ``leg``'s phone (RFC 4733 digits converted from
+        a SIP INFO), from the port that phone sends to; returns how many went out."""
+        self._check_open()
+        return await self._manager._backend.inject(self.session_id, leg, datagrams)
+
     async def stats(self) -> SessionStats:
         """Current counters; after close, the final ones."""
         if self._final is not None:
@@ -256,9 +259,7 @@ class RelaySession:
 class RelayManager:
     """Allocates port pairs and opens relay sessions; owns the worker processes, if any."""
 
-    def __init__(
-        self, config: RelayConfig, *, on_event: Callable[[RelayEvent], object] | None = None
-    ) -> None:
+    def __init__(self, config: RelayConfig, *, on_event: Callable[[RelayEvent], object] | None = None) -> None:
         self.config = config
         self._user_on_event = on_event
         self._ports = PortAllocator(config.port_min, config.port_max)

@@ -180,6 +180,15 @@ class Stream:
         peer.bytes_out += size
         return destination
 
+    def destination(self) -> Address | None:
+        """Where packets for this stream's far end go: its latched source, else its SDP address."""
+        return self.source or self.sdp_address
+
+    def injected(self, size: int) -> None:
+        """The relay sent a packet of its own (e.g. RFC 4733 digits from a SIP INFO) to this stream."""
+        self.packets_out += 1
+        self.bytes_out += size
+
     def send_failed(self, size: int) -> None:
         """The I/O layer could not send a datagram that ``received`` routed to this stream."""
         self.packets_out -= 1

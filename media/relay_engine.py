@@ -197,6 +197,27 @@ class RelayEngine:
             host = f"::ffff:{host}"
         return (host, address[1], 0, 0) if len(address) == 2 else (host, *address[1:])
 
+    def inject(self, session_id: str, leg: LegName, datagrams: list[bytes]) -> int:
+        """Send packets of our own to ``leg``'s phone from its RTP port; returns how many went out."""
+        socks = self._sockets.get(session_id)
+        if socks is None:
+            raise RelayError(f"no media session {session_id!r}")
+        sock = socks[0] if leg == "a" else socks[2]
+        stream = self._core.get(session_id).stream(leg, "rtp")
+        destination = stream.destination()
+        if destination is None:
+            return 0
+        sent = 0
+        for datagram in datagrams:
+            try:
+                sock.sendto(datagram, destination)
+            except OSError:
+                stream.send_errors += 1
+                continue
+            stream.injected(len(datagram))
+            sent += 1
+        return sent
+
     def arm_timeout(self, session_id: str) -> None:
         self._core.arm_timeout(session_id, self._loop.time())
         self._reschedule()

@@ -172,15 +172,19 @@ class WorkerPool:
         worker.sessions.add(session_id)
         self._where[session_id] = worker
 
-    async def set_remote(
-        self, session_id: str, leg: LegName, rtp: Address | None, rtcp: Address | None
-    ) -> None:
+    async def set_remote(self, session_id: str, leg: LegName, rtp: Address | None, rtcp: Address | None) -> None:
         await self._worker(session_id).request(
             "set_remote", session=session_id, leg=leg, rtp=_address_to_json(rtp), rtcp=_address_to_json(rtcp)
         )
 
     async def arm_timeout(self, session_id: str) -> None:
         await self._worker(session_id).request("arm_timeout", session=session_id)
+
+    async def inject(self, session_id: str, leg: LegName, datagrams: list[bytes]) -> int:
+        sent = await self._worker(session_id).request(
+            "inject", session=session_id, leg=leg, datagrams=[d.hex() for d in datagrams]
+        )
+        return int(sent)
 
     async def stats(self, session_id: str) -> SessionStats:
         return stats_from_json(await self._worker(session_id).request("stats", session=session_id))

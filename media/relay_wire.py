@@ -8,7 +8,7 @@ One JSON object per line over a Unix socketpair, both ways:
 * events ``{"event": "timed_out", "session": ..., "leg": ..., "idle_s": ...}``.
 
 Ops: ``configure`` (the engine's settings; answered once the engine exists), ``open``,
-``set_remote``, ``arm_timeout``, ``stats``, ``close``, ``totals``, ``shutdown``.
+``set_remote``, ``arm_timeout``, ``inject`` (hex datagrams), ``stats``, ``close``, ``totals``, ``shutdown``.
 Control traffic is per call, not per packet, so JSON's cost does not matter here.
 """
 

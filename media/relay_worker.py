@@ -72,6 +72,8 @@ class _Worker:
         if op == "arm_timeout":
             engine.arm_timeout(m["session"])
             return None
+        if op == "inject":
+            return engine.inject(m["session"], m["leg"], [bytes.fromhex(d) for d in m["datagrams"]])
         if op == "stats":
             return stats_to_json(engine.stats(m["session"]))
         if op == "close":

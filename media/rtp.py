@@ -255,9 +255,7 @@ def _parse_blocks(body: bytes, count: int, at: int) -> tuple[tuple[ReportBlock, 
     end = at + count * ReportBlock.SIZE
     if len(body) < end:
         raise PacketError(f"RTCP report announces {count} blocks but is too short for them")
-    blocks = tuple(
-        ReportBlock.parse(body[i : i + ReportBlock.SIZE]) for i in range(at, end, ReportBlock.SIZE)
-    )
+    blocks = tuple(ReportBlock.parse(body[i : i + ReportBlock.SIZE]) for i in range(at, end, ReportBlock.SIZE))
     return blocks, body[end:]
 
 
@@ -288,9 +286,7 @@ class SenderReport:
         return cls(ssrc, ntp, rtp_ts, packets, octets, reports, rest)
 
     def __bytes__(self) -> bytes:
-        body = _SENDER_INFO.pack(
-            self.ssrc, self.ntp_timestamp, self.rtp_timestamp, self.packet_count, self.octet_count
-        )
+        body = _SENDER_INFO.pack(self.ssrc, self.ntp_timestamp, self.rtp_timestamp, self.packet_count, self.octet_count)
         body += b"".join(bytes(r) for r in self.reports) + self.extension
         return _rtcp_header(len(self.reports), PT_SR, len(body)) + body
 

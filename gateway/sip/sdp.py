@@ -198,6 +198,17 @@ def media_endpoints(sdp: SessionDescription) -> list[tuple[str, int] | None]:
     return out
 
 
+def telephone_event_payload(sdp: SessionDescription) -> int | None:
+    """The RTP payload type this side wants RFC 4733 events in (audio, 8 kHz), if any."""
+    for m in sdp.media:
+        if m.kind != "audio" or not m.port:
+            continue
+        for pt, encoding in m.rtpmap().items():
+            if encoding.lower().startswith("telephone-event/8000") and pt.isdigit():
+                return int(pt)
+    return None
+
+
 def first_codec(sdp: SessionDescription) -> str:
     for m in sdp.media:
         if m.port and m.formats:
@@ -205,3 +216,35 @@ def first_codec(sdp: SessionDescription) -> str:
             if names:
                 return names[0]
     return ""
+
+
+def sdp_of(content_type_header: str, body: bytes) -> bytes | None:
+    """The SDP in a message body: the body itself, or the application/sdp part of a multipart body.
+
+    Carrier trunks send multipart/mixed bodies (SDP plus ISUP, RFC 3204); the SDP part is what we
+    negotiate media with and the other parts are not forwarded.
+    """
+    media_type, _, params = content_type_header.partition(";")
+    media_type = media_type.strip().lower()
+    if media_type == "application/sdp":
+        return body
+    if not media_type.startswith("multipart/"):
+        return None
+    boundary = ""
+    for param in params.split(";"):
+        key, _, value = param.strip().partition("=")
+        if key.strip().lower() == "boundary":
+            boundary = value.strip().strip('"')
+    if not boundary:
+        return None
+    for part in body.split(b"--" + boundary.encode())[1:]:
+        if part.startswith(b"--"):
+            break  # the closing delimiter
+        head, sep, content = part.lstrip(b"\r\n").partition(b"\r\n\r\n")
+        if not sep:
+            continue
+        headers = head.decode("latin-1").lower()
+        if any(line.split(":", 1)[0].strip() == "content-type" and "application/sdp" in line
+               for line in headers.splitlines()):  # fmt: skip
+            return content.rstrip(b"\r\n") + b"\r\n"
+    return None

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from gateway.sip.headers import Via, split_commas
 from gateway.sip.message import Request, Response, make_response
 from gateway.sip.peer import Peer
+from gateway.sip.sdp import sdp_of
 
 # Methods defined by RFC 3261 and its extensions: refusing one of these is 405, any
 # other method is unknown (501).
@@ -75,7 +76,8 @@ def _unsupported(request: Request, supported: set[str]) -> list[str]:
 
 def _is_sdp(request: Request) -> bool:
     encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
-    return request.content_type == _SDP and encoding == "identity"
+    has_sdp = sdp_of(request.headers.get("Content-Type") or "", request.body) is not None
+    return has_sdp and encoding == "identity"
 
 
 def _accepts_sdp(request: Request) -> bool:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 
-from tests.integration.conftest import PhoneFactory
+from tests.integration.conftest import PASSWORDS, PhoneFactory
 from tests.support.audio import tone_fraction
 from tests.support.baresip import Baresip
 from tests.support.gateway import GatewayProcess
+from tests.support.sipp import Sipp
 
 
 async def rtp_received(phone: Baresip) -> int:
@@ -66,3 +68,23 @@ async def test_rfc4733_digits_cross_the_gateway(gateway: GatewayProcess, phone: 
         assert event["param"] == digit, event
     await alice.hangup()
     await bob.wait_event("CALL_CLOSED")
+
+
+async def test_sip_info_digits_reach_an_rfc4733_phone(
+    gateway: GatewayProcess, phone: PhoneFactory, tmp_path: Path
+) -> None:
+    bob = await phone("bob@acme")
+    caller = Sipp(
+        gateway.sip_address,
+        tmp_path / "uac",
+        "uac_info.xml",
+        keys={"user": "alice", "domain": "acme", "password": PASSWORDS["alice@acme"], "callee": "bob",
+              "hold": "1000", "digit": "7"},
+    )  # fmt: skip
+    await caller.start()
+    await bob.wait_event("CALL_INCOMING")
+    await bob.accept()
+    event = await bob.wait_event("CALL_DTMF_START")
+    assert event["param"] == "7", event
+    result = await caller.wait()
+    assert result.ok, result.output[-2000:]

@@ -231,3 +231,27 @@ def test_failure_choice() -> None:
     assert choose_failure([408, 486]) == 486
     assert choose_failure([408, 487]) == 480
     assert choose_failure([404, 480]) == 404
+
+
+def test_info_digit_becomes_rfc4733_for_the_other_phone() -> None:
+    from gateway.b2bua import DtmfToSend
+
+    call, (f0,) = new_call(1)
+    ok = response_to(f0.request, 200, to_tag="w", body=ANSWER, extra="Content-Type: application/sdp\r\n")
+    call.on_response(f0.key, ok, now=1.0)
+    assert call.a is not None
+    info = request(
+        "INFO",
+        call_id=call.a.call_id,
+        to_tag=call.a.local_tag,
+        cseq=2,
+        body=b"Signal=7\r\nDuration=250\r\n",
+        extra="Content-Type: application/dtmf-relay\r\n",
+    )
+    actions = call.on_request("a", TxKey("z9hG4bKinfo", "x", "INFO", True), info, now=2.0)
+    assert actions[1] == DtmfToSend("b", "7", 250, 101)  # bob's SDP asked for events in payload 101
+    assert isinstance(actions[0], SendResponse) and actions[0].response.status == 200
+    other = request("INFO", call_id=call.a.call_id, to_tag=call.a.local_tag, cseq=3, body=b"hello",
+                    extra="Content-Type: text/plain\r\n")  # fmt: skip
+    relayed = call.on_request("a", TxKey("z9hG4bKinfo2", "x", "INFO", True), other, now=3.0)
+    assert [type(a) for a in relayed] == [SendRequest]  # not a digit: passed through to bob
