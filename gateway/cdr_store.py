@@ -102,14 +102,13 @@ class SqliteCdrStore:
         row = record_to_row(record)
 
         def q(conn: sqlite3.Connection) -> bool:
-            def both(c: sqlite3.Connection) -> bool:
-                cur = c.execute(f"INSERT OR IGNORE INTO call_records ({_QUOTED}) VALUES ({_PLACEHOLDERS})", row)
-                c.execute("DELETE FROM open_calls WHERE session_id=? AND leg=? AND node=?", _key(record))
-                return cur.rowcount == 1
+            cur = conn.execute(f"INSERT OR IGNORE INTO call_records ({_QUOTED}) VALUES ({_PLACEHOLDERS})", row)
+            conn.execute("DELETE FROM open_calls WHERE session_id=? AND leg=? AND node=?", _key(record))
+            return cur.rowcount == 1
 
-            return transaction(conn, both)
-
-        return await self._db.run(q)
+        # Grouped: calls ending together share one commit; the record and the checkpoint's
+        # removal are in the same transaction either way.
+        return await self._db.run_grouped(q)
 
     async def checkpoint(self, provisional: CallRecord) -> None:
         row = record_to_row(provisional)
@@ -117,7 +116,7 @@ class SqliteCdrStore:
         def q(conn: sqlite3.Connection) -> None:
             conn.execute(f"INSERT OR REPLACE INTO open_calls ({_QUOTED}) VALUES ({_PLACEHOLDERS})", row)
 
-        await self._db.run(q)
+        await self._db.run_grouped(q)
 
     async def recover(self) -> list[CallRecord]:
         def q(conn: sqlite3.Connection) -> list[CallRecord]:

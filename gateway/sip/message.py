@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from gateway.sip.headers import (
     CSeq,
@@ -144,27 +145,27 @@ class _Message:
     def call_id(self) -> str:
         return self.headers.get("Call-ID") or ""
 
-    @property
+    @cached_property
     def cseq(self) -> CSeq:
         return parse_cseq(self.headers.get("CSeq") or "")
 
-    @property
+    @cached_property
     def vias(self) -> list[Via]:
         return [parse_via(v) for v in self.headers.get_all("Via")]
 
-    @property
+    @cached_property
     def top_via(self) -> Via:
         return parse_via(self.headers.get("Via") or "")
 
-    @property
+    @cached_property
     def from_(self) -> NameAddr:
         return parse_name_addr(self.headers.get("From") or "")
 
-    @property
+    @cached_property
     def to(self) -> NameAddr:
         return parse_name_addr(self.headers.get("To") or "")
 
-    @property
+    @cached_property
     def contacts(self) -> list[NameAddr]:
         return [parse_name_addr(v) for v in self.headers.get_all("Contact")]
 
