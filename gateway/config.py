@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.configschema import ConfigError, InvalidField, bounds, load_section
+from gateway.webrtc.config import WebRtcConfig
 
 __all__ = ["ConfigError", "GatewayConfig", "load_config", "parse_config"]
 
@@ -124,6 +125,7 @@ class GatewayConfig:
     media: MediaConfig = field(default_factory=MediaConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
     tenants: tuple[TenantConfig, ...] = ()
 
     def __post_init__(self) -> None:
