@@ -31,7 +31,7 @@ from gateway.b2bua import (
     StreamPorts,
     parse_session_id,
 )
-from gateway.cdr import CallRecord
+from gateway.cdr import CallRecord, Category
 from gateway.cdr_store import CdrStore
 from gateway.clock import Clock, WallAnchor
 from gateway.location import LocationStore
@@ -56,6 +56,7 @@ from gateway.sip.transaction import (
 )
 from gateway.transport_udp import UdpTransport, open_udp
 from gateway.users import User, UserStore
+from gateway.webrtc.category import call_category
 
 Addr = tuple[str, int]
 log = logging.getLogger("seabridge.sip")
@@ -120,6 +121,10 @@ class SipService:
         self._ending: set[Call] = set()
         self._by_stream: dict[str, Call] = {}
         self.call_listeners: list[Callable[[CallRecord], Awaitable[None]]] = []
+        # The browser phone's SIP agent: calls from or to it are categorised for billing.
+        self._webrtc_agent: Addr | None = None
+        self._media_kinds: dict[Call, tuple[str, ...]] = {}
+        self._accepted: dict[Call, tuple[bool, ...]] = {}
 
     # --- life cycle --------------------------------------------------------------------
 
@@ -151,6 +156,9 @@ class SipService:
             await self._close_media(call)
         if self._transport is not None:
             self._transport.close()
+
+    def set_webrtc_agent(self, address: Addr) -> None:
+        self._webrtc_agent = address
 
     @property
     def calls_in_progress(self) -> int:
@@ -322,6 +330,7 @@ class SipService:
             return
         call, targets, streams = response_or_call
         self._calls.add(call)
+        self._media_kinds[call] = _media_kinds(call.invite.body)
         self._metrics.calls_in_progress.set(len(self._calls))
         self._by_key[key] = call
         self._streams[call] = streams
@@ -427,6 +436,8 @@ class SipService:
             elif isinstance(action, SendResponse):
                 self._respond(action.key, action.response, now)
             elif isinstance(action, MediaRemoteChanged):
+                if action.leg == "b" and call.answered_at in (None, now):  # the answer, not later re-offers
+                    self._accepted[call] = tuple(e is not None for e in action.endpoints)
                 streams = self._streams.get(call, [])
                 self._spawn(self._set_remotes(streams, action))
             elif isinstance(action, CallAnswered):
@@ -500,7 +511,7 @@ class SipService:
             callee=call.callee.address,
             account=call.caller.address,
             ingress=True,
-            category="voice",
+            category=self._category(call),
             start=anchor.utc(call.started),
             answer=anchor.utc(call.answered_at) if call.answered_at is not None else None,
             end=anchor.utc(end),
@@ -515,11 +526,19 @@ class SipService:
             ended_by=ended.ended_by,
         )
 
+    def _category(self, call: Call) -> Category:
+        agent = self._webrtc_agent
+        callee_is_browser = agent is not None and call.b is not None and call.b.destination == agent
+        kinds = self._media_kinds.get(call, ())
+        return call_category(kinds, self._accepted.get(call, ()), call.source == agent, callee_is_browser)
+
     def _reap(self) -> None:
         """Forget calls that are over and owe nothing (no fork, relay or record outstanding)."""
         for call in [c for c in self._calls if c.finished and c not in self._ending and c not in self._streams]:
             self._calls.discard(call)
             self._anchors.pop(call, None)
+            self._media_kinds.pop(call, None)
+            self._accepted.pop(call, None)
             for key in [k for k, c in self._by_key.items() if c is call]:
                 del self._by_key[key]
             for dialog_id in [d for d, c in self._by_dialog.items() if c is call]:
@@ -565,6 +584,13 @@ class SipService:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("sip task failed", exc_info=task.exception())
+
+
+def _media_kinds(body: bytes) -> tuple[str, ...]:
+    try:
+        return tuple(m.kind for m in parse_sdp(body).media)
+    except SdpError:
+        return ()
 
 
 def _party(user: User, display: str = "") -> Party:
