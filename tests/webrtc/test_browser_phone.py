@@ -89,9 +89,7 @@ async def test_phone_calls_signed_in_browser_which_rings_and_answers(
     await browser.answer()
     await browser.wait_connected()
     await phone.wait_event("CALL_ESTABLISHED")
-    inbound = await wait_for(
-        lambda: _packets(browser), what="audio from the phone at the browser"
-    )
+    inbound = await wait_for(lambda: _packets(browser), what="audio from the phone at the browser")
     assert inbound > 0
     # Hang-up on the phone's side ends the browser's call too.
     await phone.hangup()

@@ -69,7 +69,9 @@ def test_tampered_or_foreign_tokens_are_rejected() -> None:
 def test_the_agents_credentials_pass_the_gateways_own_digest_check(algorithm: str) -> None:
     server = DigestAuthenticator(SECRET, algorithms=(algorithm,))
     request = Request(
-        headers=Headers((("Via", "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1"), ("Call-ID", "x"), ("CSeq", "1 REGISTER"))),
+        headers=Headers(
+            (("Via", "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1"), ("Call-ID", "x"), ("CSeq", "1 REGISTER"))
+        ),
         method="REGISTER",
         uri=parse_uri("sip:acme"),
     )
@@ -156,7 +158,9 @@ def test_browser_codecs_reads_payload_types_and_rtx_from_our_answer() -> None:
 # --- forwarding -----------------------------------------------------------------------------------
 
 
-def packet(seq: int, ts: int, ssrc: int = 7, pt: int = 96, payload: bytes = b"frame", marker: bool = False) -> RtpPacket:
+def packet(
+    seq: int, ts: int, ssrc: int = 7, pt: int = 96, payload: bytes = b"frame", marker: bool = False
+) -> RtpPacket:
     return RtpPacket(pt, seq % 65536, ts % 2**32, ssrc, payload, marker)
 
 
@@ -248,8 +252,15 @@ def test_client_messages_parse_or_name_the_problem() -> None:
     assert parse_client_message('{"type":"accept","call":"c1","sdp":"v=0"}') == AcceptCall("c1", "v=0")
     assert parse_client_message('{"type":"dtmf","call":"c1","digits":"12#"}') == SendDigits("c1", "12#")
     assert parse_client_message('{"type":"hold","call":"c1","on":true}') == SetHold("c1", True)
-    for bad in ("[]", "nope", '{"type":"call","call":"c 1","to":"b","sdp":"x"}', '{"type":"dtmf","call":"c","digits":"x"}',
-                '{"type":"hold","call":"c","on":"yes"}', '{"type":"reboot"}', '{"type":"call","call":"c","to":"<a>","sdp":"x"}'):
+    for bad in (
+        "[]",
+        "nope",
+        '{"type":"call","call":"c 1","to":"b","sdp":"x"}',
+        '{"type":"dtmf","call":"c","digits":"x"}',
+        '{"type":"hold","call":"c","on":"yes"}',
+        '{"type":"reboot"}',
+        '{"type":"call","call":"c","to":"<a>","sdp":"x"}',
+    ):
         with pytest.raises(SignallingError):
             parse_client_message(bad)
     with pytest.raises(SignallingError) as big:

@@ -170,4 +170,3 @@ async def test_forwarded_payloads_are_the_senders_bytes_and_nothing_is_coded(leg
     await asyncio.sleep(CONFIG.keyframe_interval_ms / 1000 * 2)
     assert keyframes_asked[0] - asked_before == 2  # the first at once, one more when the interval ends
     assert metrics.keyframe_requests.labels("suppressed")._value.get() >= 5
-

@@ -33,15 +33,21 @@ from gateway.webrtc.sip_ua import (
 SERVICE = ("127.0.0.1", 5060)
 SECRET = b"0123456789abcdef0123456789abcdef"
 ALICE = Account(
-    "alice", "acme", {"MD5": ha1("MD5", "alice", "acme", "pw-123456"), "SHA-256": ha1("SHA-256", "alice", "acme", "pw-123456")}
+    "alice",
+    "acme",
+    {"MD5": ha1("MD5", "alice", "acme", "pw-123456"), "SHA-256": ha1("SHA-256", "alice", "acme", "pw-123456")},
 )
 SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
 
 
 @dataclass
 class Harness:
-    ua: UserAgent = field(default_factory=lambda: UserAgent(AgentSettings("127.0.0.1:5070", SERVICE, timers=TimerConfig(0.5, 4.0, 5.0))))
-    auth: DigestAuthenticator = field(default_factory=lambda: DigestAuthenticator(SECRET, algorithms=("SHA-256", "MD5")))
+    ua: UserAgent = field(
+        default_factory=lambda: UserAgent(AgentSettings("127.0.0.1:5070", SERVICE, timers=TimerConfig(0.5, 4.0, 5.0)))
+    )
+    auth: DigestAuthenticator = field(
+        default_factory=lambda: DigestAuthenticator(SECRET, algorithms=("SHA-256", "MD5"))
+    )
     now: float = 100.0
 
     def sent(self) -> list[Request | Response]:
@@ -124,7 +130,7 @@ def test_an_incoming_call_rings_and_the_callers_cancel_ends_it() -> None:
     registered(h)
     invite = parse_message(
         b"INVITE sip:wb-1@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKin1\r\n"
-        b"From: \"Bob\" <sip:bob@acme>;tag=b1\r\nTo: <sip:alice@acme>\r\nCall-ID: in-1\r\nCSeq: 1 INVITE\r\n"
+        b'From: "Bob" <sip:bob@acme>;tag=b1\r\nTo: <sip:alice@acme>\r\nCall-ID: in-1\r\nCSeq: 1 INVITE\r\n'
         b"Contact: <sip:bob@127.0.0.1:5060>\r\nSession-ID: 0123456789abcdef0123456789abcdef;remote=00000000000000000000000000000000\r\n"
         b"Content-Type: application/sdp\r\nContent-Length: " + str(len(SDP)).encode() + b"\r\n\r\n" + SDP
     )
@@ -138,7 +144,7 @@ def test_an_incoming_call_rings_and_the_callers_cancel_ends_it() -> None:
     assert isinstance(ringing, Response) and ringing.status == 180 and ringing.to.tag
     cancel = parse_message(
         b"CANCEL sip:wb-1@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKin1\r\n"
-        b"From: \"Bob\" <sip:bob@acme>;tag=b1\r\nTo: <sip:alice@acme>\r\nCall-ID: in-1\r\nCSeq: 1 CANCEL\r\n"
+        b'From: "Bob" <sip:bob@acme>;tag=b1\r\nTo: <sip:alice@acme>\r\nCall-ID: in-1\r\nCSeq: 1 CANCEL\r\n'
         b"Content-Length: 0\r\n\r\n"
     )
     assert h.deliver(cancel) == [CallEnded(event.call, "remote", 487)]
