@@ -28,14 +28,14 @@ PHONE_TONE = 1000  # what baresip phones play
 BROWSER_TONE = 1500  # what the browsers' fake microphones play
 
 
-def webrtc_section(https_port: int, extra: str = "") -> str:
+def webrtc_section(https_port: int, extra: str = "", address: str = "127.0.0.1") -> str:
     ice_first, ice_last = port_block()
     rtp_first, rtp_last = port_block()
     return f"""
 [webrtc]
-https_bind = "127.0.0.1"
+https_bind = "{address}"
 https_port = {https_port}
-ice_addresses = ["127.0.0.1"]
+ice_addresses = ["{address}"]
 ice_port_min = {ice_first}
 ice_port_max = {ice_last}
 rtp_port_min = {rtp_first}
@@ -48,10 +48,11 @@ rtp_port_max = {rtp_last}
 TENANTS = "".join(f'[[tenants]]\ndomain = "{t}"\ndigest_algorithms = ["MD5"]\n' for t in ("acme", "globex"))
 
 
-async def start_gateway(folder: Path, webrtc_extra: str = "") -> GatewayProcess:
-    https_port = free_port(host="127.0.0.1")
-    gw = GatewayProcess(folder, extra_config=webrtc_section(https_port, webrtc_extra) + TENANTS)
+async def start_gateway(folder: Path, webrtc_extra: str = "", address: str = "127.0.0.1") -> GatewayProcess:
+    https_port = free_port(host=address)
+    gw = GatewayProcess(folder, extra_config=webrtc_section(https_port, webrtc_extra, address) + TENANTS)
     gw.https_port = https_port  # type: ignore[attr-defined]
+    gw.https_address = address  # type: ignore[attr-defined]
     gw.write_config()
     for address, password in PASSWORDS.items():
         gw.add_user(address, "kinshasa", password)
@@ -60,7 +61,7 @@ async def start_gateway(folder: Path, webrtc_extra: str = "") -> GatewayProcess:
 
 
 def page_url(gw: GatewayProcess) -> str:
-    return f"https://127.0.0.1:{gw.https_port}/"  # type: ignore[attr-defined]
+    return f"https://{gw.https_address}:{gw.https_port}/"  # type: ignore[attr-defined]
 
 
 def call_records(gw: GatewayProcess) -> list[sqlite3.Row]:
