@@ -194,8 +194,20 @@ class WebRtcService:
         if session is None:
             return ws
         writer = asyncio.ensure_future(self._write(session))
+        expired = False
         try:
-            async for message in ws:
+            while True:
+                # The sign-in ends when its token expires, even on a socket opened before that.
+                remaining = max(0.0, session.claims.expires_at - time.time())
+                try:
+                    message = await ws.receive(timeout=remaining)
+                except TimeoutError:
+                    expired = True
+                    session.post(sig.error("unauthorized", "sign in again"))
+                    log.info("webrtc session expired", extra={"user": session.user.aor, "session": session.id})
+                    break
+                if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                    break
                 if message.type != WSMsgType.TEXT:
                     continue
                 try:
@@ -206,6 +218,8 @@ class WebRtcService:
             await self._close_session(session)
             session.outbox.put_nowait(None)
             await asyncio.gather(writer, return_exceptions=True)
+        if expired:
+            await ws.close(code=4401, message=b"unauthorized")
         return ws
 
     async def _authenticate(self, ws: web.WebSocketResponse) -> BrowserSession | None:
@@ -493,7 +507,7 @@ class WebRtcService:
         session.post(sig.incoming(call.page_id, event.caller, event.caller_display, video))
         log.info("webrtc incoming call", extra={"callee": session.user.aor, "caller": event.caller})
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)

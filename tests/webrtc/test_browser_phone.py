@@ -67,6 +67,8 @@ async def test_browser_calls_phone_tones_both_ways_and_dtmf(
 
     await browser.hang_up()
     await phone.wait_event("CALL_CLOSED")
+    # The page's recent calls list the call.
+    await browser.page.wait_for_selector("#recent li button:has-text('bob@acme')", timeout=10000)
     # The browser's 1500 Hz tone (its fake microphone), through Opus -> G.711, in the phone's recording.
     recordings = phone.received_audio()
     assert recordings and tone_present(recordings[-1], BROWSER_TONE), "the browser's tone did not reach the phone"
@@ -91,6 +93,13 @@ async def test_phone_calls_signed_in_browser_which_rings_and_answers(
     await phone.wait_event("CALL_ESTABLISHED")
     inbound = await wait_for(lambda: _packets(browser), what="audio from the phone at the browser")
     assert inbound > 0
+    # Hold and resume from the page: re-INVITEs through the B2BUA, answered by the phone.
+    for on in (True, False):
+        await browser.page.click("#hold")
+        await browser.page.wait_for_function(
+            f"window.seabridge.events.some(e => e.type === 'held' && e.by === 'local' && e.on === {str(on).lower()})",
+            timeout=10000,
+        )
     # Hang-up on the phone's side ends the browser's call too.
     await phone.hangup()
     ended = await browser.wait_ended()
@@ -150,3 +159,15 @@ async def test_a_user_cannot_call_another_tenants_user(phone_page: PageFactory) 
     await alice.dial("dave@globex")
     ended = await alice.wait_ended()
     assert ended["reason"] == "forbidden"
+
+
+async def test_the_page_fits_a_phone_screen(phone_page: PageFactory) -> None:
+    page = await phone_page("alice@acme", sign_in=False)
+    await page.page.set_viewport_size({"width": 360, "height": 640})
+    assert await page.page.evaluate("document.documentElement.scrollWidth") <= 360
+    await page.sign_in("alice@acme", "alice-pass-1")
+    assert await page.page.evaluate("document.documentElement.scrollWidth") <= 360
+    heights = await page.page.eval_on_selector_all(
+        "#dialpad button", "bs => bs.map(b => b.getBoundingClientRect().height)"
+    )
+    assert len(heights) == 12 and min(heights) >= 44  # touch targets (WCAG 2.5.5)

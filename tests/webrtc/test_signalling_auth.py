@@ -80,6 +80,18 @@ async def test_an_expired_token_is_refused(gateway: GatewayProcess) -> None:
     assert messages[0]["type"] == "ready"
 
 
+async def test_an_open_socket_is_closed_when_its_token_expires(gateway: GatewayProcess) -> None:
+    token, _claims = TokenIssuer(secret_of(gateway), 2).issue("alice", "acme", time.time())
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(page_url(gateway).replace("https", "wss") + "ws", ssl=False) as ws:
+            await ws.send_str(json.dumps({"type": "auth", "token": token}))
+            seen = []
+            async for message in ws:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    seen.append(json.loads(message.data)["type"])
+            assert seen[0] == "ready" and ws.close_code == 4401
+
+
 async def test_recent_calls_need_a_token(gateway: GatewayProcess) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(page_url(gateway) + "api/calls", ssl=False) as r:
