@@ -265,6 +265,11 @@
 
   function connected(call, m) {
     call.startedAt = Date.now();
+    if (!m.video && call.pc) {
+      // The other side takes no video: stop sending it (satellite bandwidth is the dearest part).
+      call.pc.getSenders().filter((s) => s.track && s.track.kind === "video").forEach((s) => s.replaceTrack(null));
+      $("camera").disabled = true;
+    }
     setCallState(m.video ? "Connected (video)" : "Connected");
     $("videos").hidden = !m.video;
     call.tick = setInterval(() => {
