@@ -19,6 +19,8 @@ What is used, and why:
 - ``RTCRtpReceiver.__decoder_queue``: wrapped before the decoder thread starts so every
   frame handed to a decoder is counted (``count_decodes``).
 - ``RTCRtpReceiver._send_rtcp_pli``: asks the browser for a keyframe.
+- ``RTCRtpSender.__encoder``: set before the first frame to an Opus encoder at our bitrate
+  (aiortc's is fixed at 96 kbit/s, wasteful for narrowband phone audio on satellite links).
 - ``RTCRtpSender``: ``_ssrc``, ``transport._send_rtp``, the header-extension map, MID, RTP
   history and sender-report counters, and ``_send_keyframe`` (replaced per sender to catch
   PLI/FIR), so forwarded packets leave with the sender's identity, are retransmitted on NACK
@@ -40,6 +42,7 @@ import aioice.stun
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc import clock as aiortc_clock
+from aiortc.codecs.opus import OpusEncoder
 from aiortc.rtp import RTP_HISTORY_SIZE
 from aiortc.rtp import RtpPacket as AiortcRtpPacket
 
@@ -252,6 +255,18 @@ async def request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
 
 
 # --- senders -----------------------------------------------------------------------------------
+
+
+def set_opus_bitrate(sender: RTCRtpSender, bitrate: int) -> None:
+    """Make ``sender`` encode Opus at ``bitrate`` bit/s; call before its first frame."""
+    name = _SENDER + "encoder"
+    if not hasattr(sender, name):
+        raise AiortcChanged("RTCRtpSender has no encoder attribute")
+    if getattr(sender, name) is not None:
+        return  # already encoding: aiortc's choice stays
+    encoder = OpusEncoder()
+    encoder.codec.bit_rate = bitrate
+    setattr(sender, name, encoder)
 
 
 class RtpInjector:

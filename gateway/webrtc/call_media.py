@@ -371,6 +371,7 @@ class CallMedia:
                     stream.track.push(frame)
 
         port.on_rtp(from_sip)
+        aiortc_glue.set_opus_bitrate(stream.sender, self._config.opus_bitrate_kbps * 1000)
         aiortc_glue.untap_receiver(stream.receiver)
         self._spawn(pump_up())
 

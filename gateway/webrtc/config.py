@@ -81,6 +81,8 @@ class WebRtcConfig:
     rtp_port_min: int = field(default=0, metadata=bounds(0, 65535))
     rtp_port_max: int = field(default=0, metadata=bounds(0, 65535))
     register_expires_s: int = field(default=300, metadata=bounds(60, 3600))
+    # Opus towards browsers in transcoded (phone) calls: narrowband G.711 audio needs little.
+    opus_bitrate_kbps: int = field(default=24, metadata=bounds(6, 128))
     # A browser's repeated picture-loss reports reach the sending browser at most this often.
     keyframe_interval_ms: int = field(default=500, metadata=bounds(50, 10000))
 

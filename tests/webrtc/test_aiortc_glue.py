@@ -146,3 +146,15 @@ def test_count_decodes_refuses_a_started_receiver() -> None:
 
     with pytest.raises(aiortc_glue.AiortcChanged):
         aiortc_glue.count_decodes(Started(), lambda: None)  # type: ignore[arg-type]
+
+
+async def test_the_opus_bitrate_is_ours_when_set_before_the_first_frame(
+    pair: tuple[RTCPeerConnection, RTCPeerConnection],
+) -> None:
+    a, b = pair
+    sender = a.addTrack(FeedTrack("audio", lambda: None))
+    aiortc_glue.set_opus_bitrate(sender, 24000)
+    encoder = sender._RTCRtpSender__encoder  # type: ignore[attr-defined]
+    assert encoder.codec.bit_rate == 24000
+    aiortc_glue.set_opus_bitrate(sender, 16000)  # too late once an encoder exists: left alone
+    assert sender._RTCRtpSender__encoder is encoder  # type: ignore[attr-defined]
