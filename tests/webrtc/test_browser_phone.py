@@ -171,3 +171,32 @@ async def test_the_page_fits_a_phone_screen(phone_page: PageFactory) -> None:
         "#dialpad button", "bs => bs.map(b => b.getBoundingClientRect().height)"
     )
     assert len(heights) == 12 and min(heights) >= 44  # touch targets (WCAG 2.5.5)
+
+
+async def test_a_user_with_a_phone_and_a_browser_is_answered_by_the_first_to_pick_up(
+    gateway: GatewayProcess, phone_page: PageFactory, sip_phone: PhoneFactory
+) -> None:
+    desk = await sip_phone("carol@acme")
+    browser = await phone_page("carol@acme")
+    caller = await sip_phone("bob@acme")
+    await caller.dial("sip:carol@acme")
+    await desk.wait_event("CALL_INCOMING")
+    await browser.wait_ringing()
+    await browser.answer()
+    await caller.wait_event("CALL_ESTABLISHED")
+    closed = await desk.wait_event("CALL_CLOSED")  # the B2BUA cancelled the desk phone's fork
+    assert desk.count("CALL_ESTABLISHED") == 0, closed
+    await browser.wait_connected()
+    await caller.hangup()
+    await browser.wait_ended()
+
+
+async def test_declining_on_the_page_tells_the_caller(phone_page: PageFactory, sip_phone: PhoneFactory) -> None:
+    browser = await phone_page("alice@acme")
+    caller = await sip_phone("bob@acme")
+    await caller.dial("sip:alice@acme")
+    await browser.wait_ringing()
+    await browser.page.click("#decline")
+    closed = await caller.wait_event("CALL_CLOSED")
+    assert "603" in closed.get("param", ""), closed
+    assert caller.count("CALL_ESTABLISHED") == 0
