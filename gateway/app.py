@@ -34,6 +34,7 @@ from gateway.tls import client_context, ensure_certificate, server_context
 from gateway.tokens import TokenStore
 from gateway.trunks import TrunkManager
 from gateway.users import SqliteUserStore
+from gateway.webrtc.wiring import start_webrtc
 
 log = logging.getLogger("seabridge")
 
@@ -46,6 +47,7 @@ class Gateway:
     sip: SipService
     http_runner: web.AppRunner
     http_port: int
+    https_port: int = 0
 
 
 def advertised(bind: str, configured: str) -> str:
@@ -170,6 +172,11 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     if config.pbx.enabled:
         await _start_pbx(config, sip, cdrs, app, stack)
     app[METRICS_REFRESH].append(refresh_relay_totals)
+    sip_host = sip_cfg.bind if sip_cfg.bind not in ("0.0.0.0", "::") else "127.0.0.1"
+    webrtc = await start_webrtc(config, users, cdrs, (sip_host, sip.local_port), registry, clock, stack)
+    if webrtc is not None:
+        webrtc.add_routes(app)
+        sip.set_webrtc_agent(webrtc.agent_address)
 
     async def sip_health() -> dict[str, object]:
         ports = {f"{t.lower()}_port": sip.port_of(t) for t in sip.transports}
@@ -183,7 +190,8 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     await site.start()
     http_port = _site_port(runner, config.http.port)
     log.info("http listening", extra={"address": f"{config.http.bind}:{http_port}"})
-    return Gateway(config, sip, runner, http_port)
+    https_port = await webrtc.serve_https(runner) if webrtc is not None else 0
+    return Gateway(config, sip, runner, http_port, https_port)
 
 
 async def _start_pbx(
@@ -232,6 +240,7 @@ async def serve(config: GatewayConfig) -> None:
                 "node": config.node_name,
                 "sip_port": gateway.sip.local_port,
                 "http_port": gateway.http_port,
+                "https_port": gateway.https_port,
             },
         )
         await stop.wait()

@@ -182,7 +182,8 @@ class _Fork:
     invite: Request
     destination: Peer
     target: ForkTarget
-    provisional: bool = False
+    provisional: bool = False  # any 1xx (CANCEL may be sent)
+    ringing: bool = False  # a 180/183 relayed to the caller
     auth_tries: int = 0
     final: int | None = None
     cancel_wanted: bool = False
@@ -335,7 +336,6 @@ class Call:
 
     def _fork_provisional(self, fork: _Fork, response: Response, now: float) -> list[Action]:
         actions: list[Action] = []
-        first = not fork.provisional
         fork.provisional = True
         if fork.cancel_wanted and not fork.cancel_sent:
             actions += self._send_cancel(fork, now)
@@ -351,8 +351,9 @@ class Call:
             actions.append(MediaRemoteChanged("b", tuple(media_endpoints(sdp))))
             body = bytes(self._anchor_for_a(sdp))
             extra.append(("Content-Type", "application/sdp"))
-        elif not first:
+        elif fork.ringing:
             return actions  # repeated ringing from one phone: the caller already knows
+        fork.ringing = True
         actions.append(SendResponse(self.invite_key, self._a_response(response.status, response.reason, extra, body)))
         return actions
 

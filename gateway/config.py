@@ -17,6 +17,7 @@ from typing import Any, Literal
 from gateway.configschema import ConfigError, InvalidField, bounds, load_section
 from gateway.pbx.config import PbxConfig
 from gateway.tunnel.config import TunnelConfig
+from gateway.webrtc.config import WebRtcConfig
 
 __all__ = ["ConfigError", "GatewayConfig", "load_config", "parse_config"]
 
@@ -208,6 +209,7 @@ class GatewayConfig:
     media: MediaConfig = field(default_factory=MediaConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
     tenants: tuple[TenantConfig, ...] = ()
     trunks: tuple[TrunkConfig, ...] = ()
     pbx: PbxConfig = field(default_factory=PbxConfig)

@@ -33,7 +33,7 @@ from gateway.b2bua import (
     StreamPorts,
     parse_session_id,
 )
-from gateway.cdr import CallRecord
+from gateway.cdr import CallRecord, Category
 from gateway.cdr_store import CdrStore
 from gateway.clock import Clock, WallAnchor
 from gateway.config import DialRule
@@ -72,6 +72,7 @@ from gateway.transport_stream import StreamTransport
 from gateway.transport_udp import UdpTransport, open_udp
 from gateway.trunks import TrunkManager
 from gateway.users import User, UserStore
+from gateway.webrtc.category import call_category
 from media.dtmf import DtmfSender
 
 log = logging.getLogger("seabridge.sip")
@@ -159,6 +160,10 @@ class SipService:
         self._checkpointer: asyncio.Task[None] | None = None
         self._keepalive: asyncio.Task[None] | None = None
         self.call_listeners: list[Callable[[CallRecord], Awaitable[None]]] = []
+        # The browser phone's SIP agent: calls from or to it are categorised for billing.
+        self._webrtc_agent: Peer | None = None
+        self._media_kinds: dict[Call, tuple[str, ...]] = {}
+        self._accepted: dict[Call, tuple[bool, ...]] = {}
 
     # --- life cycle --------------------------------------------------------------------
 
@@ -283,6 +288,10 @@ class SipService:
             for b in bindings:
                 out.append({"aor": aor, "contact": b.contact, "source": str(b.source), "expires_in": b.remaining(now)})
         return out
+
+    def set_webrtc_agent(self, address: tuple[str, int]) -> None:
+        """Where the browser phone's internal SIP agent sends from (its calls are "bridged")."""
+        self._webrtc_agent = Peer(address[0], address[1], "UDP")
 
     @property
     def calls_in_progress(self) -> int:
@@ -534,6 +543,7 @@ class SipService:
         call, targets, streams = response_or_call
         self._calls.add(call)
         self._idle.clear()
+        self._media_kinds[call] = _media_kinds(call.invite.body)
         self._metrics.calls_in_progress.set(len(self._calls))
         self._by_key[key] = call
         self._media_streams[call] = streams
@@ -722,6 +732,8 @@ class SipService:
             elif isinstance(action, SendResponse):
                 self._respond(action.key, action.response, now)
             elif isinstance(action, MediaRemoteChanged):
+                if action.leg == "b" and call.answered_at in (None, now):  # the answer, not later re-offers
+                    self._accepted[call] = tuple(e is not None for e in action.endpoints)
                 streams = self._media_streams.get(call, [])
                 self._spawn(self._set_remotes(streams, action))
             elif isinstance(action, DtmfToSend):
@@ -873,7 +885,7 @@ class SipService:
             callee=call.callee.record_name,
             account=call.caller.account or call.caller.address,
             ingress=True,
-            category="voice",
+            category=self._category(call),
             start=anchor.utc(call.started),
             answer=anchor.utc(call.answered_at) if call.answered_at is not None else None,
             end=anchor.utc(end),
@@ -888,6 +900,12 @@ class SipService:
             ended_by=ended.ended_by,
         )
 
+    def _category(self, call: Call) -> Category:
+        agent = self._webrtc_agent
+        callee_is_browser = agent is not None and call.b is not None and call.b.destination == agent
+        kinds = self._media_kinds.get(call, ())
+        return call_category(kinds, self._accepted.get(call, ()), call.source == agent, callee_is_browser)
+
     def _reap(self) -> None:
         """Forget calls that are over and owe nothing (no fork, relay or record outstanding)."""
         for call in [c for c in self._calls if c.finished and c not in self._ending and c not in self._media_streams]:
@@ -895,6 +913,8 @@ class SipService:
             self._anchors.pop(call, None)
             for leg in ("a", "b"):
                 self._dtmf_senders.pop((call, leg), None)
+            self._media_kinds.pop(call, None)
+            self._accepted.pop(call, None)
             for key in [k for k, c in self._by_key.items() if c is call]:
                 del self._by_key[key]
             for dialog_id in [d for d, c in self._by_dialog.items() if c is call]:
@@ -951,6 +971,13 @@ class SipService:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("sip task failed", exc_info=task.exception())
+
+
+def _media_kinds(body: bytes) -> tuple[str, ...]:
+    try:
+        return tuple(m.kind for m in parse_sdp(body).media)
+    except SdpError:
+        return ()
 
 
 def _party(user: User, display: str = "") -> Party:

@@ -102,8 +102,15 @@ port_max = {last}
 bind = "127.0.0.1"
 port = {self.http_port}
 {self.extra_config}
+{self._webrtc_default()}
 """
         )
+
+    def _webrtc_default(self) -> str:
+        # Tests that do not exercise the browser phone must not all claim 0.0.0.0:8443.
+        if "[webrtc]" in self.extra_config:
+            return ""
+        return '[webrtc]\nhttps_bind = "127.0.0.1"\nhttps_port = 0\n'
 
     def add_user(self, address: str, site: str, password: str, number: str | None = None) -> None:
         if not self.config_path.exists():
