@@ -42,7 +42,7 @@ def add_routes(app: web.Application, service: WebRtcService) -> None:
     app.router.add_get("/", page)
     app.router.add_get("/static/{name}", asset)
     app.router.add_post("/api/session", sign_in)
-    app.router.add_get("/api/calls", calls)
+    app.router.add_get("/api/phone/calls", calls)
     app.router.add_get("/ws", websocket)
 
 

@@ -156,7 +156,7 @@ async def sip_phone(gateway: GatewayProcess, tmp_path: Path, tones: dict[str, Pa
         )
         started.append(phone)
         await phone.start()
-        await phone.wait_event("REGISTER_OK")
+        await phone.wait_registered()
         return phone
 
     try:

@@ -67,7 +67,7 @@ async def test_a_call_over_a_600_ms_link_shows_the_round_trip_in_the_browser(
     )
     try:
         await phone.start()
-        await phone.wait_event("REGISTER_OK")
+        await phone.wait_registered()
         page = PhonePage(await context.new_page(), page_url(far_gateway))
         started = time.monotonic()
         await page.open()

@@ -94,11 +94,11 @@ async def test_an_open_socket_is_closed_when_its_token_expires(gateway: GatewayP
 
 async def test_recent_calls_need_a_token(gateway: GatewayProcess) -> None:
     async with aiohttp.ClientSession() as http:
-        async with http.get(page_url(gateway) + "api/calls", ssl=False) as r:
+        async with http.get(page_url(gateway) + "api/phone/calls", ssl=False) as r:
             assert r.status == 401
         _status, body = await sign_in(gateway, "carol@acme", PASSWORDS["carol@acme"])
         headers = {"Authorization": f"Bearer {body['token']}"}
-        async with http.get(page_url(gateway) + "api/calls", headers=headers, ssl=False) as r:
+        async with http.get(page_url(gateway) + "api/phone/calls", headers=headers, ssl=False) as r:
             assert r.status == 200
             assert isinstance((await r.json())["calls"], list)
 

@@ -434,7 +434,7 @@
   async function loadRecent() {
     if (!app.token) return;
     try {
-      const response = await fetch("/api/calls", { headers: { Authorization: `Bearer ${app.token}` } });
+      const response = await fetch("/api/phone/calls", { headers: { Authorization: `Bearer ${app.token}` } });
       if (response.status === 401) { signOut("Please sign in again."); return; }
       const body = await response.json();
       const list = $("recent");
