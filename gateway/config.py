@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from billing.config import BillingConfig
 from gateway.configschema import ConfigError, InvalidField, bounds, load_section
 
 __all__ = ["ConfigError", "GatewayConfig", "load_config", "parse_config"]
@@ -116,6 +117,7 @@ class GatewayConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     tenants: tuple[TenantConfig, ...] = ()
+    billing: BillingConfig = field(default_factory=BillingConfig)
 
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}
