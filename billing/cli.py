@@ -14,16 +14,14 @@ from billing.tariff_files import TariffBook, load_tariff_file, tariff_to_toml
 from gateway.cli import CliError, add_config_option
 from gateway.config import GatewayConfig, load_config
 
-Sub = argparse._SubParsersAction  # type: ignore[type-arg]
 
-
-def register(sub: Sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     billing = sub.add_parser("billing", help="rate calls, accounts, exports", description="Billing.")
     actions = billing.add_subparsers(dest="billing_command", metavar="ACTION", required=True)
     _register_import(actions)
 
 
-def _register_import(actions: Sub) -> None:
+def _register_import(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = actions.add_parser(
         "import-rates",
         help="turn a carrier rate sheet (CSV) into a tariff",

@@ -54,6 +54,8 @@ class BillingConfig:
     # The B2BUA is told to hang up this much before the paid time ends, so signalling
     # latency never bills one more increment.
     cutoff_guard_ms: int = field(default=500, metadata=bounds(0, 10000))
+    # The leg the ingress gateway rates (the caller's side of its B2BUA); other legs are kept for audit.
+    rated_leg: str = "a"
     # Allow calls that cannot be rated (no plan, no rate) at set-up; they are stored unrated either way.
     authorize_unrated: bool = False
     # The promise to customers, shown on invoices.
