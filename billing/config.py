@@ -40,7 +40,8 @@ class BillingConfig:
     default_tariff: str = ""
     # New accounts: prepaid start with nothing to spend, so a forgotten account is refused, not free.
     default_payment: Literal["prepaid", "postpaid"] = "prepaid"
-    default_credit_limit: Decimal = Decimal(0)
+    # Credit limit of new postpaid user accounts; unset means no limit (the tree above may still have one).
+    default_credit_limit: Decimal | None = None
     # Dialled numbers: strip this international prefix (and a leading '+') before prefix matching.
     international_prefix: str = "00"
     # Live control.
@@ -65,7 +66,7 @@ class BillingConfig:
     def __post_init__(self) -> None:
         if self.renew_before_s >= self.grant_s:
             raise InvalidField("renew_before_s", "must be shorter than grant_s")
-        if self.default_credit_limit < 0:
+        if self.default_credit_limit is not None and self.default_credit_limit < 0:
             raise InvalidField("default_credit_limit", "must not be negative")
         if not re.fullmatch(r"[A-Z]{3}", self.currency):
             raise InvalidField("currency", f"{self.currency!r} is not an ISO 4217 code like CNY")

@@ -1,12 +1,18 @@
-"""Private PostgreSQL and Redis servers for the tests: started in a temp dir on a free port, always stopped."""
+"""Private PostgreSQL and Redis servers for the tests, in a temp dir on a free port, always stopped.
+
+Each server is a direct child started with PR_SET_PDEATHSIG, so even a test run
+killed with SIGKILL (no teardown) takes its servers with it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -34,6 +40,18 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: flo
         # Polling a port has no event to wait on; a short pause between attempts.
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+
+
+def _child_setup(as_postgres: bool):  # type: ignore[no-untyped-def]
+    def setup() -> None:
+        if as_postgres:
+            pw = pwd.getpwnam("postgres")
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+        # After setuid, which clears it.
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    return setup
 
 
 @dataclass(frozen=True)
@@ -67,19 +85,24 @@ def postgres_server() -> Iterator[Postgres]:
          f"--pwfile={pwfile}", "--no-sync", "-E", "UTF8"],
         check=True, capture_output=True,
     )  # fmt: skip
-    opts = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} -c fsync=off"
-    subprocess.run(
-        [*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"],
-        check=True, capture_output=True,
+    log = (root / "log").open("wb")
+    proc = subprocess.Popen(
+        [str(PG_BIN / "postgres"), "-D", str(data), "-c", "listen_addresses=127.0.0.1", "-c", f"port={port}",
+         "-c", f"unix_socket_directories={root}", "-c", "fsync=off", "-c", "synchronous_commit=off"],
+        stdout=subprocess.DEVNULL, stderr=log,
+        preexec_fn=_child_setup(as_postgres=bool(as_user)),
     )  # fmt: skip
     try:
-        _wait_for_port(port, None, 30)
+        _wait_for_port(port, proc, 30)
         yield Postgres(port, "billing", password)
     finally:
-        subprocess.run(
-            [*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-            capture_output=True,
-        )
+        proc.send_signal(signal.SIGINT)  # "fast" shutdown
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -91,7 +114,7 @@ def redis_server() -> Iterator[str]:
     proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(root), "--requirepass", password],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_child_setup(as_postgres=False),
     )  # fmt: skip
     try:
         _wait_for_port(port, proc, 20)

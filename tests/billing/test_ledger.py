@@ -12,7 +12,7 @@ from billing.service import BillingService
 from billing.tariff_files import TariffBook
 from tests.billing.conftest import FakeClock
 from tests.billing.records import call
-from tests.billing.tariffs import flat, peak_offpeak
+from tests.billing.tariffs import peak_offpeak
 
 D = Decimal
 MON_10 = datetime(2026, 10, 5, 2, 0, tzinfo=UTC)  # Monday 10:00 in Beijing: peak
