@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     billing = sub.add_parser("billing", help="rate calls, accounts, exports", description="Billing.")
     actions = billing.add_subparsers(dest="billing_command", metavar="ACTION", required=True)
     _register_import(actions)
+    from billing import cli_commands
+
+    cli_commands.register(actions)
 
 
 def _register_import(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
