@@ -104,7 +104,7 @@ class _Api:
         if start.tzinfo is None or category not in CATEGORIES or duration < timedelta(0):
             raise web.HTTPBadRequest(reason="start needs a UTC offset; category voice|video|bridged|iptv")
         account = await self.account(request, account_id)
-        call, tariff = await self.service.quote(account.id, to, category, start, duration)  # type: ignore[arg-type]
+        call, tariff = await self.service.quote(account.id, to, category, start, duration)
         return web.json_response(
             {
                 "cost": str(call.cost),

@@ -6,6 +6,7 @@ clock (``clock`` is passed in) and no I/O of its own beyond the store.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +59,32 @@ class BillingService:
         self.tariffs = tariffs
         self.config = config
         self.clock = clock
+        # Account chains and plans read for rating, kept briefly: rating a call should not
+        # cost three database reads. Changes made here clear it at once; changes made by
+        # another process (the CLI beside a running gateway) apply within CACHE_S.
+        self._cache: dict[str, tuple[float, list[Account], dict[str, list[tuple[int, str]]]]] = {}
+
+    CACHE_S = 2.0
+
+    def forget_cached(self) -> None:
+        self._cache.clear()
+
+    async def _chain_and_plans(
+        self, account_id: str
+    ) -> tuple[list[Account], dict[str, list[tuple[int, str]]]] | None:
+        hit = self._cache.get(account_id)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self.CACHE_S:
+            return hit[1], hit[2]
+        account = (await self.store.get_accounts([account_id])).get(account_id)
+        if account is None:
+            return None
+        chain = await self.chain(account)
+        plans = await self.store.plans([a.id for a in chain])
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[account_id] = (now, chain, plans)
+        return chain, plans
 
     # Accounts.
 
@@ -107,6 +134,7 @@ class BillingService:
             plevel, ptenant, psite = parse_account_id(parent)
             await self.store.put_account(Account(parent, plevel, ptenant, psite), now, replace=False)
         await self.store.put_account(account, now, replace=replace_existing)
+        self.forget_cached()
         return await self.account(account_id)
 
     async def account(self, account_id: str) -> Account:
@@ -128,9 +156,14 @@ class BillingService:
                 f"no tariff named {tariff!r} (known: {', '.join(self.tariffs.names()) or 'none'})"
             )
         await self.store.set_plan(account.id, tariff, to_us(active_from))
+        self.forget_cached()
 
     async def plan_for(self, chain: list[Account], at: datetime) -> str | None:
-        plans = await self.store.plans([a.id for a in chain])
+        return self._plan_in(chain, await self.store.plans([a.id for a in chain]), at)
+
+    def _plan_in(
+        self, chain: list[Account], plans: dict[str, list[tuple[int, str]]], at: datetime
+    ) -> str | None:
         at_us = to_us(at)
         for account in chain:
             active = [tariff for start, tariff in plans[account.id] if start <= at_us]
@@ -149,13 +182,14 @@ class BillingService:
         plan: str | None = None
         tariff: Tariff | None = None
         try:
-            account = (await self.store.get_accounts([normalise_id(record.account)])).get(
-                normalise_id(record.account)
-            )
+            found = await self._chain_and_plans(normalise_id(record.account))
         except AccountError:
-            account = None
-        if account is not None:
-            plan, tariff = await self.tariff_for(account, record.answer or record.start)
+            found = None
+        if found is not None:
+            chain, plans = found
+            account = chain[0]
+            plan = self._plan_in(chain, plans, record.answer or record.start)
+            tariff = self.tariffs.get(plan) if plan else None
         return RatingContext(
             account,
             plan,

@@ -70,7 +70,12 @@ class SqliteBillingDatabase:
     async def transaction(self, write: bool = True) -> AsyncIterator[_SqliteTx]:
         async with self._lock:
             tx = _SqliteTx(self._db)
-            await self._db.run(lambda c: c.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED"))
+            if not write:
+                # Reads run in autocommit: with the lock held no write can come between them,
+                # and a round trip to the database thread for BEGIN and COMMIT is saved.
+                yield tx
+                return
+            await self._db.run(lambda c: c.execute("BEGIN IMMEDIATE"))
             try:
                 yield tx
             except BaseException:
