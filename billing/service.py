@@ -137,6 +137,13 @@ class BillingService:
         self.forget_cached()
         return await self.account(account_id)
 
+    async def ensure_trunk_accounts(self) -> None:
+        """Create the accounts named by [[billing.trunks]] (postpaid) if they do not exist yet."""
+        for trunk in self.config.trunks:
+            existing = await self.store.get_accounts([normalise_id(trunk.account)])
+            if not existing:
+                await self.ensure_account(trunk.account, site=trunk.site, payment="postpaid")
+
     async def account(self, account_id: str) -> Account:
         account_id = normalise_id(account_id)
         found = (await self.store.get_accounts([account_id])).get(account_id)

@@ -78,3 +78,30 @@ def test_report_and_rerate_of_a_month(gateway: Path) -> None:
     report = run(gateway, "report", "--month", "2026-10", "--tenant", "acme")
     assert "unrated calls: 0" in report and "0.38 CNY" in report
     assert "average 0.1824 CNY/min (within the 0.2 target)" in report
+
+
+def test_start_billing_creates_trunk_accounts_and_recovers(tmp_path: Path) -> None:
+    import asyncio
+
+    from billing.runtime import start_billing
+    from gateway.config import parse_config
+
+    config = parse_config(
+        {
+            "data_dir": str(tmp_path / "var"),
+            "node_name": "beijing-gw",
+            "billing": {"trunks": [{"trunk": "hq-pbx", "account": "hq-pbx@acme", "site": "beijing"}]},
+        }
+    )
+
+    async def go() -> None:
+        runtime = await start_billing(config)
+        try:
+            trunk = await runtime.service.account("hq-pbx@acme")
+            assert (trunk.level, trunk.site, trunk.payment) == ("user", "beijing", "postpaid")
+            assert config.billing.account_for_trunk("hq-pbx") == "hq-pbx@acme"
+            assert runtime.recovered == []
+        finally:
+            await runtime.stop()
+
+    asyncio.run(go())
