@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from billing.accounts import Account, normalise_id
-from billing.errors import AccountError
+from billing.errors import AccountError, BillingError
 from billing.live.core import Grant, LiveCall, LiveSchedule, next_grant
 from billing.live.spend import LiveSpend
 from billing.rating import Tariff, max_duration
@@ -37,6 +38,8 @@ from billing.service import BillingService
 from billing.timeutil import from_us, to_us
 from gateway.cdr import CallRecord
 from gateway.cdr_store import record_to_row, row_to_record
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -224,10 +227,13 @@ class LiveBilling:
         key = f"{call.session_id}:{call.leg}"
         for _attempt in range(3):  # another gateway may reserve between our read and our write
             room = await self._room(chain, now)
-            grant = next_grant(
-                meta.tariff, meta.number, meta.record.category, call.answer, call.grant, room.extra,
-                cfg.grant_s, cfg.max_call_duration_s,
-            )  # fmt: skip
+            try:
+                grant = next_grant(
+                    meta.tariff, meta.number, meta.record.category, call.answer, call.grant, room.extra,
+                    cfg.grant_s, cfg.max_call_duration_s,
+                )  # fmt: skip
+            except BillingError:  # e.g. no rate for the period the call has run into
+                return replace(call.grant, final=True), room
             delta = grant.reserved - call.grant.reserved
             if delta <= 0 or await self.spend.reserve(key, delta, room.ceilings):
                 return grant, room
@@ -306,7 +312,12 @@ class LiveBilling:
                     await self._wake.wait()
             except TimeoutError:
                 pass
-            await self.tick()
+            try:
+                await self.tick()
+            except Exception:
+                # A database or Redis hiccup must not stop live control: log, retry shortly.
+                log.exception("billing live tick failed; retrying")
+                await asyncio.sleep(1)
 
     def start(self) -> None:
         if self._task is None:
