@@ -241,14 +241,10 @@ class BillingService:
         end_us = to_us(end) if end else 2**62
         statuses = ("unrated",) if only_unrated else ("rated", "unrated")
         calls = rated = unrated = before = after = 0
-        # Collect first: rerating changes the rows the page query walks over.
-        pending = [
-            (record, current)
-            async for record, current in self.store.stream_calls(
-                tenant=tenant, start_us=start_us, end_us=end_us, statuses=statuses
-            )
-        ]
-        for record, current in pending:
+        # Paged by (start, session, leg), which rerating never changes: streaming while
+        # rerating visits every call once, and memory stays flat for any month.
+        pending = self.store.stream_calls(tenant=tenant, start_us=start_us, end_us=end_us, statuses=statuses)
+        async for record, current in pending:
             cap = current.charged if "capped" in current.reason else None
             rating = await self.rate(record, current.run + 1, cap)
             if not await self.store.add_run(record, rating, current):

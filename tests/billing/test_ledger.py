@@ -178,3 +178,16 @@ async def test_postpaid_credit_and_spend_in_the_last_hour(service: BillingServic
     assert balance.balance == -2_100_000
     assert balance.available == 47_900_000
     assert balance.spent_last_hour == 2_000_000
+
+
+async def test_calls_stream_in_pages_in_a_stable_order(service: BillingService) -> None:
+    await alice(service)
+    records = [call(MON_10 + timedelta(minutes=i // 2), 30) for i in range(7)]  # pairs share a start
+    for record in reversed(records):
+        await service.call_ended(record)
+    seen = [
+        r.session_id
+        async for r, _rating in service.store.stream_calls(tenant="acme", start_us=0, end_us=2**62, page=2)
+    ]
+    assert seen == sorted(seen, key=lambda s: (next(r.start for r in records if r.session_id == s), s))
+    assert sorted(seen) == sorted(r.session_id for r in records)
