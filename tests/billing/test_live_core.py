@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from billing.live.core import Grant, LiveCall, LiveSchedule, cost_micros, next_grant
 from tests.billing.tariffs import flat
 
@@ -64,3 +67,29 @@ def test_a_final_grant_cuts_the_call_off_guard_before_its_end() -> None:
     assert s.due(hang_up + timedelta(seconds=5)).cut_off == ()
     assert s.next_wakeup() == ANSWER + timedelta(hours=1)
     assert s.remove("s1:a") is call and s.next_wakeup() is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(
+        [PER_SECOND, SIXTY, flat("0.15", 60, 1, connect_fee="0.05"), flat("0.12", 30, 6, min_cost="0.3")]
+    ),
+    st.integers(0, 5_000_000),
+    st.lists(st.integers(-100_000, 2_000_000), max_size=6),
+    st.integers(10, 600),
+)
+def test_grants_never_reserve_more_than_the_credit_offered(
+    tariff: object, first: int, later: list[int], slice_s: int
+) -> None:
+    grant = Grant(0, 0, False)
+    offered = 0
+    for extra in [first, *later]:
+        before = grant
+        grant = next_grant(tariff, "86", "voice", ANSWER, grant, extra, slice_s, 14400)  # type: ignore[arg-type]
+        offered = before.reserved + max(extra, 0)
+        assert grant.seconds >= before.seconds and grant.reserved >= before.reserved
+        if grant.seconds > before.seconds:
+            assert grant.reserved <= offered
+            assert grant.reserved == cost_micros(tariff, "86", "voice", ANSWER, grant.seconds)  # type: ignore[arg-type]
+        if grant.final:
+            break
