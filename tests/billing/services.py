@@ -54,6 +54,21 @@ def _child_setup(as_postgres: bool):  # type: ignore[no-untyped-def]
     return setup
 
 
+def _wait_until_accepting(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """The port opens before recovery ends ("the database system is starting up"): ask pg_isready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"postgres exited with {proc.returncode}")
+        ready = subprocess.run(
+            [str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-t", "1"], capture_output=True
+        )
+        if ready.returncode == 0:
+            return
+        time.sleep(0.05)  # no event to wait on: poll
+    raise TimeoutError("postgres did not accept connections")
+
+
 @dataclass(frozen=True)
 class Postgres:
     port: int
@@ -94,6 +109,7 @@ def postgres_server() -> Iterator[Postgres]:
     )  # fmt: skip
     try:
         _wait_for_port(port, proc, 30)
+        _wait_until_accepting(port, proc, 30)
         yield Postgres(port, "billing", password)
     finally:
         proc.send_signal(signal.SIGINT)  # "fast" shutdown
