@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from billing.config import BillingConfig
 from gateway.configschema import ConfigError, InvalidField, bounds, load_section
 from gateway.pbx.config import PbxConfig
 from gateway.tunnel.config import TunnelConfig
@@ -214,6 +215,7 @@ class GatewayConfig:
     trunks: tuple[TrunkConfig, ...] = ()
     pbx: PbxConfig = field(default_factory=PbxConfig)
     tunnel: TunnelConfig = field(default_factory=TunnelConfig)
+    billing: BillingConfig = field(default_factory=BillingConfig)
 
     def __post_init__(self) -> None:
         names = {t.name for t in self.trunks}

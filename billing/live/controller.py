@@ -1,0 +1,350 @@
+"""Live billing for the gateway's B2BUA: the thin async layer around ``LiveSchedule``.
+
+The B2BUA calls, in order:
+
+- ``authorize(account, destination, category, now_utc)`` at set-up: may the call
+  be tried, and for how long at most;
+- ``call_answered(record)`` on answer, with a provisional CallRecord (its ``end``
+  is ignored): reserves the first slice of credit, counts the call against the
+  concurrent-call limits, saves a checkpoint;
+- ``call_ended(record)`` with the final CallRecord: rates, stores and charges it
+  (never above the credit reserved), releases the reservation.
+
+Meanwhile ``tick()`` (driven by ``run()``'s single timer, or by a test's fake
+clock) renews slices, saves checkpoints and puts ``CreditExhausted`` on
+``events`` when a call must be ended on both legs. After a crash, ``recover()``
+closes this node's open calls at their last checkpoint, charging each once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from billing.accounts import Account, normalise_id
+from billing.errors import AccountError, BillingError
+from billing.live.core import Grant, LiveCall, LiveSchedule, next_grant
+from billing.live.spend import LiveSpend
+from billing.rating import Tariff, max_duration
+from billing.rating.numbers import normalize_number
+from billing.rating.tariff import Category
+from billing.records import Rating
+from billing.service import BillingService
+from billing.timeutil import from_us, to_us
+from gateway.cdr import CallRecord
+from gateway.cdr_store import record_to_row, row_to_record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Authorization:
+    allowed: bool
+    reason: str
+    max_duration_s: int  # 0 when refused
+    hang_up_at: datetime | None = None  # for answered calls: when credit runs out unless renewed
+
+
+@dataclass(frozen=True)
+class CreditExhausted:
+    """The call's credit is spent: end it on both legs now."""
+
+    session_id: str
+    leg: str
+    account: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class GrantExtended:
+    session_id: str
+    leg: str
+    hang_up_at: datetime
+    final: bool
+
+
+LiveEvent = CreditExhausted | GrantExtended
+
+
+@dataclass(frozen=True)
+class _Room:
+    """What an account chain may still reserve, and which account and limit bind it."""
+
+    extra: int | None
+    binding: str
+    ceilings: dict[str, int | None]
+
+
+@dataclass
+class _Meta:
+    record: CallRecord
+    chain: tuple[str, ...]
+    tariff: Tariff | None
+    number: str
+
+
+class LiveBilling:
+    def __init__(self, service: BillingService, spend: LiveSpend, node: str) -> None:
+        self.service = service
+        self.spend = spend
+        self.node = node
+        cfg = service.config
+        self.schedule = LiveSchedule(
+            renew_before=timedelta(seconds=cfg.renew_before_s),
+            checkpoint_every=timedelta(seconds=cfg.checkpoint_interval_s),
+            guard=timedelta(milliseconds=cfg.cutoff_guard_ms),
+        )
+        self.events: asyncio.Queue[LiveEvent] = asyncio.Queue()
+        self._meta: dict[str, _Meta] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # Limits of an account chain.
+
+    async def _chain(self, account_id: str) -> list[Account] | None:
+        try:
+            account = (await self.service.store.get_accounts([normalise_id(account_id)])).get(
+                normalise_id(account_id)
+            )
+        except AccountError:
+            return None
+        return None if account is None else await self.service.chain(account)
+
+    async def _room(self, chain: Sequence[Account], now: datetime) -> _Room:
+        """The most that may still be reserved on every account of ``chain``."""
+        usage = await self.spend.usage([a.id for a in chain])
+        ceilings: dict[str, int | None] = {}
+        extra: int | None = None
+        binding = ""
+        hour_ago = to_us(now - timedelta(hours=1))
+        for account in chain:
+            limits: list[tuple[int, str]] = []
+            if account.credit is not None:
+                limits.append((await self.service.store.balance(account) + account.credit, "no credit"))
+            if account.max_spend_per_hour is not None:
+                spent = await self.service.store.spent_since(account, hour_ago)
+                limits.append((account.max_spend_per_hour - spent, "hourly spend limit reached"))
+            if not limits:
+                ceilings[account.id] = None
+                continue
+            ceiling, why = min(limits)
+            ceilings[account.id] = ceiling
+            room = ceiling - usage[account.id].reserved
+            if extra is None or room < extra:
+                extra, binding = room, f"{why} at {account.id}"
+        return _Room(extra, binding, ceilings)
+
+    async def _tariff(
+        self, chain: Sequence[Account], number: str, category: Category, at: datetime
+    ) -> Tariff | str:
+        plan = await self.service.plan_for(list(chain), at)
+        tariff = self.service.tariffs.get(plan) if plan else None
+        if tariff is None:
+            return f"no rate plan for {chain[0].id}" if plan is None else f"tariff {plan!r} is not loaded"
+        if tariff.find(number, category) is None:
+            return f"no {category} rate for {number}"
+        return tariff
+
+    # The B2BUA's calls.
+
+    async def authorize(
+        self, account: str, destination: str, category: Category, now_utc: datetime
+    ) -> Authorization:
+        """May this call be tried? Checks every ancestor's concurrent-call, credit and hourly limits."""
+        cfg = self.service.config
+        chain = await self._chain(account)
+        if chain is None:
+            return Authorization(False, f"unknown account {account}", 0)
+        usage = await self.spend.usage([a.id for a in chain])
+        for acc in chain:
+            if acc.max_concurrent is not None and usage[acc.id].open_calls >= acc.max_concurrent:
+                return Authorization(False, f"concurrent call limit reached at {acc.id}", 0)
+        number = normalize_number(destination, cfg.international_prefix)
+        tariff = await self._tariff(chain, number, category, now_utc)
+        if isinstance(tariff, str):
+            if cfg.authorize_unrated:
+                return Authorization(True, f"unrated: {tariff}", cfg.max_call_duration_s)
+            return Authorization(False, tariff, 0)
+        room = await self._room(chain, now_utc)
+        if room.extra is None:
+            return Authorization(True, "", cfg.max_call_duration_s)
+        budget = max(room.extra, 0)
+        seconds = max_duration(
+            tariff, number, category, now_utc, Decimal(budget).scaleb(-6), cfg.max_call_duration_s
+        )
+        if seconds <= 0:
+            return Authorization(False, room.binding, 0)
+        return Authorization(True, "", seconds)
+
+    async def call_answered(self, record: CallRecord) -> Authorization:
+        """Start live tracking of an answered call; refused (hang up) if its first slice cannot be paid."""
+        cfg = self.service.config
+        if record.answer is None:
+            raise ValueError("call_answered needs the answer time")
+        chain = await self._chain(record.account)
+        if chain is None:
+            return Authorization(False, f"unknown account {record.account}", 0)
+        key = f"{record.session_id}:{record.leg}"
+        number = normalize_number(record.callee, cfg.international_prefix)
+        found = await self._tariff(chain, number, record.category, record.answer)
+        tariff = None if isinstance(found, str) else found
+        if tariff is None and not cfg.authorize_unrated:
+            return Authorization(False, str(found), 0)
+        refused = await self.spend.open(
+            key, self.node, [a.id for a in chain], {a.id: a.max_concurrent for a in chain}
+        )
+        if refused is not None:
+            return Authorization(False, f"concurrent call limit reached at {refused}", 0)
+        meta = _Meta(record, tuple(a.id for a in chain), tariff, number)
+        call = LiveCall(
+            record.session_id, record.leg, record.answer, Grant(0, 0, False), False, record.answer
+        )
+        grant, room = await self._extend(call, meta, chain, record.answer)
+        if grant.seconds == 0:
+            await self.spend.close(key)
+            return Authorization(False, room.binding or "no credit", 0)
+        call.grant = grant
+        call.limited = any(c is not None for c in room.ceilings.values())
+        call.checkpoint_at = record.answer + self.schedule.checkpoint_every
+        self._meta[key] = meta
+        self.schedule.add(call)
+        await self.service.store.put_open_call(
+            record.session_id, record.leg, self.node, json.dumps(record_to_row(record)),
+            json.dumps(meta.chain), grant.reserved if call.limited else -1, to_us(record.answer),
+        )  # fmt: skip
+        self._wake.set()
+        return Authorization(True, "", grant.seconds, self.schedule.hang_up_at(call))
+
+    async def _extend(
+        self, call: LiveCall, meta: _Meta, chain: Sequence[Account], now: datetime
+    ) -> tuple[Grant, _Room]:
+        cfg = self.service.config
+        key = f"{call.session_id}:{call.leg}"
+        for _attempt in range(3):  # another gateway may reserve between our read and our write
+            room = await self._room(chain, now)
+            try:
+                grant = next_grant(
+                    meta.tariff, meta.number, meta.record.category, call.answer, call.grant, room.extra,
+                    cfg.grant_s, cfg.max_call_duration_s,
+                )  # fmt: skip
+            except BillingError:  # e.g. no rate for the period the call has run into
+                return replace(call.grant, final=True), room
+            delta = grant.reserved - call.grant.reserved
+            if delta <= 0 or await self.spend.reserve(key, delta, room.ceilings):
+                return grant, room
+        return replace(call.grant, final=True), room
+
+    async def call_ended(self, record: CallRecord) -> Rating:
+        """Rate, store and charge the final record; the charge never exceeds the credit reserved live."""
+        key = f"{record.session_id}:{record.leg}"
+        call = self.schedule.remove(key)
+        self._meta.pop(key, None)
+        cap = call.grant.reserved if call is not None and call.limited else None
+        if call is None:
+            cap = await self._cap_from_checkpoint(record)
+        rating, _new = await self.service.call_ended(record, cap=cap)
+        # Charge first, release after: in between the spend is counted twice, never zero times.
+        await self.spend.close(key)
+        await self.service.store.drop_open_call(record.session_id, record.leg)
+        self._wake.set()
+        return rating
+
+    async def _cap_from_checkpoint(self, record: CallRecord) -> int | None:
+        for sid, leg, _rec, _chain, reserved, _at in await self.service.store.open_calls(self.node):
+            if (sid, leg) == (record.session_id, record.leg):
+                return None if reserved < 0 else reserved
+        return None
+
+    # Time passing.
+
+    async def tick(self) -> None:
+        """Do whatever is due at the service's clock: renew slices, cut off calls, save checkpoints."""
+        now = self.service.clock()
+        for _round in range(3):
+            due = self.schedule.due(now)
+            for key in due.renew:
+                await self._renew(key, now)
+            for key in due.cut_off:
+                call = self.schedule.calls[key]
+                call.cut_off = True
+                account = self._meta[key].record.account
+                await self.events.put(CreditExhausted(call.session_id, call.leg, account, now))
+            if due.checkpoint:
+                points = []
+                for key in due.checkpoint:
+                    call = self.schedule.calls[key]
+                    call.checkpoint_at = now + self.schedule.checkpoint_every
+                    reserved = call.grant.reserved if call.limited else -1
+                    points.append(
+                        (call.session_id, call.leg, reserved, to_us(min(now, self.schedule.hang_up_at(call))))
+                    )
+                await self.service.store.checkpoint(points)
+            if not (due.renew or due.cut_off or due.checkpoint):
+                return
+
+    async def _renew(self, key: str, now: datetime) -> None:
+        call = self.schedule.calls[key]
+        meta = self._meta[key]
+        chain = await self._chain(meta.record.account)
+        if chain is None:
+            call.grant = replace(call.grant, final=True)
+        else:
+            call.grant, _room = await self._extend(call, meta, chain, now)
+        await self.events.put(
+            GrantExtended(call.session_id, call.leg, self.schedule.hang_up_at(call), call.grant.final)
+        )
+
+    async def run(self) -> None:
+        """Wake at the next due time (or when a call starts or ends) and tick. Cancel to stop."""
+        while True:
+            wake = self.schedule.next_wakeup()
+            timeout = None if wake is None else max(0.0, (wake - self.service.clock()).total_seconds())
+            self._wake.clear()
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that
+            # arrives as the event is set, and stop() would then wait forever.
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            try:
+                await self.tick()
+            except Exception:
+                # A database or Redis hiccup must not stop live control: log, retry shortly.
+                log.exception("billing live tick failed; retrying")
+                await asyncio.sleep(1)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.run(), name="billing-live")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    # After a crash.
+
+    async def recover(self) -> list[Rating]:
+        """Close every call this node had open when it stopped, at its last checkpoint; charge each once."""
+        ratings = []
+        for sid, leg, rec, _chain, reserved, checkpoint_us in await self.service.store.open_calls(self.node):
+            record = row_to_record(tuple(json.loads(rec)))
+            end = max(from_us(checkpoint_us), record.answer or record.start)
+            final = replace(record, end=end, ended_by="system", disposition="answered")
+            rating, _new = await self.service.call_ended(final, cap=None if reserved < 0 else reserved)
+            ratings.append(rating)
+            await self.spend.close(f"{sid}:{leg}")
+            await self.service.store.drop_open_call(sid, leg)
+        for key in await self.spend.calls_of(self.node):  # reservations left in a shared Redis
+            await self.spend.close(key)
+        return ratings

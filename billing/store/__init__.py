@@ -1,0 +1,1 @@
+"""Billing storage: one SQL code path over SQLite (embedded, default) or PostgreSQL (asyncpg)."""

@@ -1,0 +1,413 @@
+"""The billing store: accounts, rate plans, calls, rating runs and the ledger, in one SQL code path.
+
+Idempotency lives in primary keys, not in checks: a call is keyed by
+(session_id, leg), a rating run by (session_id, leg, run), a ledger entry by a
+deterministic id ("call:<session>:<leg>:<run>:charge", "topup:<reference>"),
+and every insert is ``ON CONFLICT DO NOTHING``. A record sent twice, or
+replicated twice, finds its key taken and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from billing.accounts import Account
+from billing.errors import LedgerError
+from billing.records import (
+    CALL_COLUMNS,
+    RATING_COLUMNS,
+    Rating,
+    call_row,
+    rating_from_row,
+    rating_row,
+    record_from_row,
+)
+from billing.store.sql import Database, Tx
+from gateway.cdr import CallRecord
+
+_ACCOUNT_COLUMNS = "id, level, tenant, site, payment, credit_limit, max_concurrent, max_spend_per_hour"
+_CALLS = ", ".join(CALL_COLUMNS)
+_RATINGS = ", ".join(RATING_COLUMNS)
+_RATINGS_R = ", ".join(f"r.{c}" for c in RATING_COLUMNS)
+_CALLS_C = ", ".join(f"c.{c}" for c in CALL_COLUMNS)
+
+
+def _q(n: int) -> str:
+    return ",".join("?" * n)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    entry: str
+    account: str
+    tenant: str
+    site: str
+    kind: str  # charge | refund | topup | adjustment
+    amount: int  # micro-units; money out of the account is negative
+    session_id: str | None
+    leg: str | None
+    run: int | None
+    at_us: int
+    note: str
+    created_us: int
+
+
+def call_entries(
+    record: CallRecord, rating: Rating, previous: Rating | None, end_us: int
+) -> list[LedgerEntry]:
+    """The ledger rows a rating run adds: refund the previous run's charge, take this run's."""
+    out = []
+    key = f"call:{record.session_id}:{record.leg}"
+    if previous is not None and previous.charged:
+        out.append(
+            LedgerEntry(
+                f"{key}:{previous.run}:refund", previous.account, previous.tenant, previous.site, "refund",
+                previous.charged, record.session_id, record.leg, previous.run, end_us,
+                f"rerated as run {rating.run}", rating.rated_us,
+            )
+        )  # fmt: skip
+    if rating.charged:
+        out.append(
+            LedgerEntry(
+                f"{key}:{rating.run}:charge", rating.account, rating.tenant, rating.site, "charge",
+                -rating.charged, record.session_id, record.leg, rating.run, end_us,
+                f"{rating.destination} {rating.billed_s} s", rating.rated_us,
+            )
+        )  # fmt: skip
+    return out
+
+
+def _account(row: Sequence[Any]) -> Account:
+    return Account(*row)
+
+
+def scope(account: Account) -> tuple[str, tuple[Any, ...]]:
+    """SQL condition selecting the ledger rows of ``account`` and everything below it."""
+    if account.level == "user":
+        return "account = ?", (account.id,)
+    if account.level == "site":
+        return "tenant = ? AND site = ?", (account.tenant, account.site)
+    return "tenant = ?", (account.tenant,)
+
+
+class LedgerStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    # Accounts and plans.
+
+    async def put_account(self, account: Account, now_us: int, *, replace: bool) -> bool:
+        values = (
+            account.id, account.level, account.tenant, account.site, account.payment, account.credit_limit,
+            account.max_concurrent, account.max_spend_per_hour, now_us,
+        )  # fmt: skip
+        conflict = (
+            "DO UPDATE SET payment = excluded.payment, credit_limit = excluded.credit_limit, "
+            "max_concurrent = excluded.max_concurrent, max_spend_per_hour = excluded.max_spend_per_hour"
+            if replace
+            else "DO NOTHING"
+        )
+        async with self.db.transaction() as tx:
+            return (
+                await tx.execute(
+                    f"INSERT INTO billing_accounts ({_ACCOUNT_COLUMNS}, created_us) VALUES ({_q(9)}) "
+                    f"ON CONFLICT (id) {conflict}",
+                    *values,
+                )
+                == 1
+            )
+
+    async def get_accounts(self, ids: Sequence[str]) -> dict[str, Account]:
+        if not ids:
+            return {}
+        async with self.db.transaction(write=False) as tx:
+            rows = await tx.fetch(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM billing_accounts WHERE id IN ({_q(len(ids))})", *ids
+            )
+        return {row[0]: _account(row) for row in rows}
+
+    async def list_accounts(self, tenant: str | None = None) -> list[Account]:
+        where, args = ("WHERE tenant = ?", (tenant,)) if tenant else ("", ())
+        async with self.db.transaction(write=False) as tx:
+            rows = await tx.fetch(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM billing_accounts {where} ORDER BY id", *args
+            )
+        return [_account(r) for r in rows]
+
+    async def tenants(self) -> list[str]:
+        async with self.db.transaction(write=False) as tx:
+            rows = await tx.fetch(
+                "SELECT tenant FROM billing_accounts UNION SELECT tenant FROM billing_calls ORDER BY 1"
+            )
+        return [r[0] for r in rows]
+
+    async def set_plan(self, account: str, tariff: str, active_from_us: int) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO billing_plans (account, active_from, tariff) VALUES (?,?,?) "
+                "ON CONFLICT (account, active_from) DO UPDATE SET tariff = excluded.tariff",
+                account,
+                active_from_us,
+                tariff,
+            )
+
+    async def plans(self, accounts: Sequence[str]) -> dict[str, list[tuple[int, str]]]:
+        """Each account's plans, oldest first."""
+        out: dict[str, list[tuple[int, str]]] = {a: [] for a in accounts}
+        if not accounts:
+            return out
+        async with self.db.transaction(write=False) as tx:
+            rows = await tx.fetch(
+                "SELECT account, active_from, tariff FROM billing_plans WHERE account IN "
+                f"({_q(len(accounts))}) "
+                "ORDER BY account, active_from",
+                *accounts,
+            )
+        for account, start, tariff in rows:
+            out[account].append((start, tariff))
+        return out
+
+    # Calls, ratings, ledger.
+
+    async def insert_call(self, record: CallRecord, rating: Rating) -> Rating | None:
+        """Store a new call with its first rating run and charge; None if the call was already stored."""
+        async with self.db.transaction() as tx:
+            inserted = await tx.execute(
+                f"INSERT INTO billing_calls ({_CALLS}, current_run, status) VALUES "
+                f"({_q(len(CALL_COLUMNS) + 2)}) "
+                "ON CONFLICT (session_id, leg) DO NOTHING",
+                *call_row(record),
+                rating.run,
+                rating.status,
+            )
+            if not inserted:
+                return None
+            await self._add_rating(tx, record, rating, None)
+        return rating
+
+    async def insert_calls(self, pairs: Sequence[tuple[CallRecord, Rating]]) -> int:
+        """Batch form of ``insert_call`` (one transaction); returns how many were new."""
+        new = 0
+        async with self.db.transaction() as tx:
+            for record, rating in pairs:
+                if await tx.execute(
+                    f"INSERT INTO billing_calls ({_CALLS}, current_run, status) "
+                    f"VALUES ({_q(len(CALL_COLUMNS) + 2)}) ON CONFLICT (session_id, leg) DO NOTHING",
+                    *call_row(record),
+                    rating.run,
+                    rating.status,
+                ):
+                    new += 1
+                    await self._add_rating(tx, record, rating, None)
+        return new
+
+    async def _add_rating(self, tx: Tx, record: CallRecord, rating: Rating, previous: Rating | None) -> None:
+        await tx.execute(
+            f"INSERT INTO billing_ratings ({_RATINGS}) VALUES ({_q(len(RATING_COLUMNS))})",
+            *rating_row(rating),
+        )
+        entries = call_entries(record, rating, previous, call_row(record)[12])
+        for e in entries:
+            await tx.execute(
+                "INSERT INTO billing_ledger (entry, account, tenant, site, kind, amount, session_id, "
+                "leg, run, "
+                f"at_us, note, created_us) VALUES ({_q(12)}) ON CONFLICT (entry) DO NOTHING",
+                e.entry, e.account, e.tenant, e.site, e.kind, e.amount, e.session_id, e.leg, e.run, e.at_us,
+                e.note, e.created_us,
+            )  # fmt: skip
+
+    async def add_run(self, record: CallRecord, rating: Rating, previous: Rating) -> bool:
+        """Rerate: a new run replaces ``previous`` as current, refunding its charge. False if raced."""
+        async with self.db.transaction() as tx:
+            moved = await tx.execute(
+                "UPDATE billing_calls SET current_run = ?, status = ? WHERE session_id = ? AND leg = ? "
+                "AND current_run = ?",
+                rating.run,
+                rating.status,
+                record.session_id,
+                record.leg,
+                previous.run,
+            )
+            if not moved:
+                return False
+            await self._add_rating(tx, record, rating, previous)
+        return True
+
+    async def get_call(self, session_id: str, leg: str) -> tuple[CallRecord, Rating] | None:
+        async with self.db.transaction(write=False) as tx:
+            rows = await tx.fetch(
+                f"SELECT {_CALLS_C}, {_RATINGS_R} FROM billing_calls c JOIN billing_ratings r "
+                "ON r.session_id = c.session_id AND r.leg = c.leg AND r.run = c.current_run "
+                "WHERE c.session_id = ? AND c.leg = ?",
+                session_id,
+                leg,
+            )
+        return _split(rows[0]) if rows else None
+
+    async def runs(self, session_id: str, leg: str) -> list[Rating]:
+        async with self.db.transaction(write=False) as tx:
+            rows = await tx.fetch(
+                f"SELECT {_RATINGS} FROM billing_ratings WHERE session_id = ? AND leg = ? ORDER BY run",
+                session_id,
+                leg,
+            )
+        return [rating_from_row(r) for r in rows]
+
+    async def calls_page(
+        self,
+        *,
+        tenant: str | None,
+        start_us: int,
+        end_us: int,
+        after: tuple[int, str, str] | None,
+        limit: int,
+        statuses: Sequence[str] = (),
+    ) -> list[tuple[CallRecord, Rating]]:
+        """Calls that started in [start_us, end_us), in (start, session, leg) order, after ``after``."""
+        where = ["c.start_us >= ?", "c.start_us < ?"]
+        args: list[Any] = [start_us, end_us]
+        if tenant is not None:
+            where.insert(0, "c.tenant = ?")
+            args.insert(0, tenant)
+        if statuses:
+            where.append(f"c.status IN ({_q(len(statuses))})")
+            args += list(statuses)
+        if after is not None:
+            where.append("(c.start_us, c.session_id, c.leg) > (?, ?, ?)")
+            args += list(after)
+        async with self.db.transaction(write=False) as tx:
+            rows = await tx.fetch(
+                f"SELECT {_CALLS_C}, {_RATINGS_R} FROM billing_calls c JOIN billing_ratings r "
+                "ON r.session_id = c.session_id AND r.leg = c.leg AND r.run = c.current_run "
+                f"WHERE {' AND '.join(where)} ORDER BY c.start_us, c.session_id, c.leg LIMIT ?",
+                *args,
+                limit,
+            )
+        return [_split(r) for r in rows]
+
+    async def count_calls(self, *, tenant: str | None, start_us: int, end_us: int) -> int:
+        where = "start_us >= ? AND start_us < ?"
+        args: list[Any] = [start_us, end_us]
+        if tenant is not None:
+            where, args = "tenant = ? AND " + where, [tenant, *args]
+        async with self.db.transaction(write=False) as tx:
+            rows = await tx.fetch(f"SELECT COUNT(*) FROM billing_calls WHERE {where}", *args)
+        return int(rows[0][0])
+
+    async def topup(self, account: Account, amount: int, reference: str, note: str, now_us: int) -> bool:
+        """Credit ``account``; False (and no change) if ``reference`` was already used for the same top-up."""
+        if amount == 0:
+            raise LedgerError("a top-up needs a non-zero amount")
+        entry = f"topup:{reference}"
+        async with self.db.transaction() as tx:
+            if await tx.execute(
+                "INSERT INTO billing_ledger (entry, account, tenant, site, kind, amount, at_us, note, "
+                "created_us) "
+                f"VALUES ({_q(9)}) ON CONFLICT (entry) DO NOTHING",
+                entry, account.id, account.tenant, account.site, "topup", amount, now_us, note, now_us,
+            ):  # fmt: skip
+                return True
+            rows = await tx.fetch("SELECT account, amount FROM billing_ledger WHERE entry = ?", entry)
+        if rows and (rows[0][0], rows[0][1]) == (account.id, amount):
+            return False
+        raise LedgerError(f"reference {reference!r} was already used for a different top-up")
+
+    async def balance(self, account: Account) -> int:
+        where, args = scope(account)
+        async with self.db.transaction(write=False) as tx:
+            rows = await tx.fetch(f"SELECT COALESCE(SUM(amount), 0) FROM billing_ledger WHERE {where}", *args)
+        return int(rows[0][0])
+
+    async def spent_since(self, account: Account, since_us: int) -> int:
+        """Charges less refunds of calls that ended at or after ``since_us`` (micro-units, positive)."""
+        where, args = scope(account)
+        async with self.db.transaction(write=False) as tx:
+            rows = await tx.fetch(
+                f"SELECT COALESCE(SUM(amount), 0) FROM billing_ledger WHERE {where} "
+                "AND kind IN ('charge', 'refund') AND at_us >= ?",
+                *args,
+                since_us,
+            )
+        return -int(rows[0][0])
+
+    async def ledger(self, account: Account, limit: int = 100) -> list[LedgerEntry]:
+        where, args = scope(account)
+        async with self.db.transaction(write=False) as tx:
+            rows = await tx.fetch(
+                "SELECT entry, account, tenant, site, kind, amount, session_id, leg, run, at_us, "
+                "note, created_us "
+                f"FROM billing_ledger WHERE {where} ORDER BY created_us DESC, entry DESC LIMIT ?",
+                *args,
+                limit,
+            )
+        return [LedgerEntry(*r) for r in rows]
+
+    # Open calls (live control checkpoints).
+
+    async def put_open_call(
+        self, session_id: str, leg: str, node: str, record: str, chain: str, reserved: int, checkpoint_us: int
+    ) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO billing_open_calls (session_id, leg, node, record, chain, reserved, "
+                "checkpoint_us) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (session_id, leg) DO UPDATE SET "
+                "reserved = excluded.reserved, checkpoint_us = excluded.checkpoint_us",
+                session_id, leg, node, record, chain, reserved, checkpoint_us,
+            )  # fmt: skip
+
+    async def checkpoint(self, points: Sequence[tuple[str, str, int, int]]) -> None:
+        """(session_id, leg, reserved, checkpoint_us) for each open call, in one transaction."""
+        async with self.db.transaction() as tx:
+            await tx.executemany(
+                "UPDATE billing_open_calls SET reserved = ?, checkpoint_us = ? WHERE session_id = ? "
+                "AND leg = ?",
+                [(reserved, at, sid, leg) for sid, leg, reserved, at in points],
+            )
+
+    async def drop_open_call(self, session_id: str, leg: str) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "DELETE FROM billing_open_calls WHERE session_id = ? AND leg = ?", session_id, leg
+            )
+
+    async def open_calls(self, node: str) -> list[tuple[str, str, str, str, int, int]]:
+        async with self.db.transaction(write=False) as tx:
+            rows = await tx.fetch(
+                "SELECT session_id, leg, record, chain, reserved, checkpoint_us FROM billing_open_calls "
+                "WHERE node = ? ORDER BY session_id, leg",
+                node,
+            )
+        return [(r[0], r[1], r[2], r[3], int(r[4]), int(r[5])) for r in rows]
+
+    async def stream_calls(
+        self,
+        *,
+        tenant: str | None,
+        start_us: int,
+        end_us: int,
+        page: int = 1000,
+        statuses: Sequence[str] = (),
+    ) -> AsyncIterator[tuple[CallRecord, Rating]]:
+        """Every call in the window, a page at a time: memory stays flat however long the month."""
+        after: tuple[int, str, str] | None = None
+        while True:
+            rows = await self.calls_page(
+                tenant=tenant, start_us=start_us, end_us=end_us, after=after, limit=page, statuses=statuses
+            )
+            for row in rows:
+                yield row
+            if len(rows) < page:
+                return
+            last = rows[-1][0]
+            after = (call_row(last)[10], last.session_id, last.leg)
+
+
+def _split(row: Sequence[Any]) -> tuple[CallRecord, Rating]:
+    n = len(CALL_COLUMNS)
+    return record_from_row(tuple(row[:n])), rating_from_row(tuple(row[n:]))

@@ -1,0 +1,193 @@
+"""Accounts, rating of stored calls, the append-only idempotent ledger: on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from billing.errors import AccountError, BillingError, LedgerError
+from billing.service import BillingService
+from billing.tariff_files import TariffBook
+from tests.billing.conftest import FakeClock
+from tests.billing.records import call
+from tests.billing.tariffs import peak_offpeak
+
+D = Decimal
+MON_10 = datetime(2026, 10, 5, 2, 0, tzinfo=UTC)  # Monday 10:00 in Beijing: peak
+
+
+async def alice(service: BillingService, **kwargs: object) -> None:
+    await service.ensure_account("alice@acme", site="kinshasa", payment="postpaid", **kwargs)  # type: ignore[arg-type]
+    await service.set_plan("acme", "cn", datetime(2026, 1, 1, tzinfo=UTC))
+
+
+async def test_a_user_account_brings_its_site_and_tenant(service: BillingService) -> None:
+    await service.ensure_account("alice@ACME", site="kinshasa")
+    accounts = {a.id: a for a in await service.store.list_accounts("acme")}
+    assert set(accounts) == {"acme", "acme/kinshasa", "alice@acme"}
+    assert accounts["alice@acme"].payment == "prepaid"  # the safe default
+    assert accounts["acme"].payment == "postpaid" and accounts["acme"].credit_limit is None
+    assert [a.id for a in await service.chain(accounts["alice@acme"])] == [
+        "alice@acme",
+        "acme/kinshasa",
+        "acme",
+    ]
+    with pytest.raises(AccountError, match="needs a site"):
+        await service.ensure_account("bob@acme")
+    with pytest.raises(AccountError, match="no account carol@acme"):
+        await service.balance("carol@acme")
+
+
+async def test_an_ended_call_is_rated_stored_and_charged(service: BillingService) -> None:
+    await alice(service)
+    rating, new = await service.call_ended(call(MON_10, 125))
+    assert new and rating.status == "rated"
+    assert (rating.destination, rating.billed_s, rating.cost, rating.precise) == (
+        "China",
+        125,
+        420_000,
+        "0.416666666667",
+    )
+    assert rating.spans == "peak@0:1x60s*0.20/60;peak@60:65x1s*0.20/60"
+    balance = await service.balance("alice@acme")
+    assert balance.balance == -420_000  # rounded once: 0.42
+    assert (await service.balance("acme")).balance == -420_000
+    assert (await service.balance("acme/kinshasa")).spent_last_hour == 420_000
+
+
+async def test_a_resent_record_is_never_charged_twice(service: BillingService) -> None:
+    await alice(service)
+    record = call(MON_10, 60)
+    first, new1 = await service.call_ended(record)
+    again, new2 = await service.call_ended(record)
+    assert (new1, new2) == (True, False)
+    assert again == first
+    entries = await service.store.ledger(await service.account("alice@acme"))
+    assert [(e.kind, e.amount) for e in entries] == [("charge", -200_000)]
+
+
+async def test_unanswered_calls_and_other_legs_cost_nothing(service: BillingService) -> None:
+    await alice(service)
+    free, _ = await service.call_ended(call(None))
+    audit, _ = await service.call_ended(call(MON_10, 60, leg="b"))
+    transit, _ = await service.call_ended(call(MON_10, 60, ingress=False))
+    assert [free.status, audit.status, transit.status] == ["free", "audit", "audit"]
+    assert (await service.balance("alice@acme")).balance == 0
+
+
+async def test_unrated_calls_are_kept_and_rated_when_fixed(service: BillingService, book: TariffBook) -> None:
+    unknown, _ = await service.call_ended(call(MON_10, 60, account="dave@acme"))
+    assert (unknown.status, unknown.reason) == ("unrated", "unknown account 'dave@acme'")
+    await service.ensure_account("dave@acme", site="kinshasa", payment="postpaid")
+    no_plan, _ = await service.call_ended(call(MON_10, 60, account="dave@acme"))
+    assert no_plan.status == "unrated" and no_plan.reason.startswith("no rate plan for dave@acme")
+    await service.set_plan("acme/kinshasa", "cn", datetime(2026, 10, 1, tzinfo=UTC))
+    no_rate, _ = await service.call_ended(call(MON_10, 60, account="dave@acme", to="sip:+4420000000@gw"))
+    assert no_rate.status == "unrated" and "no voice destination for '4420000000'" in no_rate.reason
+    # Fix: the plan exists now; the UK needs a tariff that knows it.
+    service.tariffs = TariffBook({**{n: book.get(n) for n in book.names()}, "cn": _with_uk()})  # type: ignore[misc]
+    result = await service.rerate(only_unrated=True)
+    assert (result.calls, result.rated, result.unrated) == (3, 3, 0)
+    assert result.charged_after == 3 * 200_000 - 100_000  # two China peak minutes, one UK at 0.10
+    runs = await service.store.runs(no_rate_id := no_rate.session_id, "a")
+    assert [r.status for r in runs] == ["unrated", "rated"] and no_rate_id
+    assert (await service.balance("dave@acme")).balance == -500_000
+
+
+def _with_uk() -> object:
+    from dataclasses import replace
+
+    from billing.rating import Destination, Rate, RateGroup
+
+    cn = peak_offpeak("0.20", "0.10", first=60, then=1)
+    uk = Destination(
+        "UK", ("44",), {p: Rate("uk", (RateGroup(0, D("0.10")),)) for p in ("peak", "offpeak", "holiday")}
+    )
+    return replace(cn, destinations=(*cn.destinations, uk))
+
+
+async def test_rerating_refunds_and_recharges_leaving_both(service: BillingService, book: TariffBook) -> None:
+    await alice(service)
+    record = call(MON_10, 120)
+    first, _ = await service.call_ended(record)
+    assert first.charged == 400_000
+    cheaper = peak_offpeak("0.10", "0.05", first=60, then=1)
+    service.tariffs = TariffBook({"cn": cheaper})
+    result = await service.rerate(
+        start=datetime(2026, 10, 1, tzinfo=UTC), end=datetime(2026, 11, 1, tzinfo=UTC)
+    )
+    assert (result.calls, result.charged_before, result.charged_after) == (1, 400_000, 200_000)
+    entries = sorted(await service.store.ledger(await service.account("alice@acme")), key=lambda e: e.entry)
+    assert [(e.entry.rsplit(":", 2)[1:], e.amount) for e in entries] == [
+        (["1", "charge"], -400_000),
+        (["1", "refund"], 400_000),
+        (["2", "charge"], -200_000),
+    ]
+    assert (await service.balance("alice@acme")).balance == -200_000
+    # The record re-sent after the rerate still changes nothing.
+    current, new = await service.call_ended(record)
+    assert (current.run, current.charged, new) == (2, 200_000, False)
+    assert [r.run for r in await service.store.runs(record.session_id, "a")] == [1, 2]
+
+
+async def test_rerating_outside_the_window_leaves_calls_alone(service: BillingService) -> None:
+    await alice(service)
+    await service.call_ended(call(MON_10, 60))
+    result = await service.rerate(start=datetime(2026, 11, 1, tzinfo=UTC))
+    assert result.calls == 0
+
+
+async def test_rate_plans_apply_from_their_activation(service: BillingService) -> None:
+    await service.ensure_account("alice@acme", site="kinshasa", payment="postpaid")
+    await service.set_plan("acme", "cn", datetime(2026, 10, 1, tzinfo=UTC))
+    await service.set_plan("alice@acme", "flat", datetime(2026, 10, 10, tzinfo=UTC))
+    before, _ = await service.call_ended(call(datetime(2026, 9, 30, tzinfo=UTC), 60))
+    tenant_plan, _ = await service.call_ended(call(MON_10, 60))
+    own_plan, _ = await service.call_ended(call(datetime(2026, 10, 12, 2, tzinfo=UTC), 60))
+    assert before.status == "unrated"
+    assert (tenant_plan.tariff, tenant_plan.cost) == ("cn", 200_000)
+    assert (own_plan.tariff, own_plan.cost) == ("flat", 600_000)
+    with pytest.raises(BillingError, match="no tariff named 'nope'"):
+        await service.set_plan("acme", "nope", MON_10)
+
+
+async def test_topups_are_idempotent_on_their_reference(service: BillingService, clock: FakeClock) -> None:
+    await service.ensure_account("bob@acme", site="kinshasa")
+    assert (await service.balance("bob@acme")).available == 0  # prepaid, nothing yet
+    assert await service.topup("bob@acme", D("10.50"), reference="pay-1")
+    assert not await service.topup("bob@acme", D("10.50"), reference="pay-1")
+    with pytest.raises(LedgerError, match="already used for a different top-up"):
+        await service.topup("bob@acme", D("99"), reference="pay-1")
+    with pytest.raises(LedgerError, match="positive"):
+        await service.topup("bob@acme", D("-1"))
+    with pytest.raises(LedgerError, match="decimal places"):
+        await service.topup("bob@acme", D("0.0000001"))
+    await service.topup("acme/kinshasa", D("5"))
+    assert (await service.balance("bob@acme")).available == 10_500_000
+    assert (await service.balance("acme/kinshasa")).balance == 15_500_000
+
+
+async def test_postpaid_credit_and_spend_in_the_last_hour(service: BillingService, clock: FakeClock) -> None:
+    await alice(service, credit_limit=D("50"))
+    clock.now = MON_10 + timedelta(minutes=30)
+    await service.call_ended(call(MON_10, 600))  # ends 10:10
+    await service.call_ended(call(MON_10 - timedelta(hours=3), 60))  # 07:00, off-peak
+    balance = await service.balance("alice@acme")
+    assert balance.balance == -2_100_000
+    assert balance.available == 47_900_000
+    assert balance.spent_last_hour == 2_000_000
+
+
+async def test_calls_stream_in_pages_in_a_stable_order(service: BillingService) -> None:
+    await alice(service)
+    records = [call(MON_10 + timedelta(minutes=i // 2), 30) for i in range(7)]  # pairs share a start
+    for record in reversed(records):
+        await service.call_ended(record)
+    seen = [
+        r.session_id
+        async for r, _rating in service.store.stream_calls(tenant="acme", start_us=0, end_us=2**62, page=2)
+    ]
+    assert seen == sorted(seen, key=lambda s: (next(r.start for r in records if r.session_id == s), s))
+    assert sorted(seen) == sorted(r.session_id for r in records)
