@@ -58,7 +58,9 @@ class BillingConfig:
     # The leg the ingress gateway rates (the caller's side of its B2BUA); other legs are kept for audit.
     rated_leg: str = "a"
     # Allow calls that cannot be rated (no plan, no rate) at set-up; they are stored unrated either way.
-    authorize_unrated: bool = False
+    # Let calls through that cannot be rated yet (no tariff or plan): they are kept, flagged as
+    # unrated and charged when the tariff is fixed. False: refuse them at set-up.
+    authorize_unrated: bool = True
     # The promise to customers, shown on invoices.
     target_per_minute: Decimal = Decimal("0.2")
     trunks: tuple[TrunkAccountConfig, ...] = ()

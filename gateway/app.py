@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,11 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from billing.http import add_billing_routes
+from billing.runtime import BillingRuntime, start_billing
 from gateway.api import setup_api
 from gateway.api_auth import TOKENS, require_scope
+from gateway.cdr import CallRecord
 from gateway.cdr_store import SqliteCdrStore
 from gateway.clock import SystemClock
 from gateway.config import GatewayConfig
@@ -139,6 +143,10 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     )
     sip = SipService(settings, users, locations, cdrs, media, auth, sip_metrics, clock)
     sip.trunks = TrunkManager(config.trunks, sip)
+    billing = await start_billing(config)
+    stack.push_async_callback(billing.stop)
+    sip.billing = billing.live
+    sip.call_listeners.append(_rate(billing))
     await sip.start()
     stack.push_async_callback(sip.stop)
     await sip.trunks.start()
@@ -169,6 +177,11 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     app = create_app(registry)
     app[TOKENS] = TokenStore(db)
     setup_api(app, sip)
+
+    async def api_scope(request: web.Request) -> str | None:
+        return (await require_scope(request)).tenant
+
+    add_billing_routes(app, billing.service, api_scope, zone_of=config.tenant_timezone)
     if config.pbx.enabled:
         await _start_pbx(config, sip, cdrs, app, stack)
     app[METRICS_REFRESH].append(refresh_relay_totals)
@@ -192,6 +205,17 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     log.info("http listening", extra={"address": f"{config.http.bind}:{http_port}"})
     https_port = await webrtc.serve_https(runner) if webrtc is not None else 0
     return Gateway(config, sip, runner, http_port, https_port)
+
+
+def _rate(billing: BillingRuntime) -> Callable[[CallRecord], Awaitable[None]]:
+    async def rate(record: CallRecord) -> None:
+        # The record is already durable; the ledger is idempotent on (session, leg, run).
+        try:
+            await billing.live.call_ended(record)
+        except Exception:
+            log.exception("rating failed; the call stays unrated until rerated", extra={"session": record.session_id})
+
+    return rate
 
 
 async def _start_pbx(

@@ -116,6 +116,8 @@ class Party:
     account: str = ""
     # The user's number (extension), presented as the caller's identity on trunks.
     number: str = ""
+    # The trunk this party is reached through (or calls from); empty for our own users.
+    trunk: str = ""
 
     @property
     def address(self) -> str:
@@ -123,7 +125,7 @@ class Party:
 
     @property
     def via_trunk(self) -> bool:
-        return self.site.startswith("trunk:")
+        return bool(self.trunk)
 
     @property
     def record_name(self) -> str:

@@ -33,3 +33,7 @@ class WallAnchor:
 
     def utc(self, mono: float) -> datetime:
         return datetime.fromtimestamp(mono + self._offset, UTC)
+
+
+def utc_now(clock: Clock) -> datetime:
+    return datetime.fromtimestamp(clock.wall(), UTC)

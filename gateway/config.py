@@ -158,8 +158,10 @@ class TrunkConfig:
     password: str = ""
     register: bool = False
     register_expires: int = field(default=600, metadata=bounds(60, 86400))
-    # Billing account charged for calls that enter through this trunk.
+    # Billing account charged for calls that enter through this trunk (default trunk-<name>@<tenant>),
+    # and the site it belongs to in the account tree (default trunk-<name>).
     account: str = ""
+    site: str = ""
     # Requests from host (and port, if set here) are this trunk's: IP-identified peering.
     inbound: bool = True
     # Satellite peers: stretch the retransmission timers (Timer B = 64*T1 unless set).
@@ -180,7 +182,11 @@ class TrunkConfig:
 
     @property
     def billing_account(self) -> str:
-        return self.account or f"trunk:{self.name}@{self.tenant}"
+        return self.account or f"trunk-{self.name}@{self.tenant}"
+
+    @property
+    def billing_site(self) -> str:
+        return self.site or f"trunk-{self.name}"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from billing.live.controller import CreditExhausted, LiveBilling
 from gateway.b2bua import (
     Action,
     Call,
@@ -35,7 +36,7 @@ from gateway.b2bua import (
 )
 from gateway.cdr import CallRecord, Category
 from gateway.cdr_store import CdrStore
-from gateway.clock import Clock, WallAnchor
+from gateway.clock import Clock, WallAnchor, utc_now
 from gateway.config import DialRule
 from gateway.location import LocationStore
 from gateway.media_port import MediaAllocator, MediaStats, MediaStream
@@ -44,7 +45,7 @@ from gateway.routing import route_number
 from gateway.sip.dialog import new_call_id, new_tag, via_header
 from gateway.sip.digest import AuthAccepted, DigestAuthenticator
 from gateway.sip.errors import SipError, TransactionError
-from gateway.sip.message import Headers, Request, Response, make_response, response_from_headers
+from gateway.sip.message import REASONS, Headers, Request, Response, make_response, response_from_headers
 from gateway.sip.parser import Limits, SipParseError, parse_message
 from gateway.sip.peer import Peer
 from gateway.sip.registrar import (
@@ -155,6 +156,9 @@ class SipService:
         self._own: dict[TxKey, asyncio.Future[Response | None]] = {}
         self.trunks: TrunkManager | None = None
         self.notifier: DialogNotifier | None = None
+        self.billing: LiveBilling | None = None
+        self._billing_accounts: set[str] = set()
+        self._billing_watch: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()  # set while no call is in progress
         self._idle.set()
         self._checkpointer: asyncio.Task[None] | None = None
@@ -196,6 +200,8 @@ class SipService:
             for listener in self.call_listeners:
                 await listener(record)
         self._checkpointer = asyncio.create_task(self._checkpoint_loop())
+        if self.billing is not None:
+            self._billing_watch = asyncio.create_task(self._watch_billing())
         if cfg.keepalive_interval > 0:
             self._keepalive = asyncio.create_task(self._keepalive_loop())
 
@@ -241,6 +247,8 @@ class SipService:
     async def stop(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.cancel()
+        if self._billing_watch is not None:
+            self._billing_watch.cancel()
         if self._keepalive is not None:
             self._keepalive.cancel()
         if self._timer is not None:
@@ -567,7 +575,9 @@ class SipService:
         if trunk_in is not None:
             # IP-identified peering: the PBX does not authenticate; its calls reach local users only.
             number = request.from_.uri.user or trunk_in.name
-            caller = Party(number, trunk_in.tenant, f"trunk:{trunk_in.name}", display, trunk_in.billing_account)
+            caller = Party(
+                number, trunk_in.tenant, trunk_in.billing_site, display, trunk_in.billing_account, trunk=trunk_in.name
+            )
         else:
             outcome = await self._authenticate(request, started)
             if isinstance(outcome, Response):
@@ -581,6 +591,9 @@ class SipService:
         if isinstance(routed, Response):
             return routed
         callee, targets = routed
+        refused = await self._authorize(request, caller, callee)
+        if refused is not None:
+            return refused
         try:
             offer = parse_sdp(sdp_of(request.headers.get("Content-Type") or "", request.body) or b"")
         except SdpError:
@@ -617,6 +630,49 @@ class SipService:
             extra={"session": session_id, "caller": caller.address, "callee": callee.address, "forks": len(targets)},
         )
         return call, targets, streams
+
+    async def _authorize(self, request: Request, caller: Party, callee: Party) -> Response | None:
+        """Ask billing whether this call may be tried (credit, limits); None when it may."""
+        if self.billing is None:
+            return None
+        account = caller.account or caller.address
+        if account not in self._billing_accounts:
+            # Users (and trunks) billing does not know yet get an account of the configured default kind.
+            await self.billing.service.ensure_account(account, site=caller.site)
+            self._billing_accounts.add(account)
+        verdict = await self.billing.authorize(account, callee.record_name, "voice", utc_now(self._clock))
+        if verdict.allowed:
+            return None
+        log.info("call refused by billing", extra={"account": account, "callee": callee.record_name,
+                                                    "reason": verdict.reason})  # fmt: skip
+        status = 402 if "credit" in verdict.reason or "spend" in verdict.reason else 403
+        return make_response(request, status, f"{REASONS[status]} ({verdict.reason})", to_tag=_tag(request))
+
+    async def _billing_answered(self, call: Call) -> None:
+        if self.billing is None or call.answered_at is None:
+            return
+        provisional = self._record(call, CallEnded("answered", 200, "system"), MediaStats())
+        verdict = await self.billing.call_answered(provisional)
+        if not verdict.allowed:
+            now = self._clock.monotonic()
+            log.info("answered call has no credit: ending it", extra={"session": call.session_id})
+            self._act(call, call.hangup("system", now), now)
+            self._after(now)
+
+    async def _watch_billing(self) -> None:
+        """End calls whose credit ran out (billing's own timer says when)."""
+        assert self.billing is not None
+        while True:
+            event = await self.billing.events.get()
+            if not isinstance(event, CreditExhausted):
+                continue
+            call = next((c for c in self._calls if c.session_id == event.session_id), None)
+            if call is None or call in self._ending:
+                continue
+            now = self._clock.monotonic()
+            log.info("credit exhausted: ending the call", extra={"session": call.session_id, "account": event.account})
+            self._act(call, call.hangup("system", now), now)
+            self._after(now)
 
     async def _authenticate(self, request: Request, now: float) -> User | Response:
         """The user a request's Proxy-Authorization proves, or the 407 to send."""
@@ -675,7 +731,7 @@ class SipService:
             credentials=self.trunks.credentials(trunk),
             timers=self.trunks.timers(trunk),
         )
-        return Party(number, caller.tenant, f"trunk:{name}"), [target]
+        return Party(number, caller.tenant, trunk.billing_site, trunk=name), [target]
 
     async def request(self, request: Request, destination: Peer, timers: TimerConfig | None = None) -> Response | None:
         """Send a request of the gateway's own (OPTIONS, REGISTER to a trunk); None on timeout."""
@@ -742,6 +798,7 @@ class SipService:
                 log.info("answered", extra={"session": call.session_id, "codec": action.codec})
                 self._spawn(self._arm_timeouts(self._media_streams.get(call, [])))
                 self._spawn(self._checkpoint(call))
+                self._spawn(self._billing_answered(call))
                 limit = self.settings.max_call_duration(call.caller.tenant)
                 if limit is not None and call.answered_at is not None:
                     call.hangup_deadline = call.answered_at + limit

@@ -48,9 +48,7 @@ def flat(
     return Tariff("flat", (ALL_WEEK,), (dest,), rounding=rounding, decimals=decimals)
 
 
-def peak_offpeak(
-    peak: str = "0.20", offpeak: str = "0.10", first: int = 1, then: int | None = None
-) -> Tariff:
+def peak_offpeak(peak: str = "0.20", offpeak: str = "0.10", first: int = 1, then: int | None = None) -> Tariff:
     """Weekdays 08:00-19:00 peak, other times off-peak, 1 October a holiday at the off-peak price / 2."""
     half = str(D(offpeak) / 2)
     dest = Destination(

@@ -63,9 +63,7 @@ def test_report_and_rerate_of_a_month(gateway: Path) -> None:
         service = await open_billing(load_config(gateway))
         try:
             await service.ensure_account("alice@acme", site="kinshasa", payment="postpaid")
-            await service.call_ended(
-                call(datetime(2026, 10, 5, 10, 30, tzinfo=UTC), 125, to="sip:+861012345678@gw")
-            )
+            await service.call_ended(call(datetime(2026, 10, 5, 10, 30, tzinfo=UTC), 125, to="sip:+861012345678@gw"))
         finally:
             await service.store.close()
 

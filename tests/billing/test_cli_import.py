@@ -26,9 +26,7 @@ def test_import_rates_writes_a_tariff_the_gateway_loads(tmp_path: Path) -> None:
     config = tmp_path / "gw.toml"
     config.write_text(f'data_dir = "{tmp_path / "var"}"\n[billing]\ntariff_dir = "{tmp_path / "tariffs"}"\n')
     (tmp_path / "tariffs").mkdir()
-    (tmp_path / "tariffs" / "acme-standard.toml").write_bytes(
-        (REPO / "config/tariffs/acme-standard.toml").read_bytes()
-    )
+    (tmp_path / "tariffs" / "acme-standard.toml").write_bytes((REPO / "config/tariffs/acme-standard.toml").read_bytes())
     sheet = REPO / "config/tariffs/carrier-example.csv"
     done = seabridge(
         "billing",
@@ -47,9 +45,7 @@ def test_import_rates_writes_a_tariff_the_gateway_loads(tmp_path: Path) -> None:
     book = TariffBook.load(tmp_path / "tariffs")
     assert book.names() == ["acme-standard", "carrier"]
     assert book.get("carrier").periods == book.get("acme-standard").periods  # type: ignore[union-attr]
-    again = seabridge(
-        "billing", "import-rates", str(sheet), "--tariff", "carrier", "-c", str(config), cwd=tmp_path
-    )
+    again = seabridge("billing", "import-rates", str(sheet), "--tariff", "carrier", "-c", str(config), cwd=tmp_path)
     assert again.returncode == 2 and "exists (use --replace" in again.stderr
 
 
@@ -60,8 +56,5 @@ def test_import_rates_reports_the_bad_row_and_writes_nothing(tmp_path: Path) -> 
     config.write_text(f'[billing]\ntariff_dir = "{tmp_path / "tariffs"}"\n')
     done = seabridge("billing", "import-rates", str(sheet), "-c", str(config), cwd=tmp_path)
     assert done.returncode == 2
-    assert (
-        done.stderr.strip()
-        == f"seabridge: error: {sheet}: row 3, column 'rate': '0.8O' is not a decimal amount"
-    )
+    assert done.stderr.strip() == f"seabridge: error: {sheet}: row 3, column 'rate': '0.8O' is not a decimal amount"
     assert not (tmp_path / "tariffs").exists()

@@ -37,18 +37,12 @@ async def populate(service: BillingService) -> dict[str, object]:
     calls = [
         call(monday_10, 125),  # alice: 0.20 + 65 s at 0.20/min = 0.4167 -> 0.42
         call(monday_10 + timedelta(days=1), 60, account="bob@acme", site="kampala"),  # 0.20
-        call(
-            monday_10 + timedelta(days=2), 600, account="bob@acme", site="kampala", category="bridged"
-        ),  # 2.00
+        call(monday_10 + timedelta(days=2), 600, account="bob@acme", site="kampala", category="bridged"),  # 2.00
         call(None, account="alice@acme"),  # not answered: free
         call(monday_10, 60, account="alice@acme", to="sip:+4420@gw"),  # no UK rate: unrated
-        call(
-            datetime(2026, 9, 30, 16, 30, tzinfo=UTC), 60
-        ),  # 1 October 00:30 in Beijing: October, off-peak 0.10
+        call(datetime(2026, 9, 30, 16, 30, tzinfo=UTC), 60),  # 1 October 00:30 in Beijing: October, off-peak 0.10
         call(datetime(2026, 10, 31, 16, 30, tzinfo=UTC), 60),  # 1 November 00:30 in Beijing: not October
-        call(
-            datetime(2026, 10, 31, 21, 0, tzinfo=UTC), 30, account="gina@globex", site="lubumbashi"
-        ),  # 22:00 Kinshasa
+        call(datetime(2026, 10, 31, 21, 0, tzinfo=UTC), 30, account="gina@globex", site="lubumbashi"),  # 22:00 Kinshasa
         call(monday_10, 60, account="alice@acme", leg="b"),  # the other leg: audit only, not exported
     ]
     for record in calls:
@@ -71,12 +65,8 @@ async def test_the_asterisk_export_reads_as_master_csv(service: BillingService) 
     assert len(rows) == 7  # 6 acme calls of October (both zones' boundaries respected) + 1 globex
     by_col = [dict(zip(ASTERISK_COLUMNS, r, strict=True)) for r in rows]
     first = text.splitlines()[0]
-    assert first.startswith(
-        '"alice@acme","alice","+8613800000000","acme","""alice"" <alice>","PJSIP/alice-a",'
-    )
-    assert re.search(
-        r',"2026-10-01 00:29:55","2026-10-01 00:30:00","2026-10-01 00:31:00",65,60,"ANSWERED",', first
-    )
+    assert first.startswith('"alice@acme","alice","+8613800000000","acme","""alice"" <alice>","PJSIP/alice-a",')
+    assert re.search(r',"2026-10-01 00:29:55","2026-10-01 00:30:00","2026-10-01 00:31:00",65,60,"ANSWERED",', first)
     unanswered = next(r for r in by_col if r["disposition"] == "NO ANSWER")
     assert unanswered["answer"] == "" and unanswered["billsec"] == "0"
     no_answer_line = next(ln for ln in text.splitlines() if '"NO ANSWER"' in ln)
@@ -115,9 +105,7 @@ async def test_the_csv_export_has_every_rating_detail(service: BillingService) -
 
 
 def _pdf_text(pdf: Path) -> str:
-    return subprocess.run(
-        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
-    ).stdout
+    return subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
 
 
 async def test_the_pdf_invoice_renders_with_its_totals(service: BillingService, tmp_path: Path) -> None:
@@ -140,15 +128,11 @@ async def test_the_pdf_invoice_renders_with_its_totals(service: BillingService, 
 
 
 def check_rendered(path: Path, tmp_path: Path) -> None:
-    subprocess.run(
-        ["pdftoppm", "-r", "40", "-png", str(path), str(tmp_path / "page")], check=True, timeout=60
-    )
+    subprocess.run(["pdftoppm", "-r", "40", "-png", str(path), str(tmp_path / "page")], check=True, timeout=60)
     pages = sorted(tmp_path.glob("page-*.png"))
     assert len(pages) == 2
     assert all(p.stat().st_size > 1000 for p in pages)
-    ppm = subprocess.run(
-        ["pdftoppm", "-r", "20", "-f", "1", "-l", "1", str(path)], capture_output=True, check=True
-    )
+    ppm = subprocess.run(["pdftoppm", "-r", "20", "-f", "1", "-l", "1", str(path)], capture_output=True, check=True)
     pixels = ppm.stdout.split(b"\n", 3)[3]
     # The bar chart is drawn in blue (51, 102, 178): some pixels of that colour are on the page.
     assert any(pixels[i] < 90 and pixels[i + 2] > 150 for i in range(0, len(pixels) - 2, 3))

@@ -51,9 +51,7 @@ async def test_balances_and_topups_respect_tenants(api: str) -> None:
     async with aiohttp.ClientSession() as http:
         r = await http.get(f"{api}/accounts/alice@acme/balance")
         assert r.status == 401
-        r = await http.post(
-            f"{api}/accounts/alice@acme/topup", json={"amount": "5"}, headers=auth("acme-secret")
-        )
+        r = await http.post(f"{api}/accounts/alice@acme/topup", json={"amount": "5"}, headers=auth("acme-secret"))
         assert r.status == 403  # a tenant does not credit itself
         body = {"amount": "12.50", "reference": "wire-7"}
         r = await http.post(f"{api}/accounts/alice@acme/topup", json=body, headers=auth("admin-secret"))
@@ -64,9 +62,7 @@ async def test_balances_and_topups_respect_tenants(api: str) -> None:
         assert (await r.json())["available"] == "12.50"
         r = await http.get(f"{api}/accounts/alice@acme/balance", headers=auth("globex-secret"))
         assert (r.status, await r.json()) == (404, {"error": "no account alice@acme"})
-        r = await http.post(
-            f"{api}/accounts/alice@acme/topup", json={"amount": 1.5}, headers=auth("admin-secret")
-        )
+        r = await http.post(f"{api}/accounts/alice@acme/topup", json={"amount": 1.5}, headers=auth("admin-secret"))
         assert r.status == 400  # amounts are decimal strings, never floats
 
 
@@ -95,18 +91,14 @@ async def test_quote_report_rerate_and_export(api: str, service: BillingService)
         assert [t["unrated"] for t in (await r.json())["tenants"]] == [0, 1]
         r = await http.post(f"{api}/rerate", json={"month": "2026-10"}, headers=auth("acme-secret"))
         assert r.status == 403
-        r = await http.post(
-            f"{api}/rerate", json={"month": "2026-10", "tenant": "acme"}, headers=auth("admin-secret")
-        )
+        r = await http.post(f"{api}/rerate", json={"month": "2026-10", "tenant": "acme"}, headers=auth("admin-secret"))
         assert (await r.json())["results"][0]["calls"] == 1
         r = await http.get(f"{api}/export", params={"month": "2026-10", "format": "asterisk"},
                            headers=auth("acme-secret"))  # fmt: skip
         rows = list(csv.reader(io.StringIO(await r.text()), strict=True))
         assert r.headers["Content-Type"].startswith("text/csv")
         assert [row[0] for row in rows] == ["alice@acme"]
-        r = await http.get(
-            f"{api}/export", params={"month": "2026-10", "format": "pdf"}, headers=auth("acme-secret")
-        )
+        r = await http.get(f"{api}/export", params={"month": "2026-10", "format": "pdf"}, headers=auth("acme-secret"))
         assert r.headers["Content-Type"] == "application/pdf" and (await r.read()).startswith(b"%PDF")
         r = await http.get(f"{api}/export", params={"month": "October"}, headers=auth("acme-secret"))
         assert r.status == 400

@@ -102,9 +102,7 @@ def _with_uk() -> object:
     from billing.rating import Destination, Rate, RateGroup
 
     cn = peak_offpeak("0.20", "0.10", first=60, then=1)
-    uk = Destination(
-        "UK", ("44",), {p: Rate("uk", (RateGroup(0, D("0.10")),)) for p in ("peak", "offpeak", "holiday")}
-    )
+    uk = Destination("UK", ("44",), {p: Rate("uk", (RateGroup(0, D("0.10")),)) for p in ("peak", "offpeak", "holiday")})
     return replace(cn, destinations=(*cn.destinations, uk))
 
 
@@ -115,9 +113,7 @@ async def test_rerating_refunds_and_recharges_leaving_both(service: BillingServi
     assert first.charged == 400_000
     cheaper = peak_offpeak("0.10", "0.05", first=60, then=1)
     service.tariffs = TariffBook({"cn": cheaper})
-    result = await service.rerate(
-        start=datetime(2026, 10, 1, tzinfo=UTC), end=datetime(2026, 11, 1, tzinfo=UTC)
-    )
+    result = await service.rerate(start=datetime(2026, 10, 1, tzinfo=UTC), end=datetime(2026, 11, 1, tzinfo=UTC))
     assert (result.calls, result.charged_before, result.charged_after) == (1, 400_000, 200_000)
     entries = sorted(await service.store.ledger(await service.account("alice@acme")), key=lambda e: e.entry)
     assert [(e.entry.rsplit(":", 2)[1:], e.amount) for e in entries] == [
@@ -186,8 +182,7 @@ async def test_calls_stream_in_pages_in_a_stable_order(service: BillingService) 
     for record in reversed(records):
         await service.call_ended(record)
     seen = [
-        r.session_id
-        async for r, _rating in service.store.stream_calls(tenant="acme", start_us=0, end_us=2**62, page=2)
+        r.session_id async for r, _rating in service.store.stream_calls(tenant="acme", start_us=0, end_us=2**62, page=2)
     ]
     assert seen == sorted(seen, key=lambda s: (next(r.start for r in records if r.session_id == s), s))
     assert sorted(seen) == sorted(r.session_id for r in records)

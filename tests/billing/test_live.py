@@ -73,9 +73,7 @@ def drain(live: LiveBilling) -> list[object]:
     return out
 
 
-async def test_prepaid_credit_runs_out_mid_call(
-    store: LedgerStore, spend: LiveSpend, clock: FakeClock
-) -> None:
+async def test_prepaid_credit_runs_out_mid_call(store: LedgerStore, spend: LiveSpend, clock: FakeClock) -> None:
     live = make_live(store, spend, clock)
     await prepaid(live)
     auth = await live.authorize("alice@acme", "+8613800000000", "voice", T0)
@@ -115,9 +113,7 @@ async def test_a_late_hang_up_is_never_charged_above_the_credit(
     assert (await live.service.balance("alice@acme")).balance == 0
 
 
-async def test_slices_are_renewed_while_credit_lasts(
-    store: LedgerStore, spend: LiveSpend, clock: FakeClock
-) -> None:
+async def test_slices_are_renewed_while_credit_lasts(store: LedgerStore, spend: LiveSpend, clock: FakeClock) -> None:
     live = make_live(store, spend, clock, grant_s=60, renew_before_s=10)
     await prepaid(live, credit="1.50")  # 150 s
     record = answered(T0)
@@ -252,9 +248,7 @@ async def test_kill_9_mid_call_then_restart_charges_exactly_once(tmp_path: Path)
         assert worker.stdout is not None
         line = await asyncio.wait_for(worker.stdout.readline(), 30)
         assert line.startswith(b"answered True")
-        checkpoints = [
-            int((await asyncio.wait_for(worker.stdout.readline(), 30)).split()[1]) for _ in range(2)
-        ]
+        checkpoints = [int((await asyncio.wait_for(worker.stdout.readline(), 30)).split()[1]) for _ in range(2)]
         worker.send_signal(signal.SIGKILL)
         await asyncio.wait_for(worker.wait(), 10)
     finally:

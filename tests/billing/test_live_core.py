@@ -71,9 +71,7 @@ def test_a_final_grant_cuts_the_call_off_guard_before_its_end() -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(
-    st.sampled_from(
-        [PER_SECOND, SIXTY, flat("0.15", 60, 1, connect_fee="0.05"), flat("0.12", 30, 6, min_cost="0.3")]
-    ),
+    st.sampled_from([PER_SECOND, SIXTY, flat("0.15", 60, 1, connect_fee="0.05"), flat("0.12", 30, 6, min_cost="0.3")]),
     st.integers(0, 5_000_000),
     st.lists(st.integers(-100_000, 2_000_000), max_size=6),
     st.integers(10, 600),

@@ -161,9 +161,7 @@ def test_holidays_take_precedence_in_the_tariffs_zone() -> None:
 
 
 def test_periods_follow_daylight_saving_in_the_tariffs_zone() -> None:
-    dest = Destination(
-        "fr", ("33",), {"peak": Rate("p", groups("0.60", 1)), "off": Rate("o", groups("0.06", 1))}
-    )
+    dest = Destination("fr", ("33",), {"peak": Rate("p", groups("0.60", 1)), "off": Rate("o", groups("0.06", 1))})
     tariff = Tariff(
         "paris",
         (PeriodRule("peak", ranges=((8 * 60, 20 * 60),)), PeriodRule("off")),
@@ -190,12 +188,8 @@ def test_longest_prefix_wins() -> None:
 
 
 def test_categories_choose_the_destination() -> None:
-    voice = Destination(
-        "cn voice", ("86",), {"any": Rate("v", groups("0.10", 60))}, categories=frozenset({"voice"})
-    )
-    video = Destination(
-        "cn video", ("86",), {"any": Rate("vid", groups("0.50", 60))}, categories=frozenset({"video"})
-    )
+    voice = Destination("cn voice", ("86",), {"any": Rate("v", groups("0.10", 60))}, categories=frozenset({"voice"}))
+    video = Destination("cn video", ("86",), {"any": Rate("vid", groups("0.50", 60))}, categories=frozenset({"video"}))
     tariff = Tariff("t", (ALL_WEEK,), (voice, video))
     assert rate_call(tariff, "86", "video", MONDAY_10, timedelta(seconds=60)).cost == D("0.50")
     assert rate_call(tariff, "86", "voice", MONDAY_10, timedelta(seconds=60)).cost == D("0.10")
@@ -205,9 +199,7 @@ def test_categories_choose_the_destination() -> None:
 
 def test_a_destination_without_a_rate_for_the_period_cannot_be_rated() -> None:
     dest = Destination("cn", ("86",), {"peak": Rate("p", groups("0.20", 60))})
-    tariff = Tariff(
-        "t", (PEAK_RULE := PeriodRule("peak", days=frozenset(range(5))), PeriodRule("off")), (dest,)
-    )
+    tariff = Tariff("t", (PEAK_RULE := PeriodRule("peak", days=frozenset(range(5))), PeriodRule("off")), (dest,))
     assert PEAK_RULE.name == "peak"
     with pytest.raises(NoRateError, match="no rate for period 'off'"):
         rate_call(tariff, "86", "voice", datetime(2026, 10, 10, 2, 0, tzinfo=UTC), timedelta(seconds=60))

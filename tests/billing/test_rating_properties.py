@@ -15,9 +15,7 @@ from tests.billing.tariffs import ALL_WEEK, HOLIDAY, OFFPEAK, PEAK
 
 prices = st.decimals(min_value=0, max_value=5, places=4)
 increments = st.sampled_from([1, 6, 10, 30, 60])
-starts = st.datetimes(
-    min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(UTC)
-)
+starts = st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(UTC))
 durations = st.integers(min_value=0, max_value=6 * 3600 * 1000).map(lambda ms: timedelta(milliseconds=ms))
 
 
@@ -26,8 +24,7 @@ def rates(draw: st.DrawFn, name: str = "r") -> Rate:
     n = draw(st.integers(1, 3))
     starts_s = sorted(draw(st.sets(st.integers(1, 600), min_size=n - 1, max_size=n - 1)))
     groups = [
-        RateGroup(start, draw(prices), draw(st.sampled_from([1, 60])), draw(increments))
-        for start in [0, *starts_s]
+        RateGroup(start, draw(prices), draw(st.sampled_from([1, 60])), draw(increments)) for start in [0, *starts_s]
     ]
     return Rate(name, tuple(groups))
 
@@ -52,9 +49,7 @@ def tariffs(draw: st.DrawFn) -> Tariff:
         timezone=draw(st.sampled_from(["Asia/Shanghai", "Africa/Kinshasa", "Europe/Paris"])),
         rounding=draw(st.sampled_from(ROUNDING_METHODS)),
         decimals=draw(st.integers(0, 6)),
-        holidays=frozenset(
-            draw(st.sets(st.dates(datetime(2026, 1, 1).date(), datetime(2027, 12, 31).date())))
-        ),
+        holidays=frozenset(draw(st.sets(st.dates(datetime(2026, 1, 1).date(), datetime(2027, 12, 31).date())))),
     )
 
 
@@ -62,23 +57,15 @@ def tariffs(draw: st.DrawFn) -> Tariff:
 @given(tariffs(), starts, durations, durations)
 def test_a_longer_call_never_costs_less(tariff: Tariff, start: datetime, a: timedelta, b: timedelta) -> None:
     short, long = sorted([a, b])
-    assert (
-        rate_call(tariff, "86", "voice", start, short).cost
-        <= rate_call(tariff, "86", "voice", start, long).cost
-    )
+    assert rate_call(tariff, "86", "voice", start, short).cost <= rate_call(tariff, "86", "voice", start, long).cost
 
 
 @settings(max_examples=200, deadline=None)
 @given(tariffs(), starts, durations)
-def test_billed_time_covers_the_call_by_less_than_one_increment(
-    tariff: Tariff, start: datetime, d: timedelta
-) -> None:
+def test_billed_time_covers_the_call_by_less_than_one_increment(tariff: Tariff, start: datetime, d: timedelta) -> None:
     call = rate_call(tariff, "86", "voice", start, d)
     largest = max(g.increment_s for r in tariff.destinations[0].rates.values() for g in r.groups)
-    assert (
-        d.total_seconds() <= call.billed_s < d.total_seconds() + largest
-        or call.billed_s == d.total_seconds() == 0
-    )
+    assert d.total_seconds() <= call.billed_s < d.total_seconds() + largest or call.billed_s == d.total_seconds() == 0
     assert sum(s.seconds for s in call.spans) == call.billed_s
     assert call.raw == Fraction(call.connect_fee) + sum((s.cost for s in call.spans), Fraction(0))
 
@@ -131,9 +118,7 @@ def test_max_duration_is_the_longest_call_the_budget_pays_for(
         assert over.cost > budget or over.billed_s > cap
 
 
-@given(
-    st.sets(st.text("0123456789", max_size=5), min_size=1, max_size=30), st.text("0123456789", max_size=12)
-)
+@given(st.sets(st.text("0123456789", max_size=5), min_size=1, max_size=30), st.text("0123456789", max_size=12))
 def test_the_longest_matching_prefix_wins(prefixes: set[str], number: str) -> None:
     rate = Rate("r", (RateGroup(0, Decimal(1)),))
     tariff = Tariff("t", (ALL_WEEK,), tuple(Destination(p or "any", (p,), {"any": rate}) for p in prefixes))

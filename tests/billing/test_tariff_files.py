@@ -90,9 +90,7 @@ BASE = {
     ],
 )
 def test_bad_tariff_files_name_the_key(change: dict[str, object], message: str) -> None:
-    with pytest.raises(
-        TariffError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")
-    ):
+    with pytest.raises(TariffError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
         tariff_from_data({**BASE, **change})
 
 

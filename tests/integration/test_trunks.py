@@ -69,7 +69,7 @@ domain = "hq"
 username = "kinshasa"
 password = "{SITE_PASSWORD}"
 register = true
-account = "trunk:hq-pbx@acme"
+account = "hq-pbx@acme"
 options_interval_s = 1
 
 [[trunks]]
@@ -167,7 +167,7 @@ async def test_calls_both_ways_over_the_trunk(topology: Topology) -> None:
     await alice.wait_event("CALL_CLOSED", after=mark)
     inbound = (await wait_records(site, 2))[-1]
     assert inbound["caller"] == "100" and inbound["callee"] == "alice@acme"
-    assert inbound["account"] == "trunk:hq-pbx@acme" and inbound["ingress"] == 1
+    assert inbound["account"] == "hq-pbx@acme" and inbound["ingress"] == 1
 
 
 async def test_refused_and_down_trunks_fail_fast_with_a_clear_answer(topology: Topology) -> None:

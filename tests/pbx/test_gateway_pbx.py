@@ -21,6 +21,32 @@ from tests.support.sipp import Sipp
 
 ALICE_PASSWORD = "alice-pass-1"
 
+# Every number and every on-net user at 0.10 CNY a minute, per second.
+FLAT_TARIFF = """
+name = "flat"
+timezone = "Asia/Shanghai"
+
+[[periods]]
+name = "all"
+
+[rates.flat]
+price = "0.10"
+increment = "1/1"
+
+[[destinations]]
+name = "Everywhere"
+prefixes = ["@", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+categories = ["voice", "bridged", "video"]
+rates = { all = "flat" }
+"""
+
+
+def charges(gw: GatewayProcess) -> list[tuple[str, str]]:
+    with sqlite3.connect(gw.data_dir / "billing.db") as db:
+        return [
+            (r[0], r[1]) for r in db.execute("SELECT account, session_id FROM billing_ledger WHERE kind = 'charge'")
+        ]
+
 
 @dataclasses.dataclass
 class Hq:
@@ -88,7 +114,7 @@ port = {plan.sip_port}
 username = "{plan.trunk_user}"
 password = "{plan.trunk_password}"
 register = true
-account = "trunk:hq@acme"
+account = "hq-trunk@acme"
 options_interval_s = 5
 
 [pbx]
@@ -97,11 +123,18 @@ ami_port = {plan.ami_port}
 ami_username = "{plan.ami_user}"
 ami_secret = "{plan.ami_secret}"
 trunk_endpoint = "{plan.trunk_user}"
-trunk_account = "trunk:hq@acme"
+trunk_account = "hq-trunk@acme"
 tenant = "acme"
 """
     gw.write_config()
     gw.add_user("alice@acme", "kinshasa", ALICE_PASSWORD, number="3001")
+    (gw.data_dir / "tariffs").mkdir(parents=True)
+    (gw.data_dir / "tariffs" / "flat.toml").write_text(FLAT_TARIFF)
+    for account, site in (("alice@acme", "kinshasa"), ("hq-trunk@acme", "beijing")):
+        for args in (("account", account, "--site", site, "--postpaid"),
+                     ("plan", account, "flat", "--from", "2026-01-01T00:00:00+08:00")):  # fmt: skip
+            result = seabridge("billing", *args, config=gw.config_path)
+            assert result.returncode == 0, result.stderr
     await ast.start()
     env = Hq(gw, ast, tmp_path)
     try:
@@ -125,6 +158,11 @@ async def test_site_phone_calls_hq_echo_and_hears_itself(hq: Hq) -> None:
     assert tone_present(heard, 1000)  # her own tone, back from Asterisk through two relays of ours
     rows = await hq.wait_records(lambda r: r["leg"] == "a", 1)
     assert rows[0]["callee"] == "600" and rows[0]["account"] == "alice@acme" and rows[0]["ingress"] == 1
+    await hq.wait_records(lambda r: r["leg"] == "pbx", 1)  # the PBX's own view of the call, via AMI
+    async with asyncio.timeout(10):
+        while not charges(hq.gateway):
+            await asyncio.sleep(0.1)
+    assert charges(hq.gateway) == [("alice@acme", rows[0]["session_id"])]  # one charge, however many views
 
 
 async def test_hq_click_to_call_rings_both_ends_and_presence_is_notified(hq: Hq) -> None:
@@ -167,6 +205,10 @@ async def test_hq_click_to_call_rings_both_ends_and_presence_is_notified(hq: Hq)
     assert tone_present(alice.received_audio()[0], 1000)  # echoed by the HQ phone
     rows = await hq.wait_records(lambda r: r["session_id"] == started["session_id"], 1)
     inbound = [r for r in rows if r["leg"] == "a"]
-    assert len(inbound) == 1 and inbound[0]["account"] == "trunk:hq@acme" and inbound[0]["callee"] == "alice@acme"
+    assert len(inbound) == 1 and inbound[0]["account"] == "hq-trunk@acme" and inbound[0]["callee"] == "alice@acme"
+    async with asyncio.timeout(10):
+        while not charges(hq.gateway):
+            await asyncio.sleep(0.1)
+    assert charges(hq.gateway) == [("hq-trunk@acme", started["session_id"])]  # HQ's call, charged to the trunk
     status, body = await hq.api("GET", "/api/trunks")
     assert body["trunks"][0]["registration"] == "registered" and body["trunks"][0]["reachable"] is True
