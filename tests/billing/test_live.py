@@ -197,7 +197,7 @@ async def test_the_hourly_spend_limit_guards_against_toll_fraud(
 async def test_unknown_accounts_and_unrated_destinations_are_refused(
     store: LedgerStore, spend: LiveSpend, clock: FakeClock
 ) -> None:
-    live = make_live(store, spend, clock)
+    live = make_live(store, spend, clock, authorize_unrated=False)
     assert (await live.authorize("mallory@acme", "+86", "voice", T0)).reason == "unknown account mallory@acme"
     await live.service.ensure_account("carol@acme", site="kinshasa", payment="postpaid")
     assert (await live.authorize("carol@acme", "+86", "voice", T0)).reason == "no rate plan for carol@acme"
