@@ -105,9 +105,7 @@ def main(n: int) -> None:
         db = Path(tmp) / "billing.db"
         t0 = time.perf_counter()
         asyncio.run(build(db, n))
-        print(
-            f"built a month of {n} calls in {time.perf_counter() - t0:.1f} s ({db.stat().st_size >> 20} MiB)"
-        )
+        print(f"built a month of {n} calls in {time.perf_counter() - t0:.1f} s ({db.stat().st_size >> 20} MiB)")
         raw_s, raw_rows, raw_kb = run_child(db, "raw", Path(tmp) / "raw")
         if raw_rows != n:
             raise SystemExit(f"baseline did no work: read {raw_rows} of {n} calls")

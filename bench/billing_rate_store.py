@@ -77,9 +77,7 @@ async def timed(label: str, n: int, fn: Callable[[], Awaitable[object]]) -> floa
     return rate
 
 
-async def bench_store(
-    name: str, open_fn: Callable[[], Awaitable[LedgerStore]], calls: list[CallRecord]
-) -> None:
+async def bench_store(name: str, open_fn: Callable[[], Awaitable[LedgerStore]], calls: list[CallRecord]) -> None:
     n = len(calls)
     print(f"{name}:")
     store = await open_fn()
@@ -91,8 +89,7 @@ async def bench_store(
         async def raw() -> None:
             async with store.db.transaction() as tx:
                 await tx.executemany(
-                    f"INSERT INTO bench_raw ({', '.join(CALL_COLUMNS)}) VALUES "
-                    f"({','.join('?' * len(CALL_COLUMNS))})",
+                    f"INSERT INTO bench_raw ({', '.join(CALL_COLUMNS)}) VALUES ({','.join('?' * len(CALL_COLUMNS))})",
                     [call_row(r) for r in calls],
                 )
 
@@ -119,10 +116,7 @@ async def bench_store(
         batch = await timed("rated + stored + charged, 500 per transaction", n - n // 2, batched)
         stored = await store.count_calls(tenant="acme", start_us=0, end_us=2**62)
         assert stored == n, f"stored {stored} of {n}"
-        print(
-            f"  one-by-one / raw insert: {single / raw_rate:.3f}   batched / raw insert: "
-            f"{batch / raw_rate:.3f}"
-        )
+        print(f"  one-by-one / raw insert: {single / raw_rate:.3f}   batched / raw insert: {batch / raw_rate:.3f}")
     finally:
         await store.close()
 
@@ -138,10 +132,7 @@ async def main(n: int) -> None:
     rated = sum(r.status == "rated" for r in ratings)
     if rated == 0:
         raise SystemExit("baseline did no work: no call was rated")
-    print(
-        f"baseline: rating alone (accounts and plans read from SQLite): {rating_rate:.0f} records/s "
-        f"({rated} rated)"
-    )
+    print(f"baseline: rating alone (accounts and plans read from SQLite): {rating_rate:.0f} records/s ({rated} rated)")
     with tempfile.TemporaryDirectory() as tmp:
         await bench_store(
             "SQLite (synchronous=FULL)", lambda: open_store("sqlite", sqlite_path=Path(tmp) / "b.db"), calls

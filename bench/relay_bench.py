@@ -208,9 +208,7 @@ class RtpEngine:
 
     async def start(self) -> None:
         self.log = tempfile.TemporaryFile()
-        self.process = await asyncio.create_subprocess_exec(
-            *self.command, stdout=subprocess.DEVNULL, stderr=self.log
-        )
+        self.process = await asyncio.create_subprocess_exec(*self.command, stdout=subprocess.DEVNULL, stderr=self.log)
         self.ng = NgClient(self.ng_port)
         await self.ng.connect()
         deadline = time.monotonic() + 10
@@ -525,13 +523,9 @@ def median(values: list[float]) -> float:
 
 
 async def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", default="300,450,600", help="load levels (calls), comma-separated")
-    parser.add_argument(
-        "--workers", type=int, default=2, help="Seabridge relay worker processes (0: in-process)"
-    )
+    parser.add_argument("--workers", type=int, default=2, help="Seabridge relay worker processes (0: in-process)")
     parser.add_argument("--generators", type=int, default=2, help="load generator processes")
     parser.add_argument("--repeat", type=int, default=3, help="runs per system and level (medians reported)")
     parser.add_argument("--warmup", type=float, default=2.0)
@@ -606,14 +600,8 @@ async def main() -> int:
     print(f"\nat {n} calls (highest load with valid runs of all three):")
     print(f"  relayed calls per core: rtpengine {b_cpc:.1f}, seabridge {o_cpc:.1f}")
     print(f"  RATIO calls/core seabridge/rtpengine = {o_cpc / b_cpc:.2f}x (target >= 1.0x)")
-    print(
-        f"  added one-way latency p50: rtpengine {b50:.3f} ms, seabridge {o50:.3f} ms, "
-        f"ratio {_ratio(o50, b50)}"
-    )
-    print(
-        f"  added one-way latency p99: rtpengine {b99:.3f} ms, seabridge {o99:.3f} ms, "
-        f"ratio {_ratio(o99, b99)}"
-    )
+    print(f"  added one-way latency p50: rtpengine {b50:.3f} ms, seabridge {o50:.3f} ms, ratio {_ratio(o50, b50)}")
+    print(f"  added one-way latency p99: rtpengine {b99:.3f} ms, seabridge {o99:.3f} ms, ratio {_ratio(o99, b99)}")
     return 1 if broken else 0
 
 

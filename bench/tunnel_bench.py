@@ -242,8 +242,7 @@ def bench_bytes() -> None:
             f"   (+{(tunnel - plain) / plain:.0%}, {tunnel * 8 / 60 / 1000:.1f} kbit/s)"
         )
     print(
-        f"   probes, per link and minute, one direction, both paths: {probe_bytes / 1000:.1f} kB"
-        " (shared by all calls)"
+        f"   probes, per link and minute, one direction, both paths: {probe_bytes / 1000:.1f} kB (shared by all calls)"
     )
 
 
@@ -275,9 +274,7 @@ def bench_failover() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--size", type=int, default=172)
     parser.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
@@ -290,9 +287,7 @@ def main() -> None:
             print(json.dumps(asyncio.run(role_forward(int(rest[0]), int(rest[1]), float(rest[2])))))
         elif role == "tunnel":
             side, workdir, listen, peer_port, target, seconds = rest
-            result = asyncio.run(
-                role_tunnel(side, workdir, int(listen), int(peer_port), int(target), float(seconds))
-            )
+            result = asyncio.run(role_tunnel(side, workdir, int(listen), int(peer_port), int(target), float(seconds)))
             print(json.dumps(result))
         return
     bench_pps(args.seconds, args.size)

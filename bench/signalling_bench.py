@@ -1,0 +1,258 @@
+"""Call set-ups and registrations per second: Seabridge (registrar + B2BUA) beside Kamailio.
+
+Both systems get the same sipp load on loopback: an authenticated caller (407 challenge,
+INVITE with credentials, 200, ACK, BYE through the server) calling a sipp UAS registered as
+the callee; and authenticated REGISTERs. Kamailio runs as a stateful proxy with digest
+authentication, usrloc in memory and record-routing, so ACK and BYE cross it as they cross
+our B2BUA. Seabridge also anchors media (a relay stream per call) and writes call records.
+
+For each system the rate is raised step by step; the best rate at which at most 1% of the
+calls failed is reported, then the ratio Seabridge / Kamailio (target >= 0.5). Not part of
+the test suite: run it from the repository root, on an otherwise idle machine:
+
+    PYTHONPATH=. .venv/bin/python bench/signalling_bench.py [--rates 100,200,400,800] [--seconds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.gateway import GatewayProcess
+from tests.support.ports import free_port
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "tests" / "sipp"
+PASSWORD = "bench-" + secrets.token_hex(6)
+
+KAMAILIO_CFG = """#!KAMAILIO
+debug=1
+log_stderror=yes
+children={children}
+listen=udp:127.0.0.1:{port}
+disable_tcp=yes
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "kex.so"
+loadmodule "corex.so"
+loadmodule "tm.so"
+loadmodule "tmx.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "xlog.so"
+loadmodule "sanity.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "auth.so"
+modparam("usrloc", "db_mode", 0)
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    if (has_totag()) {{
+        if (loose_route()) {{ t_relay(); exit; }}
+        if (is_method("ACK")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+        sl_send_reply("404", "Not here"); exit;
+    }}
+    if (is_method("CANCEL")) {{ if (t_check_trans()) t_relay(); exit; }}
+    if (is_method("REGISTER")) {{
+        if (!pv_www_authenticate("$td", "{password}", "0")) {{ www_challenge("$td", "0"); exit; }}
+        if (!save("location")) sl_reply_error();
+        exit;
+    }}
+    if (is_method("INVITE")) {{
+        if (!pv_proxy_authenticate("$fd", "{password}", "0")) {{ proxy_challenge("$fd", "0"); exit; }}
+        consume_credentials();
+        record_route();
+        if (!lookup("location")) {{ sl_send_reply("404", "Not Found"); exit; }}
+        t_relay();
+        exit;
+    }}
+    sl_send_reply("405", "Method Not Allowed");
+}}
+"""
+
+
+@dataclass
+class Step:
+    rate: int
+    calls: int
+    ok: int
+    failed: int
+    seconds: float
+
+    @property
+    def good(self) -> bool:
+        return self.ok > 0 and self.failed <= 0.01 * (self.ok + self.failed)
+
+
+def sipp_args(
+    target: tuple[str, int], scenario: Path, port: int, calls: int, rate: int, keys: dict[str, str]
+) -> list[str]:
+    args = ["sipp", f"{target[0]}:{target[1]}", "-i", "127.0.0.1", "-p", str(port), "-cp", str(free_port()),
+            "-mp", str(free_port()), "-nostdin", "-sf", str(scenario), "-m", str(calls), "-r", str(rate),
+            "-l", str(max(100, rate * 4)), "-timeout", "120s", "-timeout_error"]  # fmt: skip
+    for key, value in keys.items():
+        args += ["-key", key, value]
+    return args
+
+
+def render(name: str, folder: Path, **values: str) -> Path:
+    text = (SCENARIOS / name).read_text()
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", value)
+    out = folder / name
+    out.write_text(text)
+    return out
+
+
+async def run(args: list[str], cwd: Path) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *args,
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+def counts(output: str) -> tuple[int, int]:
+    ok = re.findall(r"Successful call\s*\|\s*\d+\s*\|\s*(\d+)", output)
+    failed = re.findall(r"Failed call\s*\|\s*\d+\s*\|\s*(\d+)", output)
+    return (int(ok[-1]) if ok else 0), (int(failed[-1]) if failed else 0)
+
+
+async def calls_per_second(
+    name: str, target: tuple[str, int], rates: list[int], seconds: float, folder: Path
+) -> list[Step]:
+    """Register a sipp UAS as bob, then call it at each rate; stop at the first rate that fails."""
+    steps: list[Step] = []
+    for rate in rates:
+        calls = int(rate * seconds)
+        uas_port = free_port()
+        work = folder / f"{name}-{rate}"
+        work.mkdir()
+        reg = render("register.xml", work, user="bob", domain="acme", password=PASSWORD, expected="200")
+        code, out = await run(
+            sipp_args(target, reg, uas_port, 1, 1, {"user": "bob", "domain": "acme", "expires": "3600"}), work
+        )
+        if code != 0:
+            raise SystemExit(f"{name}: the callee could not register:\n{out[-2000:]}")
+        uas = await asyncio.create_subprocess_exec(
+            *sipp_args(target, SCENARIOS / "bench_uas.xml", uas_port, calls, 1, {}), cwd=work,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        uac = render("bench_uac.xml", work, user="alice", domain="acme", password=PASSWORD, callee="bob")
+        started = time.monotonic()
+        _, out = await run(
+            sipp_args(target, uac, free_port(), calls, rate, {"user": "alice", "domain": "acme", "callee": "bob"}), work
+        )
+        elapsed = time.monotonic() - started
+        if uas.returncode is None:
+            uas.terminate()
+        await uas.wait()
+        ok, failed = counts(out)
+        step = Step(rate, calls, ok, failed, elapsed)
+        steps.append(step)
+        print(f"  {name:10} rate {rate:5}/s: {ok} ok, {failed} failed of {calls} in {elapsed:.1f} s")
+        if not step.good:
+            break
+    return steps
+
+
+async def registrations_per_second(name: str, target: tuple[str, int], count: int, folder: Path) -> float:
+    work = folder / f"{name}-register"
+    work.mkdir()
+    reg = render("register.xml", work, user="alice", domain="acme", password=PASSWORD, expected="200")
+    started = time.monotonic()
+    _, out = await run(
+        sipp_args(target, reg, free_port(), count, 2000, {"user": "alice", "domain": "acme", "expires": "3600"}), work
+    )
+    elapsed = time.monotonic() - started
+    ok, failed = counts(out)
+    print(f"  {name:10} {ok} registrations ok, {failed} failed in {elapsed:.1f} s")
+    return ok / elapsed if elapsed else 0.0
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", default="100,200,400,600,800,1000")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each load step")
+    parser.add_argument("--registrations", type=int, default=5000)
+    args = parser.parse_args()
+    rates = [int(r) for r in args.rates.split(",")]
+    for tool in ("sipp", "kamailio"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed (bash scripts/test installs it)")
+    folder = Path(tempfile.mkdtemp(prefix="seabridge-signalling-"))
+    results: dict[str, tuple[list[Step], float]] = {}
+
+    # Kamailio, the baseline.
+    kport = free_port()
+    cfg = folder / "kamailio.cfg"
+    cfg.write_text(KAMAILIO_CFG.format(port=kport, password=PASSWORD, children=2))
+    kamailio_cmd = ["kamailio", "-DD", "-E", "-f", str(cfg), "-m", "256", "-M", "32", "-P", str(folder / "k.pid")]
+    print("baseline:", " ".join(kamailio_cmd))
+    kamailio = await asyncio.create_subprocess_exec(
+        *kamailio_cmd, stdout=asyncio.subprocess.DEVNULL, stderr=(folder / "kamailio.log").open("wb")
+    )
+    try:
+        await asyncio.sleep(1.0)  # kamailio has no readiness signal on stdout; it binds within a second
+        if kamailio.returncode is not None:
+            raise SystemExit(f"kamailio did not start: {(folder / 'kamailio.log').read_text()[-2000:]}")
+        regs = await registrations_per_second("kamailio", ("127.0.0.1", kport), args.registrations, folder)
+        results["kamailio"] = (
+            await calls_per_second("kamailio", ("127.0.0.1", kport), rates, args.seconds, folder),
+            regs,
+        )
+    finally:
+        kamailio.terminate()
+        await kamailio.wait()
+
+    # Seabridge, the system under test, on its defaults (no debug logging).
+    gw = GatewayProcess(
+        folder / "seabridge", extra_config='[[tenants]]\ndomain = "acme"\ndigest_algorithms = ["MD5"]\n'
+    )
+    gw.write_config()
+    gw.config_path.write_text(gw.config_path.read_text().replace('level = "debug"', 'level = "warning"'))
+    for user in ("alice", "bob"):
+        gw.add_user(f"{user}@acme", "bench", PASSWORD)
+    await gw.start()
+    print("under test: seabridge run --config", gw.config_path)
+    try:
+        regs = await registrations_per_second("seabridge", gw.sip_address, args.registrations, folder)
+        results["seabridge"] = (await calls_per_second("seabridge", gw.sip_address, rates, args.seconds, folder), regs)
+    finally:
+        await gw.stop()
+
+    def best(steps: list[Step]) -> float:
+        good = [s.ok / s.seconds for s in steps if s.good]
+        return max(good) if good else 0.0
+
+    k_calls, k_regs = best(results["kamailio"][0]), results["kamailio"][1]
+    s_calls, s_regs = best(results["seabridge"][0]), results["seabridge"][1]
+    if k_calls <= 0 or k_regs <= 0:
+        print("FAIL: the Kamailio baseline did no work", file=sys.stderr)
+        return 1
+    print()
+    print(f"call set-ups/s at <=1% failures: seabridge {s_calls:.0f}, kamailio {k_calls:.0f}, "
+          f"ratio {s_calls / k_calls:.2f} (target >= 0.5)")  # fmt: skip
+    print(f"registrations/s:                 seabridge {s_regs:.0f}, kamailio {k_regs:.0f}, "
+          f"ratio {s_regs / k_regs:.2f}")  # fmt: skip
+    shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
