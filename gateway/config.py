@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.configschema import ConfigError, InvalidField, bounds, load_section
+from media.tv.config import TvConfig
 
 __all__ = ["ConfigError", "GatewayConfig", "load_config", "parse_config"]
 
@@ -116,6 +117,7 @@ class GatewayConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     tenants: tuple[TenantConfig, ...] = ()
+    tv: TvConfig = field(default_factory=TvConfig)
 
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}
