@@ -45,7 +45,7 @@ from media.tv.worker import (
 
 log = logging.getLogger(__name__)
 
-Reader = Callable[[SourceSpec, Callable[[bytes], None]], Awaitable[None]]
+Reader = Callable[[SourceSpec, Callable[[bytes], None], Callable[[float], None]], Awaitable[None]]
 _PROBE_PACKETS = 200  # aligned TS packets a probe must deliver before it is trusted
 
 
@@ -97,7 +97,9 @@ class Channel:
         self.live_dir = live_dir
         self.window = LiveWindow(tv.window_segments, tv.keep_extra_segments, tv.max_segment_s)
         self.fanout = Fanout(tv.viewer_backlog_kb * 1024)
-        self.demand = Demand(tv.idle_timeout_s, always_on=always_on)
+        # HLS players may go quiet for a few target durations while their buffer is full.
+        idle = max(tv.idle_timeout_s, 3 * self.window.target_duration)
+        self.demand = Demand(idle, always_on=always_on)
         self.hls_viewers = ViewerTracker(presence_s=max(10.0, 3 * tv.max_segment_s))
         self.stats = ChannelStats()
         self.state = "stopped"
@@ -112,6 +114,8 @@ class Channel:
         self._timer: asyncio.TimerHandle | None = None
         self._ready = asyncio.Event()
         self._next_seq = 0
+        self._last_index: int | None = None
+        self._timeline_end: int | None = None  # output clock where the last session ended
         self._stopping: asyncio.Task[None] | None = None
         self._starting: asyncio.Lock = asyncio.Lock()
         self._background: set[asyncio.Future[Any]] = set()
@@ -159,6 +163,7 @@ class Channel:
                 ),
                 emit=emit,
                 first_seq=self._next_seq,
+                origin=self._timeline_end,
             )
             await asyncio.to_thread(self._worker.start)
             self._selector = SourceSelector(
@@ -194,6 +199,7 @@ class Channel:
             worker.stop()
             await asyncio.to_thread(worker.join, 30.0)
             self.stats.cpu_seconds += worker.cpu_seconds
+            self._timeline_end = worker.timeline_end
             self.fanout.close_all("channel stopped")
             self.fanout.restart()
             listed = self.window.listed
@@ -228,10 +234,15 @@ class Channel:
         """Wait for the first segment of the window (a fresh start takes a few seconds)."""
         if self.window.listed:
             return True
+        # A viewer waiting for the first segment is watching: do not let the idle timer fire.
+        self.demand.stream_opened(self._clock())
         try:
             await asyncio.wait_for(self._ready.wait(), within)
         except TimeoutError:
             return False
+        finally:
+            self.demand.stream_closed(self._clock())
+            self._arm()
         return bool(self.window.listed)
 
     def open_stream(self, token_id: str, remote: str, expires: float) -> Viewer:
@@ -282,7 +293,8 @@ class Channel:
     def _source_started(self, action: SourceStarted) -> None:
         spec = self.specs[action.index]
         if action.reason != "start":
-            self.stats.switches += 1
+            if action.index != self._last_index:  # restarting the same source is no switch
+                self.stats.switches += 1
             log.warning(
                 "tv channel %s: source %d (%s) now active (%s)",
                 self.number,
@@ -290,6 +302,7 @@ class Channel:
                 spec.describe(),
                 action.reason,
             )
+        self._last_index = action.index
         if action.from_probe and self._probe is not None and self._probe.index == action.index:
             feed, self._probe = self._probe, None
             feed.probe = False
@@ -321,8 +334,12 @@ class Channel:
                     feed.probe_packets = -(1 << 60)  # report once
                     self._apply(self._selector.probe_ready(feed.index, self._clock()))
 
+        def on_silence(seconds: float) -> None:
+            if self._selector is not None:
+                self._selector.set_grace(feed.index, seconds)
+
         try:
-            await self._reader(spec, on_data)
+            await self._reader(spec, on_data, on_silence)
             reason = "source ended"
         except SourceFailed as exc:
             reason = str(exc)

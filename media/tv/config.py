@@ -151,7 +151,9 @@ class TvConfig:
     enabled: bool = False
     channels: tuple[ChannelConfig, ...] = ()
     profiles: Mapping[str, TranscodeProfile] = field(default_factory=lambda: MappingProxyType({}))
-    # Channels pulled all the time (by number); the rest only while someone watches.
+    # Channels pulled all the time (by number); the rest only while someone watches, and for
+    # idle_timeout_s after (never less than three HLS target durations: players go quiet
+    # while their buffer is full).
     always_on: tuple[int, ...] = ()
     idle_timeout_s: float = field(default=30.0, metadata=bounds(1.0, 86400.0))
     # HLS: cut at the first keyframe after segment_s; cut anyway at max_segment_s

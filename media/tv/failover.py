@@ -58,6 +58,7 @@ class SourceSelector:
     _pending_reason: str = ""
     _backoff: float = 0.0
     _failed_at: dict[int, float] = field(default_factory=dict)
+    _grace: dict[int, float] = field(default_factory=dict)
 
     def start(self, now: float) -> list[SelectorAction]:
         self.running = True
@@ -75,6 +76,14 @@ class SourceSelector:
         self._pending = None
         self.running = False
         return actions
+
+    def set_grace(self, index: int, seconds: float) -> None:
+        """Let a source be silent ``seconds`` longer before it counts as stalled (an HLS
+        source delivers a segment at a time, so its output comes in bursts)."""
+        self._grace[index] = max(0.0, seconds)
+
+    def _stall_after(self, index: int) -> float:
+        return self.stall_s + self._grace.get(index, 0.0)
 
     def progress(self, now: float) -> None:
         """The active source produced output."""
@@ -115,7 +124,7 @@ class SourceSelector:
             if self._progress is None:
                 if now - self._since >= self.start_timeout_s:
                     actions += self._fail_active(now, "stalled")
-            elif now - self._progress >= self.stall_s:
+            elif now - self._progress >= self._stall_after(self.active):
                 actions += self._fail_active(now, "stalled")
         if self._probe is not None and now >= self._probe_deadline:
             actions.append(ProbeStopped(self._probe))
@@ -140,11 +149,10 @@ class SourceSelector:
         if self._pending is not None:
             times.append(self._pending_at)
         if self.active is not None:
-            times.append(
-                self._since + self.start_timeout_s
-                if self._progress is None
-                else self._progress + self.stall_s
-            )
+            if self._progress is None:
+                times.append(self._since + self.start_timeout_s)
+            else:
+                times.append(self._progress + self._stall_after(self.active))
             if self.active > 0 and self._progress is not None and self._probe is None:
                 times.append(self._next_probe)
         if self._probe is not None:

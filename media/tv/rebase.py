@@ -43,6 +43,7 @@ class _Stream:
 @dataclass
 class Rebaser:
     max_step: int  # a forward step above this is a jump (90 kHz ticks)
+    origin: int = ORIGIN  # where the output starts (a restarted channel continues its old clock)
     jumps: int = 0
     wraps: int = 0
     dropped: int = 0
@@ -63,7 +64,7 @@ class Rebaser:
     @property
     def end(self) -> int:
         """The output time just after the last packet of any stream."""
-        return max((s.end for s in self._streams.values() if s.last_out is not None), default=ORIGIN)
+        return max((s.end for s in self._streams.values() if s.last_out is not None), default=self.origin)
 
     def rebase(self, index: int, dts: int | None, pts: int | None, duration: int) -> Rebased | None:
         """Output times for one packet, or None when the packet must be dropped."""

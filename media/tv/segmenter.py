@@ -68,6 +68,8 @@ class Segmenter:
     target: float
     maximum: float
     first_seq: int = 0
+    # The first segment follows another stream (a restarted channel): mark it.
+    discontinuity_first: bool = False
     _framer: TsFramer = field(default_factory=TsFramer)
     _pat: SectionAssembler = field(default_factory=SectionAssembler)
     _pmt: SectionAssembler = field(default_factory=SectionAssembler)
@@ -91,6 +93,7 @@ class Segmenter:
 
     def __post_init__(self) -> None:
         self._next_seq = self.first_seq
+        self._discontinuity = self.discontinuity_first
 
     @property
     def open_seq(self) -> int | None:

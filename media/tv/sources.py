@@ -23,6 +23,8 @@ from media.tv.hlsparse import HlsPuller, MediaPlaylist, PlaylistError, parse_pla
 from media.tv.ts import strip_rtp
 
 DataSink = Callable[[bytes], None]
+# Told how long the source may normally stay silent (HLS: about a segment), in seconds.
+SilenceHint = Callable[[float], None]
 
 _USER_AGENT = "Seabridge-TV/1"
 _HTTP_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=5, sock_connect=5, sock_read=10)
@@ -32,13 +34,13 @@ class SourceFailed(TvError):
     """A source that cannot deliver (refused, ended, malformed)."""
 
 
-async def read_source(spec: SourceSpec, on_data: DataSink) -> None:
+async def read_source(spec: SourceSpec, on_data: DataSink, on_silence: SilenceHint | None = None) -> None:
     if spec.kind == "udp":
         await read_udp(spec, on_data)
     elif spec.kind == "http":
         await read_http_ts(spec, on_data)
     else:
-        await read_hls(spec, on_data)
+        await read_hls(spec, on_data, on_silence=on_silence)
 
 
 # -- UDP / RTP, unicast and multicast ----------------------------------------------------------
@@ -152,7 +154,9 @@ async def read_http_ts(spec: SourceSpec, on_data: DataSink) -> None:
 # -- HLS pull -------------------------------------------------------------------------------------
 
 
-async def read_hls(spec: SourceSpec, on_data: DataSink, *, max_bandwidth: int = 0) -> None:
+async def read_hls(
+    spec: SourceSpec, on_data: DataSink, *, on_silence: SilenceHint | None = None, max_bandwidth: int = 0
+) -> None:
     loop = asyncio.get_running_loop()
     puller = HlsPuller()
     url = spec.url
@@ -164,6 +168,9 @@ async def read_hls(spec: SourceSpec, on_data: DataSink, *, max_bandwidth: int = 
                 if isinstance(playlist, tuple):
                     url = pick_variant(playlist, max_bandwidth).uri
                     continue
+                if on_silence is not None:
+                    # Segments land one at a time: a reload interval plus a fetch apart.
+                    on_silence(2 * playlist.target_duration)
                 plan = puller.on_playlist(playlist, loop.time())
                 for ref in plan.fetch:
                     await _fetch_segment(session, ref.uri, on_data)

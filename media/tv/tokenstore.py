@@ -57,16 +57,22 @@ class TokenStore:
 
     def _create_secret(self) -> bytes:
         self.directory.mkdir(parents=True, exist_ok=True)
-        data = secrets.token_bytes(SECRET_BYTES)
+        # Written in full under a private name, then linked into place: another process
+        # sees either no secret or the whole one, and the first link wins.
+        tmp = self.directory / f".token.key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            fd = os.open(self.secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first: use theirs
-            return self.secret_path.read_bytes()
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        return data
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(SECRET_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, self.secret_path)
+            except FileExistsError:
+                pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        return self.secret_path.read_bytes()
 
     # -- list ---------------------------------------------------------------------------------
 

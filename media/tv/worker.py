@@ -25,7 +25,7 @@ import av
 
 from media.tv.config import TranscodeProfile
 from media.tv.pipe import BytePipe
-from media.tv.rebase import Rebaser, StartGate
+from media.tv.rebase import ORIGIN, Rebaser, StartGate
 from media.tv.segmenter import (
     DataProduced,
     RandomAccessReached,
@@ -106,6 +106,7 @@ class IngestWorker:
         settings: IngestSettings,
         emit: Callable[[list[WorkerEvent]], None],
         first_seq: int = 0,
+        origin: int | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
@@ -122,8 +123,17 @@ class IngestWorker:
         self.cpu_seconds = 0.0
         self.packets = 0
         # Owned by the thread from here on.
-        self._segmenter = Segmenter(settings.segment_s, settings.max_segment_s, first_seq=first_seq)
-        self._rebaser = Rebaser(max_step=int(settings.max_timestamp_step_s * 90000))
+        # A restarted channel continues its clock and numbering, so a player that kept polling
+        # sees a discontinuity, not time going backwards.
+        self._origin = ORIGIN if origin is None else origin
+        self._segmenter = Segmenter(
+            settings.segment_s,
+            settings.max_segment_s,
+            first_seq=first_seq,
+            discontinuity_first=origin is not None,
+        )
+        self._rebaser = Rebaser(max_step=int(settings.max_timestamp_step_s * 90000), origin=self._origin)
+        self.timeline_end = self._origin  # readable after join()
         self._mux: Any = None
         self._layout: tuple[str, str] | None = None
         self._out: dict[int, Any] = {}
@@ -248,7 +258,7 @@ class IngestWorker:
         if self._mux is None:
             self._open_mux(video, audio)
             self._layout = layout
-            self._rebaser = Rebaser(max_step=self._rebaser.max_step)
+            self._rebaser = Rebaser(max_step=self._rebaser.max_step, origin=self._rebaser.end)
             for kind, stream in ((_VIDEO, video), (_AUDIO, audio)):
                 if stream is not None:
                     self._rebaser.add_stream(kind, is_video=kind == _VIDEO)
@@ -377,6 +387,7 @@ class IngestWorker:
         self._mux = None
 
     def _finish(self) -> None:
+        self.timeline_end = self._rebaser.end + 90000  # a second of margin past the last packet
         self._close_mux()
         self._handle(self._segmenter.close())
         if self._file is not None:  # a segment with no end: drop it, it never got listed

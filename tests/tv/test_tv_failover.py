@@ -130,3 +130,13 @@ def test_viewer_tracker_counts_recent_distinct_viewers() -> None:
     assert v.count(15.5) == 1
     v.forget("tok2|")
     assert v.count(15.5) == 0
+
+
+def test_hls_source_gets_grace_for_its_segment_bursts() -> None:
+    sel = selector()
+    sel.start(0.0)
+    sel.set_grace(0, 12.0)  # 6-second segments
+    sel.progress(1.0)
+    assert sel.deadline() == 15.0
+    assert sel.tick(14.9) == []
+    assert sel.tick(15.0) == [SourceStopped(0), SourceStarted(1, "stalled")]
