@@ -34,6 +34,7 @@ from media.tv.sources import SourceFailed, read_source
 from media.tv.ts import PACKET_SIZE, TsFramer
 from media.tv.window import LiveWindow, Segment
 from media.tv.worker import (
+    STARTUP_SEGMENTS,
     IngestEnded,
     IngestOpened,
     IngestSettings,
@@ -230,9 +231,14 @@ class Channel:
         if self.state != "running":
             await self.start()
 
+    @property
+    def ready(self) -> bool:
+        """Enough segments listed for every player to start (three: RFC 8216 section 6.3.3)."""
+        return len(self.window.listed) >= min(STARTUP_SEGMENTS, self.window.size)
+
     async def wait_ready(self, within: float) -> bool:
-        """Wait for the first segment of the window (a fresh start takes a few seconds)."""
-        if self.window.listed:
+        """Wait until the playlist can start any player (a fresh start takes a few seconds)."""
+        if self.ready:
             return True
         # A viewer waiting for the first segment is watching: do not let the idle timer fire.
         self.demand.stream_opened(self._clock())
@@ -243,7 +249,7 @@ class Channel:
         finally:
             self.demand.stream_closed(self._clock())
             self._arm()
-        return bool(self.window.listed)
+        return self.ready
 
     def open_stream(self, token_id: str, remote: str, expires: float) -> Viewer:
         now = self._clock()
@@ -409,7 +415,8 @@ class Channel:
     def _segment_written(self, event: SegmentWritten) -> None:
         self.stats.segments += 1
         expired = self.window.add(event.segment)
-        self._ready.set()
+        if self.ready:
+            self._ready.set()
         if expired:
             paths = [self.live_dir / s.name for s in expired]
             self._background_task(asyncio.to_thread(_unlink_all, paths))

@@ -70,6 +70,11 @@ class Segmenter:
     first_seq: int = 0
     # The first segment follows another stream (a restarted channel): mark it.
     discontinuity_first: bool = False
+    # Strict players (Safari, Chromium's own HLS, many set-top boxes) start only once a live
+    # playlist lists three segments: cut the first few short, on any keyframe after
+    # startup_target, so a channel that was just started is watchable sooner.
+    startup_segments: int = 0
+    startup_target: float = 1.0
     _framer: TsFramer = field(default_factory=TsFramer)
     _pat: SectionAssembler = field(default_factory=SectionAssembler)
     _pmt: SectionAssembler = field(default_factory=SectionAssembler)
@@ -82,6 +87,7 @@ class Segmenter:
     _pending: list[bytes] = field(default_factory=list)  # PSI run since the last other packet
     _seq: int | None = None  # the open segment
     _next_seq: int = 0
+    _opened: int = 0
     _seg_start: int = 0
     _last_ts: int | None = None
     _first_ts: int | None = None
@@ -228,7 +234,8 @@ class Segmenter:
                 self._cut(ts, now, keyframe)
             return
         length = (ts - self._seg_start) / TS_CLOCK
-        if (keyframe and length >= self.target) or length >= self.maximum:
+        target = self.startup_target if self._opened <= self.startup_segments else self.target
+        if (keyframe and length >= target) or length >= self.maximum:
             self._cut(ts, now, keyframe)
         elif keyframe:
             self._random_access()
@@ -241,6 +248,7 @@ class Segmenter:
             self._next_seq = self._seq + 1
         seq = self._next_seq
         self._seq = seq
+        self._opened += 1
         self._seg_start = ts
         self._events.append(SegmentOpened(seq, now, self._discontinuity, keyframe))
         self._discontinuity = False

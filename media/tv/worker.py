@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 TB90K = Fraction(1, 90000)
 _VIDEO, _AUDIO = 0, 1
+STARTUP_SEGMENTS = 3  # what strict HLS players need listed before they start
 _FLUSH_EVERY_S = 0.02  # batch events to the loop: at most ~50 wake-ups a second per channel
 
 

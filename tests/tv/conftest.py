@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from tv_gateway import FAST, GROUP, Gateway
+from tv_peers import HlsOrigin, MulticastNamespace, free_port
+
+from gateway.config import parse_config
+from media.tv.service import TvService
+from media.tv.web import add_tv_routes
 
 
 def make_ts(
@@ -68,3 +80,65 @@ def ts_media(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def ts_sparse_keyframes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Twelve seconds with a single keyframe at the start (a feed that 'lost' its keyframes)."""
     return make_ts(tmp_path_factory.mktemp("media") / "sparse.ts", seconds=12, gop=1000)
+
+
+# -- real peers and the gateway under test (end-to-end tests) -------------------------------
+
+
+@pytest.fixture(scope="session")
+def multicast() -> Iterator[tuple[MulticastNamespace, int]]:
+    """A test channel multicast to GROUP from inside a namespace, over a veth pair."""
+    ns = MulticastNamespace().create()
+    port = free_port()
+    sender = ns.sender(GROUP, port)
+    try:
+        sender.start()
+        yield ns, port
+    finally:
+        sender.stop()
+        ns.delete()
+
+
+@pytest.fixture(scope="session")
+def hls_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HlsOrigin]:
+    origin = HlsOrigin(tmp_path_factory.mktemp("origin"))
+    try:
+        origin.start()
+        deadline = time.monotonic() + 20
+        while not (origin.directory / "index.m3u8").exists():  # ffmpeg writes it after ~2 segments
+            assert time.monotonic() < deadline, "ffmpeg did not start the HLS origin"
+            time.sleep(0.1)
+        yield origin
+    finally:
+        origin.stop()
+
+
+# -- the gateway under test -------------------------------------------------------------------
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
+    made: list[tuple[TvService, web.AppRunner, aiohttp.ClientSession]] = []
+
+    async def make(channels: list[dict[str, Any]], **tv: Any) -> Gateway:
+        config = parse_config(
+            {"data_dir": str(tmp_path), "tv": {"enabled": True, **FAST, **tv, "channels": channels}}
+        )
+        registry = CollectorRegistry()
+        service = TvService(config.tv, config.data_path, registry=registry)
+        app = web.Application()
+        add_tv_routes(app, service)
+        await service.start()
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        client = aiohttp.ClientSession()
+        made.append((service, runner, client))
+        return Gateway(service, port, client, registry)
+
+    yield make
+    for service, runner, client in made:
+        await client.close()
+        await service.stop()
+        await runner.cleanup()
