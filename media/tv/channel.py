@@ -113,7 +113,7 @@ class Channel:
         self._live: _Feed | None = None
         self._probe: _Feed | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._ready = asyncio.Event()
+        self._segment_added = asyncio.Event()  # pulsed on every new segment
         self._next_seq = 0
         self._last_index: int | None = None
         self._timeline_end: int | None = None  # output clock where the last session ended
@@ -144,7 +144,6 @@ class Channel:
                 return
             loop = asyncio.get_running_loop()
             self._session = secrets.token_hex(4)
-            self._ready.clear()
             session = self._session
 
             def emit(events: list[WorkerEvent]) -> None:
@@ -207,7 +206,6 @@ class Channel:
             if listed:
                 self._next_seq = listed[-1].seq + 1
             self.window.clear()
-            self._ready.clear()
             self._worker = None
             self._selector = None
             self.stats.cpu_percent = 0.0
@@ -231,25 +229,29 @@ class Channel:
         if self.state != "running":
             await self.start()
 
-    @property
-    def ready(self) -> bool:
-        """Enough segments listed for every player to start (three: RFC 8216 section 6.3.3)."""
-        return len(self.window.listed) >= min(STARTUP_SEGMENTS, self.window.size)
+    def ready(self, segments: int = STARTUP_SEGMENTS) -> bool:
+        """Whether the playlist lists ``segments`` segments. Strict players (Safari,
+        Chromium's own HLS, many set-top boxes) start only with three (RFC 8216 section
+        6.3.3); hls.js, VLC and ffmpeg start with one."""
+        return len(self.window.listed) >= min(segments, self.window.size)
 
-    async def wait_ready(self, within: float) -> bool:
-        """Wait until the playlist can start any player (a fresh start takes a few seconds)."""
-        if self.ready:
+    async def wait_ready(self, within: float, segments: int = STARTUP_SEGMENTS) -> bool:
+        """Wait until the playlist lists ``segments`` segments (a fresh start takes a few seconds)."""
+        if self.ready(segments):
             return True
-        # A viewer waiting for the first segment is watching: do not let the idle timer fire.
+        # A viewer waiting for the first segments is watching: do not let the idle timer fire.
         self.demand.stream_opened(self._clock())
         try:
-            await asyncio.wait_for(self._ready.wait(), within)
+            async with asyncio.timeout(within):
+                while not self.ready(segments):
+                    self._segment_added.clear()
+                    await self._segment_added.wait()
         except TimeoutError:
             return False
         finally:
             self.demand.stream_closed(self._clock())
             self._arm()
-        return self.ready
+        return True
 
     def open_stream(self, token_id: str, remote: str, expires: float) -> Viewer:
         now = self._clock()
@@ -415,8 +417,7 @@ class Channel:
     def _segment_written(self, event: SegmentWritten) -> None:
         self.stats.segments += 1
         expired = self.window.add(event.segment)
-        if self.ready:
-            self._ready.set()
+        self._segment_added.set()
         if expired:
             paths = [self.live_dir / s.name for s in expired]
             self._background_task(asyncio.to_thread(_unlink_all, paths))

@@ -27,6 +27,12 @@ class BytePipe:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def exhausted(self) -> bool:
+        """Closed, and every byte read."""
+        with self._cond:
+            return self._closed and not self._chunks
+
     def write(self, data: bytes) -> None:
         if not data:
             return

@@ -7,7 +7,8 @@ query strings when they fetch segments::
     /iptv/<token>/playlist.m3u           channel list, HLS URLs (playlist-ts.m3u: HTTP-TS URLs)
     /iptv/<token>/epg.xml                the guide, only the tenant's channels
     /iptv/<token>/channels.json          lineup with now/next, for the page
-    /iptv/<token>/ch/<n>/index.m3u8      live HLS playlist; segments next to it
+    /iptv/<token>/ch/<n>/index.m3u8      live HLS playlist (first answer once 3 segments exist)
+    /iptv/<token>/ch/<n>/quick.m3u8      the same, first answer on 1 segment (hls.js, VLC)
     /iptv/<token>/ch/<n>.ts              continuous MPEG-TS (HTTP-TS, udpxy style)
     /iptv/static/<file>                  page assets (no secrets)
     /api/tv/status                       per-channel status (mount behind admin auth)
@@ -27,6 +28,7 @@ from media.tv.epg import Programme, to_iso
 from media.tv.m3u import render_m3u
 from media.tv.service import ChannelForbidden, ChannelNotFound, TvService
 from media.tv.tokens import TokenClaims, TokenRejected
+from media.tv.worker import STARTUP_SEGMENTS
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ def add_tv_routes(
     r.add_get(f"{prefix}/{{token}}/epg.xml", h.epg)
     r.add_get(f"{prefix}/{{token}}/channels.json", h.channels_json)
     r.add_get(f"{prefix}/{{token}}/ch/{{number:\\d{{1,5}}}}/index.m3u8", h.hls_playlist)
+    r.add_get(f"{prefix}/{{token}}/ch/{{number:\\d{{1,5}}}}/quick.m3u8", h.hls_playlist_quick)
     r.add_get(f"{prefix}/{{token}}/ch/{{number:\\d{{1,5}}}}/{{segment}}", h.hls_segment)
     r.add_get(f"{prefix}/{{token}}/ch/{{number:\\d{{1,5}}}}.ts", h.http_ts)
     if status_path:
@@ -151,6 +154,7 @@ class _Handlers:
                     "group": ch.group,
                     "logo": ch.logo,
                     "hls": f"ch/{ch.number}/index.m3u8",
+                    "hls_quick": f"ch/{ch.number}/quick.m3u8",
                     "ts": f"ch/{ch.number}.ts",
                     "now": _programme(current),
                     "next": _programme(upcoming),
@@ -162,12 +166,20 @@ class _Handlers:
     # -- HLS ----------------------------------------------------------------------------------
 
     async def hls_playlist(self, request: web.Request) -> web.Response:
+        return await self._hls_playlist(request, STARTUP_SEGMENTS)
+
+    async def hls_playlist_quick(self, request: web.Request) -> web.Response:
+        # For players that start on a single segment (hls.js, VLC, ffmpeg): a channel that
+        # was idle answers two keyframe intervals sooner.
+        return await self._hls_playlist(request, 1)
+
+    async def _hls_playlist(self, request: web.Request, segments: int) -> web.Response:
         claims = self._claims(request)
         channel = self._channel(request, claims)
         channel.touch(self._viewer_key(claims, request))
         await channel.ensure_running()
-        wait = self.service.tv.start_timeout_s + 2 * self.service.tv.max_segment_s
-        if not await channel.wait_ready(wait):
+        wait = self.service.tv.start_timeout_s + (segments + 1) * self.service.tv.max_segment_s
+        if not await channel.wait_ready(wait, segments):
             raise web.HTTPServiceUnavailable(
                 text="503: the channel is not available\n", headers={"Retry-After": "2"}
             )

@@ -185,7 +185,7 @@ class IngestWorker:
                 pipe, feed = item
                 with self._pipe_lock:
                     self._pipe = pipe
-                if not pipe.closed:
+                if not pipe.exhausted:
                     reason = self._session(pipe, feed)
                     self._events.append(IngestEnded(feed, reason))
                     self._flush(force=True)

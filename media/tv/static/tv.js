@@ -100,7 +100,7 @@ function play(number) {
         else setTimeout(() => state.current === number && play(number), 3000);
       }
     });
-    hls.loadSource(ch.hls);
+    hls.loadSource(ch.hls_quick); // hls.js starts on one segment: zap faster
     hls.attachMedia(video);
   } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
     state.player = "native";
