@@ -434,6 +434,23 @@ def is_keyframe_payload(stream_type: int, es: bytes) -> bool:
         start = i + 3
 
 
+_ADTS_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+
+
+def adts_duration(frame: bytes) -> int | None:
+    """Duration in 90 kHz ticks of an AAC frame in ADTS framing (1024 samples), from its header.
+
+    A demuxer that has not finished probing hands out AAC frames without timestamps or
+    durations; the header alone says how long each one lasts.
+    """
+    if len(frame) < 7 or frame[0] != 0xFF or frame[1] & 0xF6 != 0xF0:
+        return None
+    index = (frame[2] >> 2) & 0x0F
+    if index >= len(_ADTS_RATES):
+        return None
+    return 1024 * TS_CLOCK // _ADTS_RATES[index]
+
+
 # --- continuity ------------------------------------------------------------------------------
 
 

@@ -35,6 +35,7 @@ from media.tv.segmenter import (
     SegmentOpened,
 )
 from media.tv.transcode import AudioTranscoder, VideoTranscoder
+from media.tv.ts import adts_duration
 from media.tv.window import Segment
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,11 @@ class IngestSettings:
     keyframe_wait_s: float
     max_timestamp_step_s: float
     profile: TranscodeProfile | None = None
-    probe_bytes: int = 1_000_000
-    analyze_us: int = 1_500_000
+    # Joining a live feed: stop probing as soon as the streams are known. Remuxing needs no
+    # frame rate or decode-delay estimate (fpsprobesize 0), and the pictures' size arrives
+    # in-band with the first keyframe anyway: this saves about a second of zapping.
+    probe_bytes: int = 500_000
+    analyze_us: int = 500_000
 
 
 class _Writer:
@@ -208,6 +212,7 @@ class IngestWorker:
                 options={
                     "probesize": str(self.settings.probe_bytes),
                     "analyzeduration": str(self.settings.analyze_us),
+                    "fpsprobesize": "0",
                 },
             )
         except (av.FFmpegError, OSError, ValueError) as exc:
@@ -296,6 +301,8 @@ class IngestWorker:
         if not gate.admit(is_video=kind == _VIDEO, keyframe=packet.is_keyframe, dts=first):
             return
         duration = _to90k(packet.duration, tb) or 0
+        if not duration and kind == _AUDIO:
+            duration = self._audio_duration(packet)
         times = self._rebaser.rebase(kind, dts, pts, duration)
         if times is None:
             return
@@ -322,6 +329,13 @@ class IngestWorker:
             self._muxed = 0
             self.cpu_seconds = time.thread_time()
             self._flush(force=True)
+
+    def _audio_duration(self, packet: Any) -> int:
+        """A frame's duration when the demuxer, still probing, did not give one."""
+        ctx = packet.stream.codec_context
+        if ctx.frame_size and ctx.sample_rate:
+            return int(ctx.frame_size * 90000 // ctx.sample_rate)
+        return adts_duration(bytes(packet)[:7]) or 0
 
     # -- output -------------------------------------------------------------------------------
 

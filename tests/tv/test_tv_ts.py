@@ -187,3 +187,13 @@ def test_unwrapper_crosses_33_bits() -> None:
     assert unwrap((1 << 33) - 3000) == (1 << 33) - 3000
     assert unwrap(600) == (1 << 33) + 600
     assert unwrap(4200) == (1 << 33) + 4200
+
+
+def test_adts_frame_duration() -> None:
+    from media.tv.ts import adts_duration
+
+    header_48k = bytes([0xFF, 0xF1, 0x4C, 0x80, 0x2E, 0x7F, 0xFC])  # AAC-LC, 48 kHz, stereo
+    assert adts_duration(header_48k) == 1920
+    header_44k = bytes([0xFF, 0xF1, 0x50, 0x80, 0x2E, 0x7F, 0xFC])
+    assert adts_duration(header_44k) == 1024 * 90000 // 44100
+    assert adts_duration(b"\x00" * 7) is None
