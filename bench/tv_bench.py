@@ -309,8 +309,8 @@ def bench_viewers(media: Path, viewers: int, window: float) -> None:
             mbits = sum(got) / viewers / window * 8 / 1e6
             alone, loaded = 100 * idle / window, 100 * busy / window
             print(
-                f"seabridge {mode:>3}: {results[mode]:8.0f} viewers/core  (ingest alone {alone:.1f}% of a core,"
-                f" with viewers {loaded:.1f}%; {mbits:.2f} Mbit/s received each)"
+                f"seabridge {mode:>3}: {results[mode]:8.0f} viewers/core  (ingest alone {alone:.1f}%"
+                f" of a core, with viewers {loaded:.1f}%; {mbits:.2f} Mbit/s received each)"
             )
     finally:
         gw.close()
