@@ -30,6 +30,7 @@ from tv_peers import (
 )
 
 from media.tv.tokens import issue
+from media.tv.ts import PACKET_SIZE
 
 pytestmark = pytest.mark.peers
 
@@ -327,3 +328,25 @@ async def test_transcode_profile_resizes_and_reports_cpu(
     )
     assert status["transcode"] == "thin" and status["resolution"] == "320x240"
     assert kbits < 400  # the 400 kbit/s source now fits a thinner link
+
+
+async def test_feed_without_keyframes_still_plays_out(
+    gateway: Callable[..., Awaitable[Gateway]], tmp_path: Path
+) -> None:
+    """Joining a feed whose next keyframe is minutes away: start anyway, cut at the maximum."""
+    whole = make_ts(tmp_path / "longgop.ts", seconds=12, gop=100000, size="320x240").read_bytes()
+    cut = len(whole) // 8 // PACKET_SIZE * PACKET_SIZE  # join after the only keyframe
+    (tmp_path / "nokey-in.ts").write_bytes(whole[cut:])
+    port = free_port()
+    gw = await gateway([channel(10, f"udp://127.0.0.1:{port}")], keyframe_wait_s=1.0)
+    token = gw.token()
+    sender = SplicedSender([tmp_path / "nokey-in.ts"], port).start()
+    try:
+        names, durations, body = await get_segments(gw, token, 10, 3)
+    finally:
+        sender.stop()
+    assert all(1.9 <= d <= 2.05 for d in durations), durations  # cut at max_segment_s
+    probe = ffprobe(save(tmp_path, "nokey.ts", body))
+    assert probe.codecs["video"] == "h264" and probe.continuity_errors == []
+    assert timeline_problems(probe, audio_gap=FRAME + AUDIO_FRAME) == []
+    assert not any(p["flags"].startswith("K") for p in probe.packets["video"])
