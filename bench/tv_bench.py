@@ -96,8 +96,8 @@ def spawn(args: list[str], **kw: Any) -> subprocess.Popen[Any]:
 # -- 1. remuxed channels per core -----------------------------------------------------------------
 
 
-def remux_ours(media: Path, out: Path) -> tuple[float, int]:
-    """CPU seconds our ingest (demux, rebase, remux, segment, write) needs for the file."""
+def remux_ours(media: Path, out: Path, profile: Any = None) -> tuple[float, int]:
+    """CPU seconds our ingest (demux, rebase, remux or transcode, segment, write) needs."""
     done = threading.Event()
     segments = 0
 
@@ -110,7 +110,9 @@ def remux_ours(media: Path, out: Path) -> tuple[float, int]:
             elif isinstance(e, IngestEnded):
                 done.set()
 
-    settings = IngestSettings(segment_s=2.0, max_segment_s=4.0, keyframe_wait_s=5.0, max_timestamp_step_s=1.0)
+    settings = IngestSettings(
+        segment_s=2.0, max_segment_s=4.0, keyframe_wait_s=5.0, max_timestamp_step_s=1.0, profile=profile
+    )
     worker = IngestWorker(name="bench", segment_dir=out, session="0badcafe", settings=settings, emit=emit)
     data = media.read_bytes()
     pipe = BytePipe(limit=len(data) + 1)
@@ -127,9 +129,9 @@ def remux_ours(media: Path, out: Path) -> tuple[float, int]:
     return cpu_of(me) - before, segments
 
 
-def remux_ffmpeg(media: Path, out: Path) -> tuple[float, int]:
+def remux_ffmpeg(media: Path, out: Path, codec: list[str] | None = None) -> tuple[float, int]:
     proc = spawn([
-        "ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(media), "-c", "copy",
+        "ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(media), *(codec or ["-c", "copy"]),
         "-f", "hls", "-hls_time", "2", "-hls_list_size", "6", "-hls_flags", "delete_segments",
         "-hls_segment_filename", str(out / "s%d.ts"), str(out / "index.m3u8"),
     ])  # fmt: skip
@@ -155,6 +157,27 @@ def bench_remux(media: Path, seconds: float) -> None:
         ("ffmpeg -c copy -f hls", theirs, their_segments),
     ):
         print(f"{name:<22} : {seconds / cpu:8.0f} channels/core  ({cpu:.2f} CPU s, {count} segments)")
+    print(f"ratio seabridge/ffmpeg : {theirs / ours:8.2f}x the channels")
+
+
+def bench_transcode(media: Path, seconds: float) -> None:
+    from media.tv.config import TranscodeProfile
+
+    print("\n== transcode profile 720p -> 1024x576 at 900 kbit/s (libx264 veryfast, one thread) ==")
+    profile = TranscodeProfile(width=1024, height=576, video_kbps=900, preset="veryfast", gop_s=2.0)
+    codec = [
+        "-vf", "scale=1024:576", "-c:v", "libx264", "-preset", "veryfast", "-b:v", "900k", "-maxrate", "900k",
+        "-bufsize", "1800k", "-g", "50", "-threads", "1", "-x264-params", "scenecut=0:lookahead-threads=1",
+        "-c:a", "copy",
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        ours, our_segments = remux_ours(media, Path(a), profile)
+        theirs, their_segments = remux_ffmpeg(media, Path(b), codec)
+    if theirs <= 0 or their_segments == 0:
+        raise BaselineDidNoWork(f"ffmpeg transcode made {their_segments} segments with {theirs:.3f} CPU s")
+    for name, cpu in (("seabridge (PyAV)", ours), ("ffmpeg -c:v libx264", theirs)):
+        share = 100 * cpu / seconds
+        print(f"{name:<22} : {share:6.1f}% of a core per channel ({seconds / cpu:.1f} channels/core)")
     print(f"ratio seabridge/ffmpeg : {theirs / ours:8.2f}x the channels")
 
 
@@ -513,7 +536,7 @@ def main() -> None:
     )
     parser.add_argument("--viewers", type=int, default=40)
     parser.add_argument("--zap-rounds", type=int, default=3)
-    parser.add_argument("--only", choices=["remux", "viewers", "zap"])
+    parser.add_argument("--only", choices=["remux", "transcode", "viewers", "zap"])
     parser.add_argument("--client", choices=["ts", "hls"], help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--static", help=argparse.SUPPRESS)
@@ -536,6 +559,8 @@ def main() -> None:
         seconds = media_seconds(media)
         if args.only in (None, "remux"):
             bench_remux(media, seconds)
+        if args.only in (None, "transcode"):
+            bench_transcode(media, seconds)
         if args.only in (None, "viewers"):
             bench_viewers(media, args.viewers, min(args.seconds, 20.0))
         if args.only in (None, "zap"):
