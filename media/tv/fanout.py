@@ -30,7 +30,7 @@ class Viewer:
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     def push(self, data: bytes) -> None:
-        if self.closed or not self.synced:
+        if self.closed or not self.synced or not data:
             return
         self.chunks.append(data)
         self.backlog += len(data)
@@ -69,7 +69,9 @@ class Fanout:
 
     def subscribe(self, token_id: str, remote: str, expires: float = float("inf")) -> Viewer:
         viewer = Viewer(token_id, remote, self.max_backlog, expires)
-        if self._have_gop:
+        # A cached GOP too big for the viewer's backlog (high rate, long GOP) would cut it off
+        # at once: such a viewer waits for the next keyframe instead.
+        if self._have_gop and self._gop_size <= self.max_backlog // 2:
             viewer.synced = True
             viewer.push(b"".join(self._gop))
         self.viewers.add(viewer)
