@@ -11,7 +11,7 @@ query strings when they fetch segments::
     /iptv/<token>/ch/<n>/quick.m3u8      the same, first answer on 1 segment (hls.js, VLC)
     /iptv/<token>/ch/<n>.ts              continuous MPEG-TS (HTTP-TS, udpxy style)
     /iptv/static/<file>                  page assets (no secrets)
-    /api/tv/status                       per-channel status (mount behind admin auth)
+    /api/tv/status                       per-channel status (add_tv_status_route, admin only)
 """
 
 from __future__ import annotations
@@ -52,14 +52,8 @@ HLS_TYPE = "application/vnd.apple.mpegurl"
 TS_TYPE = "video/mp2t"
 
 
-def add_tv_routes(
-    app: web.Application,
-    service: TvService,
-    *,
-    prefix: str = "/iptv",
-    status_path: str | None = "/api/tv/status",
-) -> None:
-    """Mount the TV routes on ``app`` (state under the ``TV_SERVICE`` key)."""
+def add_tv_routes(app: web.Application, service: TvService, *, prefix: str = "/iptv") -> None:
+    """Mount the viewer routes on ``app`` (the service under the ``TV_SERVICE`` key)."""
     app[TV_SERVICE] = service
     h = _Handlers(service, prefix)
     r = app.router
@@ -74,8 +68,18 @@ def add_tv_routes(
     r.add_get(f"{prefix}/{{token}}/ch/{{number:\\d{{1,5}}}}/quick.m3u8", h.hls_playlist_quick)
     r.add_get(f"{prefix}/{{token}}/ch/{{number:\\d{{1,5}}}}/{{segment}}", h.hls_segment)
     r.add_get(f"{prefix}/{{token}}/ch/{{number:\\d{{1,5}}}}.ts", h.http_ts)
-    if status_path:
-        r.add_get(status_path, h.status)
+
+
+def add_tv_status_route(app: web.Application, service: TvService, path: str = "/api/tv/status") -> None:
+    """Per-channel status as JSON. It shows source addresses and audiences: mount it only
+    where the gateway's admin login guards it."""
+
+    async def status(request: web.Request) -> web.Response:
+        body = service.status()
+        body["hls_player"] = hls_player_available()
+        return web.json_response(body, headers=NO_CACHE)
+
+    app.router.add_get(path, status)
 
 
 def hls_player_available() -> bool:
@@ -243,11 +247,6 @@ class _Handlers:
             raise web.HTTPNotFound(text="404: no such file\n")
         path, content_type = entry
         return web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": "max-age=3600"})
-
-    async def status(self, request: web.Request) -> web.Response:
-        status = self.service.status()
-        status["hls_player"] = hls_player_available()
-        return web.json_response(status, headers=NO_CACHE)
 
 
 def _programme(p: Programme | None) -> dict[str, object] | None:

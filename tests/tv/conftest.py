@@ -17,7 +17,7 @@ from tv_peers import HlsOrigin, MulticastNamespace, free_port
 
 from gateway.config import parse_config
 from media.tv.service import TvService
-from media.tv.web import add_tv_routes
+from media.tv.web import add_tv_routes, add_tv_status_route
 
 
 def make_ts(
@@ -128,6 +128,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Gatew
         service = TvService(config.tv, config.data_path, registry=registry)
         app = web.Application()
         add_tv_routes(app, service)
+        add_tv_status_route(app, service)
         await service.start()
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

@@ -104,7 +104,8 @@ async def test_five_viewers_one_source_connection_none_after_idle(
     assert hls_origin.server is not None
     assert hls_origin.server.total - before == 1, "the origin saw more than one connection"
     assert hls_origin.server.open == 1
-    status = gw.service.status()["channels"][0]
+    async with gw.client.get(f"http://127.0.0.1:{gw.port}/api/tv/status") as r:
+        status = (await r.json())["channels"][0]
     assert status["http_ts_viewers"] == 5 and status["viewers"] == 6
     metrics = generate_latest(gw.registry).decode()
     assert 'seabridge_tv_viewers{channel="2",name="Test 2"} 6.0' in metrics
