@@ -276,7 +276,15 @@ class IngestWorker:
             self._ax.new_input(audio)
 
     def _open_mux(self, video: Any, audio: Any) -> None:
-        self._mux = av.open(_Writer(self._on_output), mode="w", format="mpegts", buffer_size=188 * 56)
+        # max_delay: PCR leads DTS by 0.7 s (as the ffmpeg command line does), which is what
+        # receivers buffer by; without it they see audio "later than PCR" and add delay.
+        self._mux = av.open(
+            _Writer(self._on_output),
+            mode="w",
+            format="mpegts",
+            buffer_size=188 * 56,
+            container_options={"max_delay": "700000"},
+        )
         profile = self.settings.profile
         self._out = {}
         self._vx = self._ax = None
