@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Packages that add their own subcommands (each module has register(subparsers)).
-_PLUGIN_COMMANDS: tuple[str, ...] = ("gateway.pbx.cli", "gateway.tunnel.cli", "billing.cli")
+_PLUGIN_COMMANDS: tuple[str, ...] = ("gateway.pbx.cli", "gateway.tunnel.cli", "billing.cli", "media.tv.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from gateway.configschema import ConfigError, InvalidField, bounds, load_section
 from gateway.pbx.config import PbxConfig
 from gateway.tunnel.config import TunnelConfig
 from gateway.webrtc.config import WebRtcConfig
+from media.tv.config import TvConfig
 
 __all__ = ["ConfigError", "GatewayConfig", "load_config", "parse_config"]
 
@@ -222,6 +223,7 @@ class GatewayConfig:
     pbx: PbxConfig = field(default_factory=PbxConfig)
     tunnel: TunnelConfig = field(default_factory=TunnelConfig)
     billing: BillingConfig = field(default_factory=BillingConfig)
+    tv: TvConfig = field(default_factory=TvConfig)
 
     def __post_init__(self) -> None:
         names = {t.name for t in self.trunks}
