@@ -98,9 +98,30 @@ class Step:
 def sipp_args(
     target: tuple[str, int], scenario: Path, port: int, calls: int, rate: int, keys: dict[str, str]
 ) -> list[str]:
-    args = ["sipp", f"{target[0]}:{target[1]}", "-i", "127.0.0.1", "-p", str(port), "-cp", str(free_port()),
-            "-mp", str(free_port()), "-nostdin", "-sf", str(scenario), "-m", str(calls), "-r", str(rate),
-            "-l", str(max(100, rate * 4)), "-timeout", "120s", "-timeout_error"]  # fmt: skip
+    args = [
+        "sipp",
+        f"{target[0]}:{target[1]}",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-cp",
+        str(free_port()),
+        "-mp",
+        str(free_port()),
+        "-nostdin",
+        "-sf",
+        str(scenario),
+        "-m",
+        str(calls),
+        "-r",
+        str(rate),
+        "-l",
+        str(max(100, rate * 4)),
+        "-timeout",
+        "120s",
+        "-timeout_error",
+    ]
     for key, value in keys.items():
         args += ["-key", key, value]
     return args
@@ -150,9 +171,12 @@ async def calls_per_second(
         if code != 0:
             raise SystemExit(f"{name}: the callee could not register:\n{out[-2000:]}")
         uas = await asyncio.create_subprocess_exec(
-            *sipp_args(target, SCENARIOS / "bench_uas.xml", uas_port, calls, 1, {}), cwd=work,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+            *sipp_args(target, SCENARIOS / "bench_uas.xml", uas_port, calls, 1, {}),
+            cwd=work,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
         uac = render("bench_uac.xml", work, user="alice", domain="acme", password=PASSWORD, callee="bob")
         started = time.monotonic()
         _, out = await run(
@@ -246,10 +270,13 @@ async def main() -> int:
         print("FAIL: the Kamailio baseline did no work", file=sys.stderr)
         return 1
     print()
-    print(f"call set-ups/s at <=1% failures: seabridge {s_calls:.0f}, kamailio {k_calls:.0f}, "
-          f"ratio {s_calls / k_calls:.2f} (target >= 0.5)")  # fmt: skip
-    print(f"registrations/s:                 seabridge {s_regs:.0f}, kamailio {k_regs:.0f}, "
-          f"ratio {s_regs / k_regs:.2f}")  # fmt: skip
+    print(
+        f"call set-ups/s at <=1% failures: seabridge {s_calls:.0f}, kamailio {k_calls:.0f}, "
+        f"ratio {s_calls / k_calls:.2f} (target >= 0.5)"
+    )
+    print(
+        f"registrations/s:                 seabridge {s_regs:.0f}, kamailio {k_regs:.0f}, ratio {s_regs / k_regs:.2f}"
+    )
     shutil.rmtree(folder, ignore_errors=True)
     return 0
 

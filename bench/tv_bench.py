@@ -246,8 +246,7 @@ class OurGateway:
         from media.tv.web import add_tv_routes
 
         channels = [
-            {"number": i + 1, "name": f"B{i + 1}", "sources": [s], "tenants": ["*"]}
-            for i, s in enumerate(sources)
+            {"number": i + 1, "name": f"B{i + 1}", "sources": [s], "tenants": ["*"]} for i, s in enumerate(sources)
         ]
         config = parse_config(
             {
@@ -528,12 +527,8 @@ async def static_server(directory: str, port: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--seconds", type=float, default=30.0, help="length of the test channel / viewer windows"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of the test channel / viewer windows")
     parser.add_argument("--viewers", type=int, default=40)
     parser.add_argument("--zap-rounds", type=int, default=3)
     parser.add_argument("--only", choices=["remux", "transcode", "viewers", "zap"])

@@ -23,7 +23,7 @@ async def require_scope(request: web.Request) -> Scope:
             content_type="application/json",
             headers={"WWW-Authenticate": 'Bearer realm="seabridge"'},
         )
-    scope = await request.app[TOKENS].check(token.strip())
+    scope = await request.config_dict[TOKENS].check(token.strip())
     if scope is None:
         raise web.HTTPUnauthorized(
             text='{"error": "unknown or revoked token"}',

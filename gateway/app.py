@@ -22,6 +22,7 @@ from gateway.cdr import CallRecord
 from gateway.cdr_store import SqliteCdrStore
 from gateway.clock import SystemClock
 from gateway.config import GatewayConfig
+from gateway.errors import StartupError
 from gateway.http import METRICS_REFRESH, add_health_check, create_app
 from gateway.location import LocationStore, MemoryLocationStore, RedisLocationStore
 from gateway.logs import setup_logging
@@ -184,6 +185,8 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     add_billing_routes(app, billing.service, api_scope, zone_of=config.tenant_timezone)
     if config.pbx.enabled:
         await _start_pbx(config, sip, cdrs, app, stack)
+    if config.tv.enabled:
+        await _start_tv(config, registry, app, stack)
     app[METRICS_REFRESH].append(refresh_relay_totals)
     sip_host = sip_cfg.bind if sip_cfg.bind not in ("0.0.0.0", "::") else "127.0.0.1"
     webrtc = await start_webrtc(config, users, cdrs, (sip_host, sip.local_port), registry, clock, stack)
@@ -216,6 +219,46 @@ def _rate(billing: BillingRuntime) -> Callable[[CallRecord], Awaitable[None]]:
             log.exception("rating failed; the call stays unrated until rerated", extra={"session": record.session_id})
 
     return rate
+
+
+async def _start_tv(
+    config: GatewayConfig, registry: CollectorRegistry, app: web.Application, stack: AsyncExitStack
+) -> None:
+    """Domestic TV: its own LAN listener for set-top boxes, the page on the gateway's HTTPS port
+    (with the browser phone), the status API behind an admin token."""
+    from media.tv.service import TvService
+    from media.tv.web import add_tv_routes, add_tv_status_route
+
+    tv = TvService(config.tv, config.data_path, registry=registry)
+    await tv.start()
+    stack.push_async_callback(tv.stop)
+    viewers = web.Application()
+    add_tv_routes(viewers, tv, prefix="/iptv")
+    runner = web.AppRunner(viewers, access_log=None)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    try:
+        await web.TCPSite(runner, config.tv.http_bind, config.tv.http_port).start()
+    except OSError as exc:
+        raise StartupError(
+            f"cannot listen for TV on {config.tv.http_bind}:{config.tv.http_port}: {exc.strerror}"
+        ) from None
+    log.info("tv listening", extra={"address": f"{config.tv.http_bind}:{_site_port(runner, config.tv.http_port)}"})
+
+    admin = web.Application()
+    add_tv_status_route(admin, tv, "/status")
+
+    @web.middleware
+    async def admin_only(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if not (await require_scope(request)).admin:
+            raise web.HTTPForbidden(text='{"error": "an admin token is required"}', content_type="application/json")
+        return await handler(request)
+
+    admin.middlewares.append(admin_only)
+    app.add_subapp("/api/tv", admin)
+    add_tv_routes(app, tv, prefix="/iptv")
 
 
 async def _start_pbx(

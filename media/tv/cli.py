@@ -12,14 +12,10 @@ from media.tv.tokenstore import TokenStore, TokenStoreError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    tv = sub.add_parser(
-        "tv", help="TV channels and viewing tokens", description="TV channels and viewing tokens."
-    )
+    tv = sub.add_parser("tv", help="TV channels and viewing tokens", description="TV channels and viewing tokens.")
     tv_sub = tv.add_subparsers(dest="tv_command", metavar="ACTION", required=True)
 
-    token = tv_sub.add_parser(
-        "token", help="viewing tokens", description="Create, revoke and list viewing tokens."
-    )
+    token = tv_sub.add_parser("token", help="viewing tokens", description="Create, revoke and list viewing tokens.")
     token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
 
     create = token_sub.add_parser(
@@ -37,9 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="revoke a token",
         description="Revoke a token (by the token itself or its id); playback stops within a segment.",
     )
-    revoke.add_argument(
-        "token", metavar="TOKEN-or-ID", help="the token, or its 16-digit id from 'token list'"
-    )
+    revoke.add_argument("token", metavar="TOKEN-or-ID", help="the token, or its 16-digit id from 'token list'")
     add_config_option(revoke)
     revoke.set_defaults(handler=cmd_token_revoke)
 

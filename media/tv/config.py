@@ -149,6 +149,11 @@ class ChannelConfig:
 @dataclass(frozen=True)
 class TvConfig:
     enabled: bool = False
+    # Where set-top boxes, phones and browsers on the site's LAN fetch playlists and media. Plain
+    # HTTP: set-top boxes rarely accept a self-signed certificate; the signed token in every URL
+    # is the access control. The TV page is also served on the HTTPS port of the browser phone.
+    http_bind: str = "0.0.0.0"
+    http_port: int = field(default=8088, metadata=bounds(0, 65535))
     channels: tuple[ChannelConfig, ...] = ()
     profiles: Mapping[str, TranscodeProfile] = field(default_factory=lambda: MappingProxyType({}))
     # Channels pulled all the time (by number); the rest only while someone watches, and for
@@ -189,9 +194,7 @@ class TvConfig:
                 raise InvalidField("channels", f"channel number {channel.number} is used twice")
             numbers.add(channel.number)
             if channel.profile and channel.profile not in self.profiles:
-                raise InvalidField(
-                    "channels", f"channel {channel.number} names unknown profile {channel.profile!r}"
-                )
+                raise InvalidField("channels", f"channel {channel.number} names unknown profile {channel.profile!r}")
         for number in self.always_on:
             if number not in numbers:
                 raise InvalidField("always_on", f"no channel number {number} in the lineup")

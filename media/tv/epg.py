@@ -97,9 +97,7 @@ def parse_xmltv(data: bytes) -> Guide:
                 continue
             if elem.tag == "channel" and elem.get("id"):
                 elem.tail = "\n"
-                guide.channels[elem.get("id", "")] = ET.tostring(
-                    elem, encoding="utf-8", xml_declaration=False
-                )
+                guide.channels[elem.get("id", "")] = ET.tostring(elem, encoding="utf-8", xml_declaration=False)
             elif elem.tag == "programme":
                 _add_programme(guide, elem)
             elem.clear()
@@ -130,9 +128,7 @@ def _add_programme(guide: Guide, elem: ET.Element) -> None:
     )
     elem.tail = "\n"
     guide.programmes.setdefault(channel, []).append(programme)
-    guide._programme_xml.setdefault(channel, []).append(
-        ET.tostring(elem, encoding="utf-8", xml_declaration=False)
-    )
+    guide._programme_xml.setdefault(channel, []).append(ET.tostring(elem, encoding="utf-8", xml_declaration=False))
 
 
 def fill_stops(programmes: list[Programme]) -> list[Programme]:

@@ -161,9 +161,7 @@ class SourceSelector:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _activate(
-        self, index: int, now: float, reason: str, from_probe: bool = False
-    ) -> list[SelectorAction]:
+    def _activate(self, index: int, now: float, reason: str, from_probe: bool = False) -> list[SelectorAction]:
         self.active = index
         self._since = now
         self._progress = None

@@ -97,9 +97,7 @@ def parse_playlist(text: str, base_url: str) -> MediaPlaylist | tuple[Variant, .
             pending_variant = None
         else:
             segments.append(
-                SegmentRef(
-                    sequence + len(segments), urljoin(base_url, line), duration or target, discontinuity
-                )
+                SegmentRef(sequence + len(segments), urljoin(base_url, line), duration or target, discontinuity)
             )
             duration, discontinuity = None, False
     if variants:

@@ -29,27 +29,13 @@ class TvCollector(Collector):
 
     def _families(self) -> list[GaugeMetricFamily | CounterMetricFamily]:
         return [
-            GaugeMetricFamily(
-                "seabridge_tv_viewers", "Viewers of a channel (HLS and HTTP-TS)", labels=_LABELS
-            ),
-            GaugeMetricFamily(
-                "seabridge_tv_http_ts_viewers", "Open HTTP-TS streams of a channel", labels=_LABELS
-            ),
-            GaugeMetricFamily(
-                "seabridge_tv_channel_running", "1 while a channel pulls its source", labels=_LABELS
-            ),
-            GaugeMetricFamily(
-                "seabridge_tv_active_source", "Index of the source in use (-1: none)", labels=_LABELS
-            ),
-            CounterMetricFamily(
-                "seabridge_tv_bytes_in", "Bytes received from a channel's sources", labels=_LABELS
-            ),
-            CounterMetricFamily(
-                "seabridge_tv_bytes_out", "Bytes sent to a channel's viewers", labels=_LABELS
-            ),
-            CounterMetricFamily(
-                "seabridge_tv_source_switches", "Source failovers and recoveries", labels=_LABELS
-            ),
+            GaugeMetricFamily("seabridge_tv_viewers", "Viewers of a channel (HLS and HTTP-TS)", labels=_LABELS),
+            GaugeMetricFamily("seabridge_tv_http_ts_viewers", "Open HTTP-TS streams of a channel", labels=_LABELS),
+            GaugeMetricFamily("seabridge_tv_channel_running", "1 while a channel pulls its source", labels=_LABELS),
+            GaugeMetricFamily("seabridge_tv_active_source", "Index of the source in use (-1: none)", labels=_LABELS),
+            CounterMetricFamily("seabridge_tv_bytes_in", "Bytes received from a channel's sources", labels=_LABELS),
+            CounterMetricFamily("seabridge_tv_bytes_out", "Bytes sent to a channel's viewers", labels=_LABELS),
+            CounterMetricFamily("seabridge_tv_source_switches", "Source failovers and recoveries", labels=_LABELS),
             CounterMetricFamily("seabridge_tv_segments", "HLS segments written", labels=_LABELS),
             CounterMetricFamily(
                 "seabridge_tv_ingest_cpu_seconds",

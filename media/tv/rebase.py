@@ -160,11 +160,7 @@ class StartGate:
         if not self.started:
             if is_video and dts is not None and self._first_seen is None:
                 self._first_seen = dts
-            waited = (
-                dts is not None
-                and self._first_seen is not None
-                and dts - self._first_seen >= self.keyframe_wait
-            )
+            waited = dts is not None and self._first_seen is not None and dts - self._first_seen >= self.keyframe_wait
             if is_video and (keyframe or waited):
                 self.started = True
                 self._start = dts

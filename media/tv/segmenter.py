@@ -113,12 +113,7 @@ class Segmenter:
         for off in range(0, len(chunk), PACKET_SIZE):
             b1 = chunk[off + 1]
             pid = ((b1 & 0x1F) << 8) | chunk[off + 2]
-            if (
-                pid == PAT_PID
-                or pid == self._pmt_pid
-                or pid == SDT_PID
-                or (pid == self._timing_pid and b1 & 0x40)
-            ):
+            if pid == PAT_PID or pid == self._pmt_pid or pid == SDT_PID or (pid == self._timing_pid and b1 & 0x40):
                 if run < off:
                     self._flush_pending()
                     self._out += chunk[run:off]

@@ -36,8 +36,7 @@ class VideoTranscoder:
         ctx.options = {
             "preset": profile.preset,
             "threads": "1",
-            "x264-params": f"vbv-maxrate={kbps}:vbv-bufsize={2 * kbps}:scenecut=0:threads=1"
-            ":lookahead-threads=1",
+            "x264-params": f"vbv-maxrate={kbps}:vbv-bufsize={2 * kbps}:scenecut=0:threads=1:lookahead-threads=1",
         }
         self._decoder: Any = None
         self._last_pts: int | None = None

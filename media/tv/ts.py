@@ -73,13 +73,7 @@ class TsPacket:
 
 
 def _parse_pcr(data: bytes, at: int) -> int:
-    base = (
-        (data[at] << 25)
-        | (data[at + 1] << 17)
-        | (data[at + 2] << 9)
-        | (data[at + 3] << 1)
-        | (data[at + 4] >> 7)
-    )
+    base = (data[at] << 25) | (data[at + 1] << 17) | (data[at + 2] << 9) | (data[at + 3] << 1) | (data[at + 4] >> 7)
     ext = ((data[at + 4] & 0x01) << 8) | data[at + 5]
     return base * 300 + ext
 
@@ -93,9 +87,7 @@ def with_cc(packet: bytes, cc: int) -> bytes:
     return packet[:3] + bytes([(packet[3] & 0xF0) | (cc & 0x0F)]) + packet[4:PACKET_SIZE]
 
 
-def build_packet(
-    pid: int, payload: bytes, *, cc: int = 0, pusi: bool = False, random_access: bool = False
-) -> bytes:
+def build_packet(pid: int, payload: bytes, *, cc: int = 0, pusi: bool = False, random_access: bool = False) -> bytes:
     """One packet carrying ``payload`` (at most 184 bytes), stuffed with an adaptation field."""
     header = bytes([SYNC_BYTE, (0x40 if pusi else 0) | (pid >> 8), pid & 0xFF])
     room = PACKET_SIZE - 4

@@ -184,9 +184,7 @@ class _Handlers:
         await channel.ensure_running()
         wait = self.service.tv.start_timeout_s + (segments + 1) * self.service.tv.max_segment_s
         if not await channel.wait_ready(wait, segments):
-            raise web.HTTPServiceUnavailable(
-                text="503: the channel is not available\n", headers={"Retry-After": "2"}
-            )
+            raise web.HTTPServiceUnavailable(text="503: the channel is not available\n", headers={"Retry-After": "2"})
         text = channel.window.render()
         channel.stats.bytes_out += len(text)
         return web.Response(text=text, content_type=HLS_TYPE, headers=NO_CACHE)

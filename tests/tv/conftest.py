@@ -121,9 +121,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Gatew
     made: list[tuple[TvService, web.AppRunner, aiohttp.ClientSession]] = []
 
     async def make(channels: list[dict[str, Any]], **tv: Any) -> Gateway:
-        config = parse_config(
-            {"data_dir": str(tmp_path), "tv": {"enabled": True, **FAST, **tv, "channels": channels}}
-        )
+        config = parse_config({"data_dir": str(tmp_path), "tv": {"enabled": True, **FAST, **tv, "channels": channels}})
         registry = CollectorRegistry()
         service = TvService(config.tv, config.data_path, registry=registry)
         app = web.Application()

@@ -156,8 +156,7 @@ async def test_failover_mid_playback_and_back_without_restarting_the_player(
         assert not [p for p in problems if p.startswith("video") or "back" in p], problems
         assert len(problems) <= 2 and all(float(p.split()[-2]) < 500 for p in problems), problems
         assert (
-            'seabridge_tv_source_switches_total{channel="3",name="Test 3"} 2.0'
-            in generate_latest(gw.registry).decode()
+            'seabridge_tv_source_switches_total{channel="3",name="Test 3"} 2.0' in generate_latest(gw.registry).decode()
         )
     finally:
         primary.stop()
@@ -252,9 +251,7 @@ async def test_tokens_and_tenants(
     async with gw.client.get(gw.url(token, "playlist.m3u")) as r:
         assert r.status == 200 and r.headers["Content-Type"].startswith("audio/x-mpegurl")
         m3u = await r.text()
-    assert (
-        'tvg-id="a.cn" tvg-name="Test 5" tvg-logo="http://logo/a.png" tvg-chno="5" group-title="News"' in m3u
-    )
+    assert 'tvg-id="a.cn" tvg-name="Test 5" tvg-logo="http://logo/a.png" tvg-chno="5" group-title="News"' in m3u
     assert gw.url(token, "ch/5/index.m3u8") in m3u and "Test 6" not in m3u
     async with gw.client.get(gw.url(token, "playlist-ts.m3u")) as r:
         assert gw.url(token, "ch/5.ts") in await r.text()
@@ -324,10 +321,7 @@ async def test_transcode_profile_resizes_and_reports_cpu(
     kbits = len(body) * 8 / 1000 / seconds
     await wait_until(lambda: gw.service.channels[7].stats.cpu_percent > 0, 10, "a CPU sample")
     status = gw.service.status()["channels"][0]
-    print(
-        f"\ntranscode 320x240 -> 160x120: {kbits:.0f} kbit/s,"
-        f" ingest CPU {status['cpu_percent']:.1f}% of a core"
-    )
+    print(f"\ntranscode 320x240 -> 160x120: {kbits:.0f} kbit/s, ingest CPU {status['cpu_percent']:.1f}% of a core")
     assert status["transcode"] == "thin" and status["resolution"] == "320x240"
     assert kbits < 400  # the 400 kbit/s source now fits a thinner link
 

@@ -70,9 +70,7 @@ async def test_tv_page_plays_a_channel(
     await button.wait_for(timeout=15000)
     assert "Evening news" in await button.inner_text()
     await button.click()
-    await page.wait_for_function(
-        "document.getElementById('video').currentTime > 3", timeout=60000, polling=250
-    )
+    await page.wait_for_function("document.getElementById('video').currentTime > 3", timeout=60000, polling=250)
     assert await page.evaluate("window.tvState.player") == player
     assert await page.locator("#now").inner_text() != "\u2013"
     assert "Weather" in await page.locator("#next").inner_text()

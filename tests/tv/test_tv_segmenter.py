@@ -113,7 +113,5 @@ def test_restart_closes_and_marks_the_next_segment(ts_media: Path) -> None:
 
 
 def test_startup_segments_are_cut_short(ts_media: Path) -> None:
-    events = run(
-        Segmenter(target=2.5, maximum=5.0, startup_segments=2, startup_target=1.0), ts_media.read_bytes()
-    )
+    events = run(Segmenter(target=2.5, maximum=5.0, startup_segments=2, startup_target=1.0), ts_media.read_bytes())
     assert [round(c.duration, 3) for _, _, c in segments(events)] == [1.0, 1.0, 2.0]

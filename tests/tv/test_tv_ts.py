@@ -91,9 +91,7 @@ def test_continuity_allows_one_duplicate_packet() -> None:
 
 def test_framer_resyncs_after_garbage_and_split_chunks(ts_media: Path) -> None:
     data = ts_media.read_bytes()[: 40 * PACKET_SIZE]
-    stream = (
-        b"\x00\x12garbage\x47junk" + data[:1000] + b"xx" + data[1000 - 1000 % PACKET_SIZE + PACKET_SIZE :]
-    )
+    stream = b"\x00\x12garbage\x47junk" + data[:1000] + b"xx" + data[1000 - 1000 % PACKET_SIZE + PACKET_SIZE :]
     framer = TsFramer()
     out = b"".join(framer.feed(stream[i : i + 333]) for i in range(0, len(stream), 333))
     assert len(out) % PACKET_SIZE == 0

@@ -49,9 +49,7 @@ def channel(number: int, *sources: str, tenants: tuple[str, ...] = ("acme",), **
     }
 
 
-async def get_segments(
-    gw: Gateway, token: str, number: int, count: int
-) -> tuple[list[str], list[float], bytes]:
+async def get_segments(gw: Gateway, token: str, number: int, count: int) -> tuple[list[str], list[float], bytes]:
     """Reload the live playlist until it lists ``count`` segments; fetch them in order."""
     url = gw.url(token, f"ch/{number}/index.m3u8")
     text = ""
