@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -77,9 +76,10 @@ sources = ["udp://127.0.0.1:{source_port}"]
         await gw.stop()
     sample = tmp_path / "sample.ts"
     sample.write_bytes(bytes(stream))
-    probe = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "json", str(sample)],
-        capture_output=True, text=True, timeout=30,
+    probe = await asyncio.create_subprocess_exec(
+        "ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "json", str(sample),
+        stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    codecs = {s["codec_name"] for s in json.loads(probe.stdout)["streams"]}
-    assert {"h264", "aac"} <= codecs, probe.stdout
+    out, _ = await asyncio.wait_for(probe.communicate(), 30)
+    codecs = {s["codec_name"] for s in json.loads(out)["streams"]}
+    assert {"h264", "aac"} <= codecs, out
