@@ -188,6 +188,12 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     if config.tv.enabled:
         await _start_tv(config, registry, app, stack)
     app[METRICS_REFRESH].append(refresh_relay_totals)
+    if not isinstance(locations, MemoryLocationStore):
+
+        async def refresh_registrations() -> None:
+            await locations.count(clock.monotonic())  # a scan of the shared store, done at scrape time
+
+        app[METRICS_REFRESH].append(refresh_registrations)
     sip_host = sip_cfg.bind if sip_cfg.bind not in ("0.0.0.0", "::") else "127.0.0.1"
     webrtc = await start_webrtc(config, users, cdrs, (sip_host, sip.local_port), registry, clock, stack)
     if webrtc is not None:

@@ -87,12 +87,15 @@ class RedisLocationStore:
         self._redis = redis.Redis.from_url(url)
         self._prefix = prefix
         self._last_count = 0
+        # This process's monotonic clock mapped to wall-clock time once, so "now" as handed in
+        # (a monotonic instant) converts the same way on every call.
+        self._wall_offset = time.time() - time.monotonic()
 
     async def get(self, aor: str, now: float) -> tuple[Binding, ...]:
         raw = await self._redis.get(self._prefix + aor)
         if raw is None:
             return ()
-        wall = time.time()
+        wall = now + self._wall_offset
         out = []
         for item in json.loads(raw):
             left = item["expires_wall"] - wall
@@ -116,7 +119,7 @@ class RedisLocationStore:
         if not bindings:
             await self._redis.delete(key)
             return
-        wall = time.time()
+        wall = now + self._wall_offset
         items = [
             {
                 "contact": b.contact,

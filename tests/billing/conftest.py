@@ -15,8 +15,8 @@ from billing.service import BillingService
 from billing.store.ledger import LedgerStore
 from billing.store.open import open_store
 from billing.tariff_files import TariffBook
-from tests.billing.services import Postgres, postgres_server, redis_server
 from tests.billing.tariffs import flat, peak_offpeak
+from tests.support.services import Postgres, postgres_server, redis_server
 
 
 @pytest.fixture(scope="session")
