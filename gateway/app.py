@@ -106,7 +106,9 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         if sip_cfg.tls_certificate:
             server_ssl = server_context((Path(sip_cfg.tls_certificate), Path(sip_cfg.tls_private_key)))
         else:
-            files = ensure_certificate(data_dir / "tls", config.node_name, [sip_address, config.node_name])
+            page = config.webrtc
+            names = [sip_address, config.node_name, *page.certificate_names, page.https_bind, *page.ice_addresses]
+            files = ensure_certificate(data_dir / "tls", config.node_name, names)
             if files.generated:
                 log.warning("generated a self-signed TLS certificate", extra={"path": str(files.certificate.resolve())})
             server_ssl = server_context(files)

@@ -65,16 +65,6 @@ def register_token_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     revoke.set_defaults(handler=cmd_token_revoke)
 
 
-def _with_tokens(config: GatewayConfig, action):  # type: ignore[no-untyped-def]
-    db = open_gateway_db(config)
-    try:
-        return asyncio.run(action(TokenStore(db)))
-    except TokenError as exc:
-        raise CliError(str(exc)) from None
-    finally:
-        db.close()
-
-
 def cmd_token_create(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     tenant = None if args.admin else config.tenant_for_domain(args.tenant)
@@ -128,14 +118,23 @@ def _read_password(args: argparse.Namespace) -> str:
     return first
 
 
-def _with_users(config: GatewayConfig, action):  # type: ignore[no-untyped-def]
+def _with_db(config: GatewayConfig, action):  # type: ignore[no-untyped-def]
+    """Run ``action(db)`` against the gateway's database; user and token errors become CLI errors."""
     db = open_gateway_db(config)
     try:
-        return asyncio.run(action(SqliteUserStore(db)))
-    except UserError as exc:
+        return asyncio.run(action(db))
+    except (UserError, TokenError) as exc:
         raise CliError(str(exc)) from None
     finally:
         db.close()
+
+
+def _with_users(config: GatewayConfig, action):  # type: ignore[no-untyped-def]
+    return _with_db(config, lambda db: action(SqliteUserStore(db)))
+
+
+def _with_tokens(config: GatewayConfig, action):  # type: ignore[no-untyped-def]
+    return _with_db(config, lambda db: action(TokenStore(db)))
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:

@@ -1,10 +1,16 @@
-"""TLS material: the gateway's certificate (configured, or generated at first start) and contexts."""
+"""TLS material: the gateway's certificate (configured, or generated at first start) and contexts.
+
+One certificate serves SIP over TLS and the HTTPS pages (browser phone, TV). A generated one is
+self-signed (ECDSA P-256, ten years), names every address and host name we know the gateway by,
+and its key is written 0600; an operator with a real certificate configures it instead.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
 import os
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +36,9 @@ def ensure_certificate(folder: Path, common_name: str, names: list[str]) -> Cert
     folder.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     alt: list[x509.GeneralName] = []
-    for name in dict.fromkeys(names):
+    for name in dict.fromkeys(["localhost", "127.0.0.1", socket.gethostname(), *names]):
+        if not name or name in ("0.0.0.0", "::"):
+            continue
         try:
             alt.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
@@ -47,6 +55,7 @@ def ensure_certificate(folder: Path, common_name: str, names: list[str]) -> Cert
         .not_valid_after(now + dt.timedelta(days=3650))
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(key, hashes.SHA256())
     )
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -41,7 +41,7 @@ class WebRtcConfig:
     https_bind: str = "0.0.0.0"
     https_port: int = field(default=8443, metadata=bounds(0, 65535))
     # PEM files; both empty means a self-signed certificate generated at first start under
-    # data_dir/webrtc/ (naming every address in certificate_names and the gateway's addresses).
+    # data_dir/tls/, shared with SIP over TLS (naming every address in certificate_names and the gateway's addresses).
     certificate: str = ""
     private_key: str = ""
     certificate_names: tuple[str, ...] = ()

@@ -82,7 +82,7 @@ async def start_webrtc(
     tokens = TokenIssuer(secrets.bytes(TOKEN_SECRET), cfg.session_ttl_s)
     names = [*cfg.certificate_names, cfg.https_bind, sip_address[0], *cfg.ice_addresses]
     context, cert_path, created = certs.load_or_generate(
-        cfg.certificate, cfg.private_key, config.data_path / "webrtc", names
+        cfg.certificate, cfg.private_key, config.data_path / "tls", names
     )
     if created:
         log.warning("generated a self-signed certificate for the browser phone", extra={"path": str(cert_path)})
