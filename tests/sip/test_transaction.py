@@ -288,3 +288,19 @@ def test_every_network_input_in_every_state(pair: tuple[Kind, State], inp: Input
         assert new_state is state
     else:
         assert new_state is (None if expected.next is State.TERMINATED else expected.next)
+
+
+def test_a_satellite_trunk_has_its_own_timers() -> None:
+    from gateway.config import TrunkConfig
+    from gateway.trunks import trunk_timers
+
+    default = TimerConfig(t1=0.5, t2=4.0, t4=5.0)
+    assert trunk_timers(TrunkConfig(name="hq", tenant="acme", host="10.0.0.5"), default) is None
+    sat = trunk_timers(TrunkConfig(name="hq", tenant="acme", host="10.0.0.5", t1_ms=800, timer_b_ms=90000), default)
+    assert sat == TimerConfig(t1=0.8, t2=4.0, t4=5.0, timer_b=90.0)
+    layer = TransactionLayer(default)
+    key = layer.send_request(request(), PEER, now=0.0, timers=sat)
+    layer.take_outgoing()
+    sent_at, events = run_until(layer, 200)
+    assert sent_at[:3] == [0.8, 2.4, 5.6]  # Timer A from the trunk's T1
+    assert events == [TransactionTimedOut(key)] and sent_at[-1] < 90.0  # Timer B as configured
