@@ -302,5 +302,5 @@ def test_a_satellite_trunk_has_its_own_timers() -> None:
     key = layer.send_request(request(), PEER, now=0.0, timers=sat)
     layer.take_outgoing()
     sent_at, events = run_until(layer, 200)
-    assert sent_at[:3] == [0.8, 2.4, 5.6]  # Timer A from the trunk's T1
+    assert [round(t, 3) for t in sent_at[:3]] == [0.8, 2.4, 5.6]  # Timer A from the trunk's T1
     assert events == [TransactionTimedOut(key)] and sent_at[-1] < 90.0  # Timer B as configured
