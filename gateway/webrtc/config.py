@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 from gateway.configschema import InvalidField, bounds
 
@@ -59,6 +60,9 @@ class WebRtcConfig:
     # For gateways behind NAT (only the first STUN and the first TURN server are used by aioice);
     # also handed to browsers.
     ice_servers: tuple[IceServerConfig, ...] = ()
+    # "relay": browsers use only their TURN relay candidates (sites whose LAN forbids direct UDP,
+    # or to keep media on a known path); "all": any candidate.
+    ice_transport_policy: Literal["all", "relay"] = "all"
     # STUN retransmission (aioice.stun.RETRY_RTO / RETRY_MAX): the first retransmission after
     # ice_retry_rto_ms, doubling, at most ice_retry_max times. Keep the RTO above the link's
     # round trip (600 ms on geostationary satellite) or every check is sent twice.

@@ -248,7 +248,9 @@ class WebRtcService:
         self.metrics.sessions.set(len(self._sessions))
         account = Account(user.username, user.tenant, {"MD5": user.ha1_md5, "SHA-256": user.ha1_sha256})
         self.agent.register(session.id, account, session.contact_user)
-        session.post(sig.ready(user.aor, claims.expires_at, self._ice_servers_for_page()))
+        session.post(
+            sig.ready(user.aor, claims.expires_at, self._ice_servers_for_page(), self.config.ice_transport_policy)
+        )
         log.info("webrtc session", extra={"user": user.aor, "session": session.id})
         return session
 

@@ -117,8 +117,16 @@ def dump(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"))
 
 
-def ready(user: str, expires_at: int, ice_servers: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"type": "ready", "user": user, "expires": expires_at, "ice_servers": ice_servers}
+def ready(
+    user: str, expires_at: int, ice_servers: list[dict[str, Any]], ice_transport_policy: str = "all"
+) -> dict[str, Any]:
+    return {
+        "type": "ready",
+        "user": user,
+        "expires": expires_at,
+        "ice_servers": ice_servers,
+        "ice_transport_policy": ice_transport_policy,
+    }
 
 
 def registered(ok: bool) -> dict[str, Any]:

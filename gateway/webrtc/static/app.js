@@ -15,7 +15,7 @@
   };
 
   const app = {
-    token: null, user: null, expires: 0, ws: null, iceServers: [], registered: false,
+    token: null, user: null, expires: 0, ws: null, iceServers: [], iceTransportPolicy: "all", registered: false,
     call: null, retry: 1000, audio: null, ringer: null, events: [],
   };
 
@@ -114,6 +114,7 @@
       case "ready":
         app.retry = 1000;
         app.iceServers = m.ice_servers || [];
+        app.iceTransportPolicy = m.ice_transport_policy || "all";
         $("me").textContent = m.user;
         $("me").hidden = false;
         $("sign-out").hidden = false;
@@ -189,7 +190,7 @@
   async function offer(call, video) {
     call.local = await media(video);
     call.video = call.local.getVideoTracks().length > 0;
-    const pc = new RTCPeerConnection({ iceServers: app.iceServers });
+    const pc = new RTCPeerConnection({ iceServers: app.iceServers, iceTransportPolicy: app.iceTransportPolicy });
     call.pc = pc;
     for (const track of call.local.getTracks()) pc.addTrack(track, call.local);
     pc.ontrack = (event) => {
