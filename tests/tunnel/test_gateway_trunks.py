@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import pytest_asyncio
 
 from tests.support.audio import tone_present, write_tone
@@ -56,6 +57,14 @@ def records(gw: GatewayProcess) -> list[sqlite3.Row]:
     with sqlite3.connect(gw.data_dir / "gateway.db") as db:
         db.row_factory = sqlite3.Row
         return list(db.execute("SELECT * FROM call_records ORDER BY start"))
+
+
+async def wait_records(gw: GatewayProcess, count: int) -> list[sqlite3.Row]:
+    """The call records, once there are ``count`` (a record is written as its call's last BYE is answered)."""
+    async with asyncio.timeout(10):
+        while len(rows := records(gw)) < count:
+            await asyncio.sleep(0.05)
+    return rows
 
 
 class Loopback:
@@ -107,11 +116,13 @@ traffic_class = "tv"
         return p
 
 
-@pytest_asyncio.fixture
-async def loopback(tmp_path: Path) -> AsyncIterator[Loopback]:
-    topo = Loopback(tmp_path)
+@pytest_asyncio.fixture(scope="module")
+async def loopback(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Loopback]:
+    topo = Loopback(tmp_path_factory.mktemp("tunnel-trunks"))
     try:
-        await asyncio.gather(topo.pair.hq.start(), topo.pair.site.start())
+        started = await asyncio.gather(topo.pair.hq.start(), topo.pair.site.start(), return_exceptions=True)
+        for failure in (r for r in started if r is not None):
+            raise failure
         yield topo
     finally:
         await asyncio.gather(*(p.stop() for p in topo.phones), return_exceptions=True)
@@ -119,7 +130,8 @@ async def loopback(tmp_path: Path) -> AsyncIterator[Loopback]:
 
 
 def trunk(body: dict[str, Any], name: str) -> dict[str, Any]:
-    return {t["name"]: t for t in body["trunks"]}[name]
+    found: dict[str, Any] = {t["name"]: t for t in body["trunks"]}[name]
+    return found
 
 
 async def test_calls_both_ways_ride_the_tunnel_and_their_flows_close(loopback: Loopback) -> None:
@@ -149,8 +161,8 @@ async def test_calls_both_ways_ride_the_tunnel_and_their_flows_close(loopback: L
     for gw in (site, hq):
         after = await until(gw, "/api/tunnel", lambda b: not b["media"])
         assert after["flows"]["local"] == 1  # only the trunk's SIP flow stays open
-    (site_record,) = records(site)
-    (hq_record,) = records(hq)
+    (site_record,) = await wait_records(site, 1)
+    (hq_record,) = await wait_records(hq, 1)
     assert hq_record["session_id"] == site_record["session_id"] == stream["session_id"]
     assert site_record["callee"] == "100" and site_record["account"] == "alice@acme"
 
@@ -163,7 +175,7 @@ async def test_calls_both_ways_ride_the_tunnel_and_their_flows_close(loopback: L
     await until(hq, "/api/tunnel", lambda b: any(m["to_tunnel"] > 50 for m in b["media"]))
     await ceo.hangup()
     await alice.wait_event("CALL_CLOSED", after=mark)
-    inbound = records(site)[-1]
+    inbound = (await wait_records(site, 2))[-1]
     assert inbound["caller"] == "100" and inbound["callee"] == "alice@acme" and inbound["account"] == "hq-pbx@acme"
     assert tone_present(alice.received_audio()[-1], 1500) and tone_present(ceo.received_audio()[-1], 1000)
     await until(site, "/api/tunnel", lambda b: not b["media"])
