@@ -37,6 +37,7 @@ class StreamsOffered:
     session_id: str
     streams: tuple[int, ...]
     opener: bool  # we sent the call's INVITE: we open the flows
+    kinds: tuple[str, ...] = ()  # each stream's media ("audio", "video"), for the flow's traffic class
 
 
 @dataclass(frozen=True)
@@ -113,12 +114,15 @@ class TunnelCalls:
     def _streams(self, call_id: str, call: _Call, sdp: SessionDescription, direction: Direction) -> list[CallEvent]:
         if direction == "in":
             streams = flow_streams(sdp)
-            return [StreamsOffered(call_id, call.session_id, streams, call.opener)] if streams else []
+            kinds = tuple(m.kind for m in sdp.media if m.port)
+            return [StreamsOffered(call_id, call.session_id, streams, call.opener, kinds)] if streams else []
         endpoints = tuple((i, e) for i, e in enumerate(media_endpoints(sdp)) if e is not None)
         if not endpoints:
             return []
         streams = tuple(i for i, _ in endpoints)
-        return [StreamsOffered(call_id, call.session_id, streams, call.opener), RelayLegDescribed(call_id, endpoints)]
+        kinds = tuple(sdp.media[i].kind for i in streams)
+        offered = StreamsOffered(call_id, call.session_id, streams, call.opener, kinds)
+        return [offered, RelayLegDescribed(call_id, endpoints)]
 
     def finish(self, call_id: str, reason: str) -> CallFinished:
         self._calls.pop(call_id, None)

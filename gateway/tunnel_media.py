@@ -162,7 +162,9 @@ class TunnelMedia:
 
     # --- driven by the trunk glue ---------------------------------------------------------
 
-    def ensure(self, peer: str, call_id: str, session_id: str, stream: int, opener: bool) -> StreamBridge | None:
+    def ensure(
+        self, peer: str, call_id: str, session_id: str, stream: int, opener: bool, kind: str = "audio"
+    ) -> StreamBridge | None:
         """The bridge for a stream, made (and, by the opener, its flow opened) on first sight."""
         key = (peer, call_id, stream)
         bridge = self._bridges.get(key)
@@ -170,7 +172,7 @@ class TunnelMedia:
             return bridge
         bridge = self._make(key, session_id)
         if bridge is not None and opener:
-            self._spawn(self._open(bridge))
+            self._spawn(self._open(bridge, TrafficClass.VIDEO if kind == "video" else TrafficClass.VOICE))
         return bridge
 
     def describe_relay(self, peer: str, call_id: str, endpoints: tuple[tuple[int, Addr], ...]) -> None:
@@ -223,11 +225,11 @@ class TunnelMedia:
         self._bridges[key] = bridge
         return bridge
 
-    async def _open(self, bridge: StreamBridge) -> None:
+    async def _open(self, bridge: StreamBridge, traffic_class: TrafficClass) -> None:
         peer, call_id, stream = bridge.key
         meta = {"session": bridge.session_id, "call": call_id, "stream": str(stream)}
         try:
-            flow = await self._service.open_flow(peer, SERVICE, TrafficClass.VOICE, meta, self._open_within)
+            flow = await self._service.open_flow(peer, SERVICE, traffic_class, meta, self._open_within)
         except FlowRefused as exc:
             log.warning(
                 "no tunnel flow for a call's media",

@@ -230,8 +230,8 @@ class TunnelTrunks:
         finished: list[CallFinished] = []
         for event in channel.calls.observe(message, sdp, direction, now):
             if isinstance(event, StreamsOffered):
-                for stream in event.streams:
-                    self.media.ensure(channel.peer, event.call_id, event.session_id, stream, event.opener)
+                for stream, kind in zip(event.streams, event.kinds, strict=True):
+                    self.media.ensure(channel.peer, event.call_id, event.session_id, stream, event.opener, kind)
             elif isinstance(event, RelayLegDescribed):
                 self.media.describe_relay(channel.peer, event.call_id, event.endpoints)
             else:

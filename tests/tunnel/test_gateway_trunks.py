@@ -223,3 +223,16 @@ async def test_a_tv_forward_from_the_gateway_config_carries_udp_mpeg_ts(loopback
     print(f"\nTV forward: {len(indices)} TS packets after {warm_up} datagrams of warm-up")
     # Complete and in order from the first packet the flow carried to the last one sent.
     assert indices == list(range(indices[0], sent * 7)) and indices[0] < warm_up * 7
+
+
+async def test_tunnel_status_is_for_admin_tokens_only(loopback: Loopback) -> None:
+    site = loopback.pair.site
+    tenant_token = seabridge("token", "create", "--tenant", "acme", config=site.config_path).stdout.strip()
+    async with aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{site.http_port}/api/tunnel"
+        async with http.get(url) as anonymous:
+            assert anonymous.status == 401
+        async with http.get(url, headers={"Authorization": f"Bearer {tenant_token}"}) as tenant:
+            assert tenant.status == 403
+    status = await api(site, "/api/tunnel")
+    assert status["node"] == "site1" and status["trunks"][0]["name"] == "hq"

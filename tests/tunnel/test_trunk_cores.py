@@ -77,12 +77,14 @@ def test_the_opener_offers_streams_and_describes_its_relay_leg() -> None:
     invite = _invite()
     events = calls.observe(invite, parse_sdp(invite.body), "out", 1.0)
     assert events == [
-        StreamsOffered("call-1", SESSION, (0, 2), opener=True),
+        StreamsOffered("call-1", SESSION, (0, 2), opener=True, kinds=("audio", "video")),
         RelayLegDescribed("call-1", ((0, ("10.20.0.1", 20000)), (2, ("10.20.0.9", 20002)))),
     ]
     answer = parse_sdp(bytes(to_tunnel(parse_sdp(OFFER))))
     ok = make_response(invite, 200, to_tag="t1", body=bytes(answer), extra=[("Content-Type", "application/sdp")])
-    assert calls.observe(ok, answer, "in", 2.0) == [StreamsOffered("call-1", SESSION, (0, 2), opener=True)]
+    assert calls.observe(ok, answer, "in", 2.0) == [
+        StreamsOffered("call-1", SESSION, (0, 2), opener=True, kinds=("audio", "video"))
+    ]
     assert calls.observe(_bye(invite), None, "in", 3.0) == [CallFinished("call-1", "BYE (in)")]
     assert "call-1" not in calls and calls.was_finished("call-1")
     # A retransmitted 200 after the BYE does not bring the call back.
