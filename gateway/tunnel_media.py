@@ -176,10 +176,13 @@ class TunnelMedia:
         return bridge
 
     def describe_relay(self, peer: str, call_id: str, endpoints: tuple[tuple[int, Addr], ...]) -> None:
-        for stream, address in endpoints:
+        """Our relay leg's ports, from the SDP our SIP service sent. Only the port is taken: the
+        relay is on this box, where the bridge's own address reaches it (the advertised address
+        in the SDP may be a NAT's, unreachable from here)."""
+        for stream, (_, port) in endpoints:
             bridge = self._bridges.get((peer, call_id, stream))
             if bridge is not None:
-                bridge.relay = address
+                bridge.relay = (self._host, port)
 
     def addresses(self, peer: str, call_id: str) -> Mapping[int, Addr]:
         return {k[2]: b.local_address for k, b in self._bridges.items() if k[0] == peer and k[1] == call_id}
