@@ -38,6 +38,7 @@ from gateway.storage.gateway_db import open_gateway_db
 from gateway.tls import client_context, ensure_certificate, server_context
 from gateway.tokens import TokenStore
 from gateway.trunks import TrunkManager
+from gateway.tunnel_gateway import start_tunnel
 from gateway.users import SqliteUserStore
 from gateway.webrtc.wiring import start_webrtc
 
@@ -98,6 +99,8 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     sip_metrics = SipMetrics(registry)
     media = await open_media(config.media, advertised(config.media.bind, config.media.advertised_address))
     stack.push_async_callback(media.close)
+    # Before SIP: it must outlive the SIP service's shutdown (BYEs to tunnel trunks ride it).
+    tunnel = await start_tunnel(config, stack, registry)
 
     sip_cfg = config.sip
     sip_address = advertised(sip_cfg.bind, sip_cfg.advertised_address)
@@ -145,13 +148,15 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         per_realm={t.domain: tuple(t.digest_algorithms) for t in config.tenants if t.digest_algorithms},
     )
     sip = SipService(settings, users, locations, cdrs, media, auth, sip_metrics, clock)
-    sip.trunks = TrunkManager(config.trunks, sip)
+    sip.trunks = TrunkManager(tunnel.trunks if tunnel is not None else config.trunks, sip)
     billing = await start_billing(config)
     stack.push_async_callback(billing.stop)
     sip.billing = billing.live
     sip.call_listeners.append(_rate(billing))
     await sip.start()
     stack.push_async_callback(sip.stop)
+    if tunnel is not None:
+        tunnel.attach_sip(sip.local_port)
     await sip.trunks.start()
     stack.push_async_callback(sip.trunks.stop)
 
@@ -180,6 +185,8 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     app = create_app(registry)
     app[TOKENS] = TokenStore(db)
     setup_api(app, sip)
+    if tunnel is not None:
+        tunnel.add_routes(app)
 
     async def api_scope(request: web.Request) -> str | None:
         return (await require_scope(request)).tenant

@@ -18,6 +18,7 @@ from billing.config import BillingConfig
 from gateway.configschema import ConfigError, InvalidField, bounds, load_section
 from gateway.pbx.config import PbxConfig
 from gateway.tunnel.config import TunnelConfig
+from gateway.tunnel.pki import NODE_NAME
 from gateway.webrtc.config import WebRtcConfig
 from media.tv.config import TvConfig
 
@@ -149,7 +150,8 @@ class TrunkConfig:
 
     name: str
     tenant: str
-    host: str
+    # The peer's IP address (not needed for a trunk through the tunnel).
+    host: str = ""
     port: int = field(default=5060, metadata=bounds(1, 65535))
     transport: Literal["UDP", "TCP", "TLS"] = "UDP"
     # The domain in the Request-URI and our From towards the peer (default: host).
@@ -171,15 +173,28 @@ class TrunkConfig:
     timer_b_ms: int = field(default=0, metadata=bounds(0, 600000))
     # OPTIONS sent this often tell whether the trunk is up; calls to a down trunk fail at once.
     options_interval_s: int = field(default=30, metadata=bounds(0, 3600))
+    # Another Seabridge gateway reached through the tunnel (its node name): SIP and RTP ride
+    # tunnel flows to it (docs/tunnel.md), so host and port are not used.
+    tunnel_peer: str = ""
+    # This trunk's name at that node, needed only when it has several trunks to us.
+    tunnel_peer_trunk: str = ""
 
     def __post_init__(self) -> None:
-        _check_address("host", self.host)
+        if self.tunnel_peer:
+            if not NODE_NAME.match(self.tunnel_peer):
+                raise InvalidField("tunnel_peer", f"{self.tunnel_peer!r} is not a node name")
+            if self.host:
+                raise InvalidField("host", "a trunk through the tunnel (tunnel_peer) has no host")
+            if self.transport != "UDP":
+                raise InvalidField("transport", "a trunk through the tunnel uses UDP (the tunnel encrypts it)")
+        else:
+            _check_address("host", self.host)
         if self.register and not (self.username and self.password):
             raise InvalidField("username", "register = true needs username and password")
 
     @property
     def sip_domain(self) -> str:
-        return self.domain or self.host
+        return self.domain or self.host or self.tunnel_peer
 
     @property
     def billing_account(self) -> str:
@@ -229,6 +244,7 @@ class GatewayConfig:
         names = {t.name for t in self.trunks}
         if len(names) != len(self.trunks):
             raise InvalidField("trunks", "trunk names must be unique")
+        _check_tunnel_trunks(self.trunks, self.tunnel)
         for i, tenant in enumerate(self.tenants):
             for j, rule in enumerate(tenant.dial_plan):
                 if rule.trunk not in names:
@@ -273,6 +289,18 @@ class GatewayConfig:
             if t.domain == tenant:
                 return t.timezone
         return "Asia/Shanghai"
+
+
+def _check_tunnel_trunks(trunks: tuple[TrunkConfig, ...], tunnel: TunnelConfig) -> None:
+    routes = tunnel.route_map()
+    for i, trunk in enumerate(trunks):
+        if not trunk.tunnel_peer:
+            continue
+        key = f"trunks[{i}].tunnel_peer"
+        if not tunnel.enabled:
+            raise InvalidField(key, "a trunk through the tunnel needs [tunnel] enabled = true")
+        if not ({trunk.tunnel_peer, "*"} & ({p.name for p in tunnel.peers} | set(routes))):
+            raise InvalidField(key, f"{trunk.tunnel_peer!r} is neither a tunnel peer nor reached by a route")
 
 
 def _check_address(key: str, value: str) -> None:

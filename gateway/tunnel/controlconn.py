@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import cast
 
 from gateway.tunnel import control
 from gateway.tunnel.errors import PeerRefused, TunnelError
@@ -48,8 +49,8 @@ class ControlConnection(asyncio.Protocol):
         return self.tls.peer_node
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCP transport (what `seabridge run` uses) is not an asyncio.Transport subclass.
+        self.transport = cast(asyncio.Transport, transport)
         self.tls.start()
         self._flush()
 

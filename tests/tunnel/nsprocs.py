@@ -1,0 +1,156 @@
+"""Real gateways and phones inside network namespaces, driven from the test process.
+
+Each program runs under ``ip netns exec``. The test reaches their loopback-only control
+ports (baresip's ctrl_tcp, the gateway's HTTP API) with sockets created inside the
+namespace: a short-lived thread enters it with setns(2), makes and connects the socket,
+and hands it back; a socket keeps its namespace for life, whichever thread uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import shutil
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from tests.support.baresip import Baresip
+from tests.support.gateway import REPO, GatewayProcess
+
+CLONE_NEWNET = 0x40000000
+
+
+def connect_in(ns: str, host: str, port: int, timeout: float = 2.0) -> socket.socket:
+    """A TCP socket connected to ``host:port`` as seen from inside namespace ``ns``."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/var/run/netns/{ns}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns {ns}")
+            finally:
+                os.close(fd)
+            result["sock"] = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"netns-{ns}")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    sock: socket.socket = result["sock"]
+    sock.setblocking(False)
+    return sock
+
+
+async def http_get_json(ns: str, port: int, path: str, token: str = "") -> tuple[int, Any]:
+    """GET a JSON document from a server on the namespace's loopback (HTTP/1.0, one request per connection)."""
+    sock = await asyncio.to_thread(connect_in, ns, "127.0.0.1", port)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode())
+        await writer.drain()
+        raw = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body) if body else None
+
+
+@dataclass
+class NsGateway(GatewayProcess):
+    """`seabridge run` inside a namespace; its HTTP API reached from inside that namespace."""
+
+    netns: str = ""
+
+    async def start(self) -> None:
+        if not self.config_path.exists():
+            self.write_config()
+        with (self.folder / "gateway.log").open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                "ip",
+                "netns",
+                "exec",
+                self.netns,
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "run",
+                "--config",
+                str(self.config_path),
+                cwd=REPO,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=log,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)},
+            )
+        await self.wait_healthy()
+
+    async def wait_healthy(self, timeout: float = 30.0) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            assert self.process is not None
+            if self.process.returncode is not None:
+                raise RuntimeError(f"gateway exited {self.process.returncode}: {self.log_tail()}")
+            try:
+                status, body = await http_get_json(self.netns, self.http_port, "/health")
+            except OSError:
+                status, body = 0, None
+            if status == 200:
+                return dict(body)
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"gateway not healthy within {timeout}s: {self.log_tail()}")
+
+    async def api(self, path: str, token: str) -> Any:
+        status, body = await http_get_json(self.netns, self.http_port, path, token)
+        assert status == 200, (status, body)
+        return body
+
+
+@dataclass
+class NsBaresip(Baresip):
+    """baresip inside a namespace, its ctrl_tcp port reached from inside that namespace."""
+
+    netns: str = ""
+
+    async def start(self) -> None:
+        self.write_config()
+        exe = shutil.which("baresip")
+        assert exe, "baresip is not installed (scripts/test installs it)"
+        with (self.folder / "baresip.log").open("wb") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                "ip",
+                "netns",
+                "exec",
+                self.netns,
+                exe,
+                "-f",
+                str(self.folder),
+                "-4",
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        for _ in range(100):
+            try:
+                sock = await asyncio.to_thread(connect_in, self.netns, "127.0.0.1", self.ctrl_port)
+                self._reader, self._writer = await asyncio.open_connection(sock=sock)
+                break
+            except OSError:
+                if self.process.returncode is not None:
+                    raise RuntimeError(f"baresip {self.name} exited: {self.log_tail()}") from None
+                await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError(f"baresip {self.name} never opened its control port: {self.log_tail()}")
+        self._pump = asyncio.create_task(self._read_events())
