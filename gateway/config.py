@@ -167,6 +167,10 @@ class TrunkConfig:
     site: str = ""
     # Requests from host (and port, if set here) are this trunk's: IP-identified peering.
     inbound: bool = True
+    # Rate calls that enter through this trunk here (charged to `account`). Unset: yes, except for
+    # a trunk to another Seabridge gateway over the tunnel, where the call entered, and was rated,
+    # already; this gateway then keeps its leg unrated, for audit.
+    rate_inbound: bool | None = None
     # Satellite peers: stretch the retransmission timers (Timer B = 64*T1 unless set).
     t1_ms: int = field(default=0, metadata=bounds(0, 10000))
     t2_ms: int = field(default=0, metadata=bounds(0, 60000))
@@ -199,6 +203,10 @@ class TrunkConfig:
     @property
     def billing_account(self) -> str:
         return self.account or f"trunk-{self.name}@{self.tenant}"
+
+    @property
+    def rates_inbound(self) -> bool:
+        return self.rate_inbound if self.rate_inbound is not None else not self.tunnel_peer
 
     @property
     def billing_site(self) -> str:

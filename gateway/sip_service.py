@@ -9,6 +9,7 @@ module routes events between them and carries out their actions.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import ssl
@@ -583,6 +584,10 @@ class SipService:
             if isinstance(outcome, Response):
                 return outcome
             caller = _party(outcome, display)
+            via = self.trunks.identify(event.source, authenticated=True) if self.trunks is not None else None
+            if via is not None:
+                # A peer gateway signing in with digest over its trunk: still a trunk call.
+                caller = dataclasses.replace(caller, trunk=via.name)
             target_tenant = self._tenant_of_target(request.uri.host, caller.tenant)
             if target_tenant != caller.tenant:
                 log.info("cross-tenant call refused", extra={"caller": caller.address, "target": str(request.uri)})
@@ -633,8 +638,8 @@ class SipService:
 
     async def _authorize(self, request: Request, caller: Party, callee: Party) -> Response | None:
         """Ask billing whether this call may be tried (credit, limits); None when it may."""
-        if self.billing is None:
-            return None
+        if self.billing is None or not self._is_ingress(caller):
+            return None  # a call another gateway rated already passes through unmetered here
         account = caller.account or caller.address
         if account not in self._billing_accounts:
             # Users (and trunks) billing does not know yet get an account of the configured default kind.
@@ -649,8 +654,8 @@ class SipService:
         return make_response(request, status, f"{REASONS[status]} ({verdict.reason})", to_tag=_tag(request))
 
     async def _billing_answered(self, call: Call) -> None:
-        if self.billing is None or call.answered_at is None:
-            return
+        if self.billing is None or call.answered_at is None or not self._is_ingress(call.caller):
+            return  # live credit is watched where the call entered
         provisional = self._record(call, CallEnded("answered", 200, "system"), MediaStats())
         verdict = await self.billing.call_answered(provisional)
         if not verdict.allowed:
@@ -673,6 +678,13 @@ class SipService:
             log.info("credit exhausted: ending the call", extra={"session": call.session_id, "account": event.account})
             self._act(call, call.hangup("system", now), now)
             self._after(now)
+
+    def _is_ingress(self, caller: Party) -> bool:
+        """Whether the call entered the network here (and is rated here): see DECISIONS.md."""
+        if not caller.via_trunk or self.trunks is None:
+            return True
+        trunk = self.trunks.get(caller.trunk)
+        return trunk is None or trunk.rates_inbound
 
     async def _authenticate(self, request: Request, now: float) -> User | Response:
         """The user a request's Proxy-Authorization proves, or the 407 to send."""
@@ -941,7 +953,7 @@ class SipService:
             caller=call.caller.record_name,
             callee=call.callee.record_name,
             account=call.caller.account or call.caller.address,
-            ingress=True,
+            ingress=self._is_ingress(call.caller),
             category=self._category(call),
             start=anchor.utc(call.started),
             answer=anchor.utc(call.answered_at) if call.answered_at is not None else None,

@@ -89,9 +89,13 @@ class TrunkManager:
     def credentials(self, trunk: TrunkConfig) -> ClientCredentials | None:
         return ClientCredentials(trunk.username, trunk.password) if trunk.username else None
 
-    def identify(self, source: Peer) -> TrunkConfig | None:
-        """The trunk a request came from, for IP-identified peering (address, and port if needed)."""
-        same_host = [t for t in self._trunks.values() if t.inbound and t.host == source.host]
+    def identify(self, source: Peer, *, authenticated: bool = False) -> TrunkConfig | None:
+        """The trunk a request came from, by address (and port if needed).
+
+        IP-identified peering trusts it (trunks with ``inbound``); ``authenticated`` also finds
+        trunks whose peer proves itself with digest, to know a call came through a trunk at all.
+        """
+        same_host = [t for t in self._trunks.values() if (t.inbound or authenticated) and t.host == source.host]
         exact = [t for t in same_host if t.port == source.port]
         if exact:
             return exact[0]

@@ -62,7 +62,14 @@ class TrunkChannel:
     def local_trunk(self) -> TrunkConfig:
         """The trunk as the SIP service sees it: its peer is our socket."""
         host, port = self.sock.local_address
-        return replace(self.trunk, host=host, port=port, domain=self.trunk.sip_domain, tunnel_peer="")
+        return replace(
+            self.trunk,
+            host=host,
+            port=port,
+            domain=self.trunk.sip_domain,
+            tunnel_peer="",
+            rate_inbound=self.trunk.rates_inbound,  # decided by the configured trunk, not the local socket
+        )
 
     @property
     def flow(self) -> Flow | None:

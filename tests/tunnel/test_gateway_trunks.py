@@ -165,6 +165,8 @@ async def test_calls_both_ways_ride_the_tunnel_and_their_flows_close(loopback: L
     (hq_record,) = await wait_records(hq, 1)
     assert hq_record["session_id"] == site_record["session_id"] == stream["session_id"]
     assert site_record["callee"] == "100" and site_record["account"] == "alice@acme"
+    # Rated once: where alice's call entered; HQ keeps its leg for audit (DECISIONS.md).
+    assert site_record["ingress"] == 1 and hq_record["ingress"] == 0
 
     # HQ -> site: the site's trunk knows HQ by the tunnel node its messages come from.
     mark = len(alice.events)
@@ -177,6 +179,7 @@ async def test_calls_both_ways_ride_the_tunnel_and_their_flows_close(loopback: L
     await alice.wait_event("CALL_CLOSED", after=mark)
     inbound = (await wait_records(site, 2))[-1]
     assert inbound["caller"] == "100" and inbound["callee"] == "alice@acme" and inbound["account"] == "hq-pbx@acme"
+    assert inbound["ingress"] == 0  # the CEO's call entered, and is rated, at HQ
     assert tone_present(alice.received_audio()[-1], 1500) and tone_present(ceo.received_audio()[-1], 1000)
     await until(site, "/api/tunnel", lambda b: not b["media"])
 
