@@ -77,9 +77,7 @@ def _money(micros: int | None, currency: str) -> str:
 
 
 def register(actions: Actions[argparse.ArgumentParser]) -> None:
-    def add(
-        name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
-    ) -> argparse.ArgumentParser:
+    def add(name: str, help_text: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
         p = actions.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         add_config_option(p)
         p.set_defaults(handler=handler)
@@ -89,12 +87,8 @@ def register(actions: Actions[argparse.ArgumentParser]) -> None:
     p.add_argument("account", help="alice@acme (user or trunk), acme/kinshasa (site) or acme (tenant)")
     p.add_argument("--site", help="site of a user or trunk account")
     pay = p.add_mutually_exclusive_group()
-    pay.add_argument(
-        "--prepaid", dest="payment", action="store_const", const="prepaid", help="spends its balance"
-    )
-    pay.add_argument(
-        "--postpaid", dest="payment", action="store_const", const="postpaid", help="billed monthly"
-    )
+    pay.add_argument("--prepaid", dest="payment", action="store_const", const="prepaid", help="spends its balance")
+    pay.add_argument("--postpaid", dest="payment", action="store_const", const="postpaid", help="billed monthly")
     p.add_argument("--credit-limit", type=_amount, help="postpaid: how far the balance may go below zero")
     p.add_argument("--max-concurrent", type=int, help="most calls at once (this account and below)")
     p.add_argument("--max-spend-per-hour", type=_amount, help="toll-fraud guard: most spent in any hour")
@@ -105,16 +99,12 @@ def register(actions: Actions[argparse.ArgumentParser]) -> None:
     p = add("plan", "give an account a tariff from a date on", cmd_plan)
     p.add_argument("account")
     p.add_argument("tariff")
-    p.add_argument(
-        "--from", dest="start", type=_instant, help="activation (default: now), e.g. 2026-11-01T00:00+08:00"
-    )
+    p.add_argument("--from", dest="start", type=_instant, help="activation (default: now), e.g. 2026-11-01T00:00+08:00")
 
     p = add("quote", "what would a call cost, and why", cmd_quote)
     p.add_argument("--account", required=True)
     p.add_argument("--to", required=True, help="dialled number, e.g. +8613800000000")
-    p.add_argument(
-        "--start", required=True, type=_instant, help="answer time, e.g. 2026-10-05T18:30:00+08:00"
-    )
+    p.add_argument("--start", required=True, type=_instant, help="answer time, e.g. 2026-10-05T18:30:00+08:00")
     p.add_argument("--duration", required=True, type=float, help="seconds of talk")
     p.add_argument("--category", default="voice", choices=CATEGORIES)
 
@@ -169,9 +159,7 @@ def cmd_accounts(args: argparse.Namespace) -> int:
         for a in accounts:
             limits = [f"credit limit {format_money(a.credit_limit)}" if a.credit_limit is not None else ""]
             limits += [f"max {a.max_concurrent} calls" if a.max_concurrent is not None else ""]
-            limits += [
-                f"max {format_money(a.max_spend_per_hour)}/h" if a.max_spend_per_hour is not None else ""
-            ]
+            limits += [f"max {format_money(a.max_spend_per_hour)}/h" if a.max_spend_per_hour is not None else ""]
             print(f"{a.id:<32} {a.level:<6} {a.payment:<8} {', '.join(x for x in limits if x)}")
 
     _run(args, go)
@@ -297,9 +285,7 @@ class _Bar:
         if sys.stderr.isatty():
             from rich.progress import Progress
 
-            self._progress = Progress(
-                transient=True, console=__import__("rich.console").console.Console(stderr=True)
-            )
+            self._progress = Progress(transient=True, console=__import__("rich.console").console.Console(stderr=True))
             self._task = self._progress.add_task("exporting", total=total)
             self._progress.start()
 
@@ -318,9 +304,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         total = 0
         for t in tenants:
             start, end = month_bounds(args.month, t.zone)
-            total += await service.store.count_calls(
-                tenant=t.tenant, start_us=to_us(start), end_us=to_us(end)
-            )
+            total += await service.store.count_calls(tenant=t.tenant, start_us=to_us(start), end_us=to_us(end))
         bar = _Bar(total)
         out_path = None if args.output == "-" else Path(args.output)
         tmp = out_path.with_name(out_path.name + ".part") if out_path else None
@@ -328,13 +312,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             with tmp.open("wb") if tmp else os.fdopen(os.dup(sys.stdout.fileno()), "wb") as out:
                 if args.format == "pdf":
                     reports = await month_reports(service.store, tenants, args.month, bar.advance)
-                    out.write(
-                        await asyncio.to_thread(pdf_invoices, reports, config.billing.target_per_minute)
-                    )
+                    out.write(await asyncio.to_thread(pdf_invoices, reports, config.billing.target_per_minute))
                 else:
-                    async for chunk in export_lines(
-                        service.store, tenants, args.month, args.format, bar.advance
-                    ):
+                    async for chunk in export_lines(service.store, tenants, args.month, args.format, bar.advance):
                         out.write(chunk)
         finally:
             bar.close()

@@ -61,6 +61,8 @@ class BillingConfig:
     # Let calls through that cannot be rated yet (no tariff or plan): they are kept, flagged as
     # unrated and charged when the tariff is fixed. False: refuse them at set-up.
     authorize_unrated: bool = True
+    # The tunnel node (HQ) every rating run is replicated to, store-and-forward; "" = none.
+    replicate_to: str = ""
     # The promise to customers, shown on invoices.
     target_per_minute: Decimal = Decimal("0.2")
     trunks: tuple[TrunkAccountConfig, ...] = ()

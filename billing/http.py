@@ -86,9 +86,7 @@ class _Api:
         account = await self.account(request, request.match_info["account"])
         done = await self.service.topup(account.id, amount, body.get("reference"), str(body.get("note", "")))
         b = await self.service.balance(account.id)
-        return web.json_response(
-            {"credited": done, "balance": format_money(b.balance)}, status=201 if done else 200
-        )
+        return web.json_response({"credited": done, "balance": format_money(b.balance)}, status=201 if done else 200)
 
     async def quote(self, request: web.Request) -> web.Response:
         q = request.query
@@ -97,9 +95,7 @@ class _Api:
             duration = timedelta(seconds=float(q["duration"]))
             to, account_id = q["to"], q["account"]
         except (KeyError, ValueError):
-            raise web.HTTPBadRequest(
-                reason="need account, to, start (ISO with offset) and duration (s)"
-            ) from None
+            raise web.HTTPBadRequest(reason="need account, to, start (ISO with offset) and duration (s)") from None
         category = q.get("category", "voice")
         if start.tzinfo is None or category not in CATEGORIES or duration < timedelta(0):
             raise web.HTTPBadRequest(reason="start needs a UTC offset; category voice|video|bridged|iptv")
@@ -122,12 +118,8 @@ class _Api:
         body = await _json(request)
         results = []
         for t in await self.tenants(request, body.get("tenant")):
-            start, end = (
-                month_bounds(str(body.get("month", "")), t.zone) if body.get("month") else (None, None)
-            )
-            r = await self.service.rerate(
-                tenant=t.tenant, start=start, end=end, only_unrated=bool(body.get("unrated"))
-            )
+            start, end = month_bounds(str(body.get("month", "")), t.zone) if body.get("month") else (None, None)
+            r = await self.service.rerate(tenant=t.tenant, start=start, end=end, only_unrated=bool(body.get("unrated")))
             results.append(
                 {
                     "tenant": t.tenant,
@@ -189,9 +181,7 @@ def _report_json(r: MonthReport) -> dict[str, Any]:
         "charged": format_money(r.total.charged),
         "average_per_minute": None if average is None else str(average),
         "unrated": r.unrated,
-        "unrated_examples": [
-            {"session_id": s, "account": a, "reason": why} for s, a, why in r.unrated_examples
-        ],
+        "unrated_examples": [{"session_id": s, "account": a, "reason": why} for s, a, why in r.unrated_examples],
         "by_site_category": [
             {
                 "site": site,

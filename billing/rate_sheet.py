@@ -63,9 +63,7 @@ def _amount(text: str, row: int, column: str, *, optional: bool = False) -> Deci
             return None
         raise RateSheetError(row, column, "is empty")
     if "," in text:
-        raise RateSheetError(
-            row, column, f"{text!r}: use '.' as the decimal point and no thousands separator"
-        )
+        raise RateSheetError(row, column, f"{text!r}: use '.' as the decimal point and no thousands separator")
     try:
         value = Decimal(text)
     except InvalidOperation:
@@ -106,9 +104,7 @@ def read_rate_sheet(text: str, base: Tariff, name: str, delimiter: str = ",") ->
             if not any(v.strip() for v in values):
                 continue
             if len(values) != len(columns):
-                raise RateSheetError(
-                    row_number, "", f"has {len(values)} fields, the header has {len(columns)}"
-                )
+                raise RateSheetError(row_number, "", f"has {len(values)} fields, the header has {len(columns)}")
             _read_row(dict(zip(columns, values, strict=True)), row_number, periods, drafts, seen_prefixes)
     except csv.Error as exc:
         raise RateSheetError(row_number + 1, "", f"not CSV: {exc}") from None
@@ -154,9 +150,7 @@ def _read_row(
 ) -> None:
     prefix = cells["prefix"].strip().lstrip("+")
     if not _PREFIX.match(cells["prefix"].strip()):
-        raise RateSheetError(
-            row, "prefix", f"{cells['prefix']!r} is not a number prefix (digits, optional '+')"
-        )
+        raise RateSheetError(row, "prefix", f"{cells['prefix']!r} is not a number prefix (digits, optional '+')")
     dest_name = cells["destination"].strip()
     if not dest_name:
         raise RateSheetError(row, "destination", "is empty")
@@ -187,15 +181,11 @@ def _read_row(
         ("max_cost", max_cost, draft.max_cost),
     ):
         if mine != theirs:
-            raise RateSheetError(
-                row, column, f"differs from row {draft.row} for the same destination {dest_name!r}"
-            )
+            raise RateSheetError(row, column, f"differs from row {draft.row} for the same destination {dest_name!r}")
     for category in categories:
         first = seen_prefixes.setdefault((prefix, category), (row, dest_name))
         if first[1] != dest_name:
-            raise RateSheetError(
-                row, "prefix", f"{prefix!r} is already priced for {first[1]!r} on row {first[0]}"
-            )
+            raise RateSheetError(row, "prefix", f"{prefix!r} is already priced for {first[1]!r} on row {first[0]}")
     draft.prefixes.setdefault(prefix, row)
     rate = Rate(_rate_name(price, increment), increment_groups(price, increment))
     for period in [period_cell] if period_cell else periods:

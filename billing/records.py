@@ -56,9 +56,7 @@ RATING_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Rating))
 
 def spans_text(call: RatedCall) -> str:
     """'peak@0:60x1s*0.18/60;offpeak@60:...' : period@offset:increments x size * price/unit."""
-    return ";".join(
-        f"{s.period}@{s.offset_s}:{s.increments}x{s.increment_s}s*{s.price}/{s.unit_s}" for s in call.spans
-    )
+    return ";".join(f"{s.period}@{s.offset_s}:{s.increments}x{s.increment_s}s*{s.price}/{s.unit_s}" for s in call.spans)
 
 
 @dataclass(frozen=True)
@@ -73,9 +71,7 @@ class RatingContext:
     rated_leg: str = "a"
 
 
-def rate_record(
-    record: CallRecord, ctx: RatingContext, run: int, now: datetime, cap: int | None = None
-) -> Rating:
+def rate_record(record: CallRecord, ctx: RatingContext, run: int, now: datetime, cap: int | None = None) -> Rating:
     account = ctx.account
     base: dict[str, Any] = {
         "session_id": record.session_id,
@@ -110,14 +106,10 @@ def rate_record(
     if account is None:
         return Rating(status="unrated", reason=f"unknown account {record.account!r}", **base)
     if ctx.plan is None:
-        return Rating(
-            status="unrated", reason=f"no rate plan for {account.id} at {record.answer.isoformat()}", **base
-        )
+        return Rating(status="unrated", reason=f"no rate plan for {account.id} at {record.answer.isoformat()}", **base)
     tariff = ctx.tariff
     if tariff is None:
-        return Rating(
-            status="unrated", reason=f"rate plan names tariff {ctx.plan!r}, which is not loaded", **base
-        )
+        return Rating(status="unrated", reason=f"rate plan names tariff {ctx.plan!r}, which is not loaded", **base)
     base |= {"tariff": tariff.name, "tariff_version": tariff.version}
     try:
         call = rate_call(tariff, base["number"], record.category, record.answer, record.end - record.answer)

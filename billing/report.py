@@ -82,9 +82,7 @@ async def stream_month(
     store: LedgerStore, tenant: str, month: str, zone: str
 ) -> AsyncIterator[tuple[CallRecord, Rating]]:
     start, end = month_bounds(month, zone)
-    async for row in store.stream_calls(
-        tenant=tenant, start_us=to_us(start), end_us=to_us(end), statuses=EXPORTED
-    ):
+    async for row in store.stream_calls(tenant=tenant, start_us=to_us(start), end_us=to_us(end), statuses=EXPORTED):
         yield row
 
 

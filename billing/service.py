@@ -52,9 +52,7 @@ class RerateResult:
 
 
 class BillingService:
-    def __init__(
-        self, store: LedgerStore, tariffs: TariffBook, config: BillingConfig, clock: Clock = utc_now
-    ):
+    def __init__(self, store: LedgerStore, tariffs: TariffBook, config: BillingConfig, clock: Clock = utc_now):
         self.store = store
         self.tariffs = tariffs
         self.config = config
@@ -69,9 +67,7 @@ class BillingService:
     def forget_cached(self) -> None:
         self._cache.clear()
 
-    async def _chain_and_plans(
-        self, account_id: str
-    ) -> tuple[list[Account], dict[str, list[tuple[int, str]]]] | None:
+    async def _chain_and_plans(self, account_id: str) -> tuple[list[Account], dict[str, list[tuple[int, str]]]] | None:
         hit = self._cache.get(account_id)
         now = time.monotonic()
         if hit is not None and now - hit[0] < self.CACHE_S:
@@ -159,18 +155,14 @@ class BillingService:
     async def set_plan(self, account_id: str, tariff: str, active_from: datetime) -> None:
         account = await self.account(account_id)
         if self.tariffs.get(tariff) is None:
-            raise BillingError(
-                f"no tariff named {tariff!r} (known: {', '.join(self.tariffs.names()) or 'none'})"
-            )
+            raise BillingError(f"no tariff named {tariff!r} (known: {', '.join(self.tariffs.names()) or 'none'})")
         await self.store.set_plan(account.id, tariff, to_us(active_from))
         self.forget_cached()
 
     async def plan_for(self, chain: list[Account], at: datetime) -> str | None:
         return self._plan_in(chain, await self.store.plans([a.id for a in chain]), at)
 
-    def _plan_in(
-        self, chain: list[Account], plans: dict[str, list[tuple[int, str]]], at: datetime
-    ) -> str | None:
+    def _plan_in(self, chain: list[Account], plans: dict[str, list[tuple[int, str]]], at: datetime) -> str | None:
         at_us = to_us(at)
         for account in chain:
             active = [tariff for start, tariff in plans[account.id] if start <= at_us]
@@ -258,9 +250,7 @@ class BillingService:
 
     # Money.
 
-    async def topup(
-        self, account_id: str, amount: Decimal, reference: str | None = None, note: str = ""
-    ) -> bool:
+    async def topup(self, account_id: str, amount: Decimal, reference: str | None = None, note: str = "") -> bool:
         account = await self.account(account_id)
         micros = _micros(amount)
         if micros is None or micros <= 0:

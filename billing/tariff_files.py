@@ -223,9 +223,7 @@ class TariffBook:
         for path in sorted(directory.glob("*.toml")) if directory.is_dir() else []:
             tariff = load_tariff_file(path)
             if tariff.name in tariffs:
-                raise TariffError(
-                    f"{path}: tariff name {tariff.name!r} is also used by {tariffs[tariff.name].source}"
-                )
+                raise TariffError(f"{path}: tariff name {tariff.name!r} is also used by {tariffs[tariff.name].source}")
             tariffs[tariff.name] = tariff
         return cls(tariffs)
 

@@ -24,6 +24,7 @@ from gateway.clock import SystemClock
 from gateway.config import GatewayConfig
 from gateway.errors import StartupError
 from gateway.http import METRICS_REFRESH, add_health_check, create_app
+from gateway.ledger_replication import LedgerReceiver, LedgerSender
 from gateway.location import LocationStore, MemoryLocationStore, RedisLocationStore
 from gateway.logs import setup_logging
 from gateway.media_adapter import open_media
@@ -152,7 +153,12 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     billing = await start_billing(config)
     stack.push_async_callback(billing.stop)
     sip.billing = billing.live
-    sip.call_listeners.append(_rate(billing))
+    sender = None
+    if tunnel is not None:
+        LedgerReceiver(billing.service.store).attach(tunnel.service)
+        if config.billing.replicate_to:
+            sender = LedgerSender(tunnel.service, config.billing.replicate_to)
+    sip.call_listeners.append(_rate(billing, sender))
     await sip.start()
     stack.push_async_callback(sip.stop)
     if tunnel is not None:
@@ -225,13 +231,16 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     return Gateway(config, sip, runner, http_port, https_port)
 
 
-def _rate(billing: BillingRuntime) -> Callable[[CallRecord], Awaitable[None]]:
+def _rate(billing: BillingRuntime, sender: LedgerSender | None) -> Callable[[CallRecord], Awaitable[None]]:
     async def rate(record: CallRecord) -> None:
         # The record is already durable; the ledger is idempotent on (session, leg, run).
         try:
-            await billing.live.call_ended(record)
+            rating = await billing.live.call_ended(record)
         except Exception:
             log.exception("rating failed; the call stays unrated until rerated", extra={"session": record.session_id})
+            return
+        if sender is not None:
+            await sender.send(record, rating)  # queued durably in the tunnel's outbox
 
     return rate
 

@@ -944,16 +944,19 @@ class SipService:
         anchor = self._anchors[call]
         if end is None:
             end = call.ended_at if call.ended_at is not None else self._clock.monotonic()
+        ingress = self._is_ingress(call.caller)
         return CallRecord(
             session_id=call.session_id,
-            leg="a",
+            # The entering gateway's caller-side leg is "a"; gateways the call passes through
+            # name theirs after themselves, so every leg of a session has its own key network-wide.
+            leg="a" if ingress else f"a@{self.settings.node}",
             node=self.settings.node,
             tenant=call.caller.tenant,
             site=call.caller.site,
             caller=call.caller.record_name,
             callee=call.callee.record_name,
             account=call.caller.account or call.caller.address,
-            ingress=self._is_ingress(call.caller),
+            ingress=ingress,
             category=self._category(call),
             start=anchor.utc(call.started),
             answer=anchor.utc(call.answered_at) if call.answered_at is not None else None,

@@ -108,9 +108,7 @@ class LiveBilling:
 
     async def _chain(self, account_id: str) -> list[Account] | None:
         try:
-            account = (await self.service.store.get_accounts([normalise_id(account_id)])).get(
-                normalise_id(account_id)
-            )
+            account = (await self.service.store.get_accounts([normalise_id(account_id)])).get(normalise_id(account_id))
         except AccountError:
             return None
         return None if account is None else await self.service.chain(account)
@@ -139,9 +137,7 @@ class LiveBilling:
                 extra, binding = room, f"{why} at {account.id}"
         return _Room(extra, binding, ceilings)
 
-    async def _tariff(
-        self, chain: Sequence[Account], number: str, category: Category, at: datetime
-    ) -> Tariff | str:
+    async def _tariff(self, chain: Sequence[Account], number: str, category: Category, at: datetime) -> Tariff | str:
         plan = await self.service.plan_for(list(chain), at)
         tariff = self.service.tariffs.get(plan) if plan else None
         if tariff is None:
@@ -152,9 +148,7 @@ class LiveBilling:
 
     # The B2BUA's calls.
 
-    async def authorize(
-        self, account: str, destination: str, category: Category, now_utc: datetime
-    ) -> Authorization:
+    async def authorize(self, account: str, destination: str, category: Category, now_utc: datetime) -> Authorization:
         """May this call be tried? Checks every ancestor's concurrent-call, credit and hourly limits."""
         cfg = self.service.config
         chain = await self._chain(account)
@@ -174,9 +168,7 @@ class LiveBilling:
         if room.extra is None:
             return Authorization(True, "", cfg.max_call_duration_s)
         budget = max(room.extra, 0)
-        seconds = max_duration(
-            tariff, number, category, now_utc, Decimal(budget).scaleb(-6), cfg.max_call_duration_s
-        )
+        seconds = max_duration(tariff, number, category, now_utc, Decimal(budget).scaleb(-6), cfg.max_call_duration_s)
         if seconds <= 0:
             return Authorization(False, room.binding, 0)
         return Authorization(True, "", seconds)
@@ -195,15 +187,11 @@ class LiveBilling:
         tariff = None if isinstance(found, str) else found
         if tariff is None and not cfg.authorize_unrated:
             return Authorization(False, str(found), 0)
-        refused = await self.spend.open(
-            key, self.node, [a.id for a in chain], {a.id: a.max_concurrent for a in chain}
-        )
+        refused = await self.spend.open(key, self.node, [a.id for a in chain], {a.id: a.max_concurrent for a in chain})
         if refused is not None:
             return Authorization(False, f"concurrent call limit reached at {refused}", 0)
         meta = _Meta(record, tuple(a.id for a in chain), tariff, number)
-        call = LiveCall(
-            record.session_id, record.leg, record.answer, Grant(0, 0, False), False, record.answer
-        )
+        call = LiveCall(record.session_id, record.leg, record.answer, Grant(0, 0, False), False, record.answer)
         grant, room = await self._extend(call, meta, chain, record.answer)
         if grant.seconds == 0:
             await self.spend.close(key)

@@ -27,9 +27,7 @@ class Usage:
 
 
 class LiveSpend(Protocol):
-    async def open(
-        self, call: str, node: str, chain: Sequence[str], limits: Mapping[str, int | None]
-    ) -> str | None:
+    async def open(self, call: str, node: str, chain: Sequence[str], limits: Mapping[str, int | None]) -> str | None:
         """Register ``call``; None, or the account whose concurrent-call limit refused it (then "
         "nothing changed)."""
         ...
@@ -58,9 +56,7 @@ class MemoryLiveSpend:
         self._open: dict[str, set[str]] = {}
         self._reserved: dict[str, int] = {}
 
-    async def open(
-        self, call: str, node: str, chain: Sequence[str], limits: Mapping[str, int | None]
-    ) -> str | None:
+    async def open(self, call: str, node: str, chain: Sequence[str], limits: Mapping[str, int | None]) -> str | None:
         if call in self._calls:
             return None
         for account in chain:
@@ -173,13 +169,9 @@ class RedisLiveSpend:
 
         return cls(redis.asyncio.Redis.from_url(url, decode_responses=True), prefix)
 
-    async def open(
-        self, call: str, node: str, chain: Sequence[str], limits: Mapping[str, int | None]
-    ) -> str | None:
+    async def open(self, call: str, node: str, chain: Sequence[str], limits: Mapping[str, int | None]) -> str | None:
         wanted = {a: v for a, v in limits.items() if v is not None}
-        refused = await self._open(
-            keys=[self._p], args=[call, node, json.dumps(list(chain)), json.dumps(wanted)]
-        )
+        refused = await self._open(keys=[self._p], args=[call, node, json.dumps(list(chain)), json.dumps(wanted)])
         return str(refused) or None
 
     async def reserve(self, call: str, delta: int, ceilings: Mapping[str, int | None]) -> bool:

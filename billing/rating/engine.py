@@ -96,9 +96,7 @@ def _segment(tariff: Tariff, dest: Destination, answer: datetime, t_us: int) -> 
     period = tariff.period_at(instant)
     rate = dest.rates.get(period)
     if rate is None:
-        raise NoRateError(
-            f"tariff {tariff.name!r}: destination {dest.name!r} has no rate for period {period!r}"
-        )
+        raise NoRateError(f"tariff {tariff.name!r}: destination {dest.name!r} has no rate for period {period!r}")
     index = 0
     for i, group in enumerate(rate.groups):
         if group.start_s * US <= t_us:
@@ -109,9 +107,7 @@ def _segment(tariff: Tariff, dest: Destination, answer: datetime, t_us: int) -> 
     return period, rate, index, change
 
 
-def rate_call(
-    tariff: Tariff, number: str, category: Category, answer: datetime, duration: timedelta
-) -> RatedCall:
+def rate_call(tariff: Tariff, number: str, category: Category, answer: datetime, duration: timedelta) -> RatedCall:
     """Price an answered call of ``duration`` from ``answer`` (an aware datetime) to ``number``."""
     dest, prefix = _lookup(tariff, number, category)
     duration_us = max(0, duration // _ONE_US)
@@ -138,9 +134,7 @@ def rate_call(
                 last.cost + cost,
             )
         else:
-            spans.append(
-                Span(period, rate.name, index, t // US, n, group.increment_s, group.price, group.unit_s, cost)
-            )
+            spans.append(Span(period, rate.name, index, t // US, n, group.increment_s, group.price, group.unit_s, cost))
         raw += cost
         t += n * step
     precise, adjustment, rounded = _final(dest, tariff, raw)
@@ -178,15 +172,11 @@ def _largest(n_max: int, fits: Callable[[int], bool]) -> int:
     return lo
 
 
-def _fits_after(
-    fits: Callable[[Fraction], bool], base: Fraction, step_cost: Fraction
-) -> Callable[[int], bool]:
+def _fits_after(fits: Callable[[Fraction], bool], base: Fraction, step_cost: Fraction) -> Callable[[int], bool]:
     return lambda k: fits(base + step_cost * k)
 
 
-def max_duration(
-    tariff: Tariff, number: str, category: Category, answer: datetime, budget: Decimal, cap_s: int
-) -> int:
+def max_duration(tariff: Tariff, number: str, category: Category, answer: datetime, budget: Decimal, cap_s: int) -> int:
     """The longest call, in whole seconds up to ``cap_s``, whose rounded cost stays within ``budget``.
 
     The answer is an increment boundary D: any call lasting at most D seconds

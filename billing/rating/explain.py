@@ -23,8 +23,7 @@ def explain(call: RatedCall, tariff: Tariff) -> list[str]:
     answer = call.answer.astimezone(tariff.zone)
     lines = [
         f"tariff {call.tariff} ({tariff.timezone}, version {call.tariff_version or '-'})",
-        f"destination {call.destination} (prefix {call.prefix or '(any)'}) "
-        f"for {call.number}, {call.category}",
+        f"destination {call.destination} (prefix {call.prefix or '(any)'}) for {call.number}, {call.category}",
         f"answered {answer:%Y-%m-%d %H:%M:%S %Z}, {call.duration_us / 1e6:g} s, billed {call.billed_s} s",
         f"  connect fee: {call.connect_fee} {call.currency}",
     ]
@@ -35,7 +34,6 @@ def explain(call: RatedCall, tariff: Tariff) -> list[str]:
     elif call.adjustment == "maximum":
         lines.append(f"  capped at the maximum cost per call: {show_precise(call.precise).normalize():f}")
     lines.append(
-        f"  rounded {call.rounding.replace('_', ' ')} to {call.decimals} decimals: "
-        f"{call.cost} {call.currency}"
+        f"  rounded {call.rounding.replace('_', ' ')} to {call.decimals} decimals: {call.cost} {call.currency}"
     )
     return lines

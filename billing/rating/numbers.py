@@ -15,11 +15,7 @@ def normalize_number(callee: str, international_prefix: str = "00") -> str:
             user = user[len(scheme) :]
             break
     user = user.split("@", 1)[0].split(";", 1)[0]
-    user = (
-        user.replace("-", "").replace(" ", "").replace(".", "")
-        if _PHONE.match(user.replace("-", ""))
-        else user
-    )
+    user = user.replace("-", "").replace(" ", "").replace(".", "") if _PHONE.match(user.replace("-", "")) else user
     if not _PHONE.match(user):
         return "@" + user
     if user.startswith("+"):

@@ -163,8 +163,7 @@ class Tariff:
                     other = seen.setdefault((category, prefix), dest.name)
                     if other != dest.name:
                         raise TariffError(
-                            f"prefix {prefix!r} ({category}) is claimed by destinations "
-                            f"{other!r} and {dest.name!r}"
+                            f"prefix {prefix!r} ({category}) is claimed by destinations {other!r} and {dest.name!r}"
                         )
 
     def _check_coverage(self) -> None:

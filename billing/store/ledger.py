@@ -54,9 +54,7 @@ class LedgerEntry:
     created_us: int
 
 
-def call_entries(
-    record: CallRecord, rating: Rating, previous: Rating | None, end_us: int
-) -> list[LedgerEntry]:
+def call_entries(record: CallRecord, rating: Rating, previous: Rating | None, end_us: int) -> list[LedgerEntry]:
     """The ledger rows a rating run adds: refund the previous run's charge, take this run's."""
     out = []
     key = f"call:{record.session_id}:{record.leg}"
@@ -126,17 +124,13 @@ class LedgerStore:
         if not ids:
             return {}
         async with self.db.transaction(write=False) as tx:
-            rows = await tx.fetch(
-                f"SELECT {_ACCOUNT_COLUMNS} FROM billing_accounts WHERE id IN ({_q(len(ids))})", *ids
-            )
+            rows = await tx.fetch(f"SELECT {_ACCOUNT_COLUMNS} FROM billing_accounts WHERE id IN ({_q(len(ids))})", *ids)
         return {row[0]: _account(row) for row in rows}
 
     async def list_accounts(self, tenant: str | None = None) -> list[Account]:
         where, args = ("WHERE tenant = ?", (tenant,)) if tenant else ("", ())
         async with self.db.transaction(write=False) as tx:
-            rows = await tx.fetch(
-                f"SELECT {_ACCOUNT_COLUMNS} FROM billing_accounts {where} ORDER BY id", *args
-            )
+            rows = await tx.fetch(f"SELECT {_ACCOUNT_COLUMNS} FROM billing_accounts {where} ORDER BY id", *args)
         return [_account(r) for r in rows]
 
     async def tenants(self) -> list[str]:
@@ -365,16 +359,13 @@ class LedgerStore:
         """(session_id, leg, reserved, checkpoint_us) for each open call, in one transaction."""
         async with self.db.transaction() as tx:
             await tx.executemany(
-                "UPDATE billing_open_calls SET reserved = ?, checkpoint_us = ? WHERE session_id = ? "
-                "AND leg = ?",
+                "UPDATE billing_open_calls SET reserved = ?, checkpoint_us = ? WHERE session_id = ? AND leg = ?",
                 [(reserved, at, sid, leg) for sid, leg, reserved, at in points],
             )
 
     async def drop_open_call(self, session_id: str, leg: str) -> None:
         async with self.db.transaction() as tx:
-            await tx.execute(
-                "DELETE FROM billing_open_calls WHERE session_id = ? AND leg = ?", session_id, leg
-            )
+            await tx.execute("DELETE FROM billing_open_calls WHERE session_id = ? AND leg = ?", session_id, leg)
 
     async def open_calls(self, node: str) -> list[tuple[str, str, str, str, int, int]]:
         async with self.db.transaction(write=False) as tx:

@@ -53,6 +53,14 @@ async def until(gw: GatewayProcess, path: str, check: Any, within: float = 20.0)
         await asyncio.sleep(0.1)
 
 
+def billing_calls(gw: GatewayProcess, session_id: str) -> set[tuple[str, str]]:
+    with sqlite3.connect(gw.data_dir / "billing.db") as db:
+        return {
+            (r[0], r[1])
+            for r in db.execute("SELECT leg, account FROM billing_calls WHERE session_id = ?", (session_id,))
+        }
+
+
 def records(gw: GatewayProcess) -> list[sqlite3.Row]:
     with sqlite3.connect(gw.data_dir / "gateway.db") as db:
         db.row_factory = sqlite3.Row
@@ -102,7 +110,11 @@ peer = "site1"
 service = "tv-cctv4"
 traffic_class = "tv"
 """
-        site = GatewayProcess(folder / "site", extra_config=site_config(site_tunnel), log_level="info")
+        # The site replicates its ratings to HQ (DECISIONS.md: store-and-forward over the tunnel).
+        site_billing = '[billing]\nreplicate_to = "hq"\n'
+        site = GatewayProcess(
+            folder / "site", extra_config=site_config(site_tunnel, extra=site_billing), log_level="info"
+        )
         hq = GatewayProcess(folder / "hq", extra_config=hq_config(hq_tunnel), log_level="info")
         self.pair: Pair = trunk_pair(site, hq, TestCa(), "site1")
         self.phones: list[Baresip] = []
@@ -167,6 +179,12 @@ async def test_calls_both_ways_ride_the_tunnel_and_their_flows_close(loopback: L
     assert site_record["callee"] == "100" and site_record["account"] == "alice@acme"
     # Rated once: where alice's call entered; HQ keeps its leg for audit (DECISIONS.md).
     assert site_record["ingress"] == 1 and hq_record["ingress"] == 0
+    assert site_record["leg"] == "a" and hq_record["leg"] == "a@test-gw"  # HQ names its transit leg after itself
+    # The site's rating reached HQ's ledger as it was rated, over the tunnel's control channel.
+    async with asyncio.timeout(15):
+        while not (replicated := billing_calls(hq, site_record["session_id"])):
+            await asyncio.sleep(0.1)
+    assert ("a", "alice@acme") in replicated and ("a@test-gw", "kinshasa@hq") in replicated
 
     # HQ -> site: the site's trunk knows HQ by the tunnel node its messages come from.
     mark = len(alice.events)
