@@ -325,3 +325,51 @@ class SplicedSender:
         finally:
             sock.close()
             self.done.set()
+
+
+# -- a small disk that fills up ------------------------------------------------------------------
+
+
+@dataclass
+class Tmpfs:
+    """A private tmpfs of ``size_kb`` (a disk a test can fill, or make read-only)."""
+
+    path: Path
+    size_kb: int
+    mounted: bool = False
+
+    def mount(self) -> Tmpfs:
+        self.path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.size_kb}k,mode=0755", "tmpfs", str(self.path)],
+            check=True, capture_output=True, timeout=10,
+        )  # fmt: skip
+        self.mounted = True
+        return self
+
+    def read_only(self, on: bool) -> None:
+        mode = "ro" if on else "rw"
+        subprocess.run(["mount", "-o", f"remount,{mode}", str(self.path)], check=True, capture_output=True, timeout=10)
+
+    def free(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+    def fill(self, name: str = "filler", leave: int = 0) -> Path:
+        """Take all the free space but ``leave`` bytes (a full disk when ``leave`` is 0)."""
+        filler = self.path / name
+        chunk = b"\0" * 65536
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            while (room := self.free() - leave) > 0:
+                os.write(fd, chunk[: min(len(chunk), room)])
+        except OSError:
+            pass  # ENOSPC: full
+        finally:
+            os.close(fd)
+        return filler
+
+    def unmount(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.path)], capture_output=True, timeout=10)
+            self.mounted = False
