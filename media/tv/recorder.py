@@ -234,7 +234,7 @@ class Recorder:
             if exc.free < live.size:
                 reason = f"the disk is full ({exc.free / 1e6:.2f} MB free)"
             else:
-                reason = f"{exc.free / 1e6:.1f} MB free on the disk, under the {self.min_free / 1e6:.1f} MB reserve"
+                reason = f"{exc.free / 1e6:.2f} MB free on the disk, kept in reserve ({self.min_free / 1e6:.2f} MB)"
             self._apply_failure("full", reason)
             return
         except OSError as exc:

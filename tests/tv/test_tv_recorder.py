@@ -154,7 +154,7 @@ async def test_the_reserve_stops_recording_before_the_disk_is_full(tmp_path: Pat
     await recorder.open()
     await feed(recorder, live, 6, clocks)
     assert recorder.stats.recorded == 3 and recorder.state.state == "disk_full"
-    assert "under the" in recorder.state.reason and "MB reserve" in recorder.state.reason
+    assert "MB free on the disk, kept in reserve" in recorder.state.reason
     assert recorder.status()["free_bytes"] < recorder.min_free + SIZE
     await recorder.close()
 
