@@ -76,14 +76,18 @@ def ffmpeg_clock_args(output: list[str], *, size: str = "320x240") -> list[str]:
 
 
 def read_clock(luma: bytes, line_size: int, width: int, near: float) -> float:
-    """The time one picture shows (UTC seconds), from its luma plane; ``near`` resolves the
-    2^32-tenths wrap (any time within 13 years)."""
+    """The time one picture shows (UTC seconds), from its luma plane."""
     bar = width // _CLOCK_BITS
     row = (_CLOCK_ROWS // 2) * line_size
-    gray = [1 if luma[row + i * bar + bar // 2] > 128 else 0 for i in range(_CLOCK_BITS)]
+    return clock_from_bars([luma[row + i * bar + bar // 2] for i in range(_CLOCK_BITS)], near)
+
+
+def clock_from_bars(levels: list[float], near: float) -> float:
+    """The time the 32 bars' brightness (0-255, left to right) spell; ``near`` resolves the
+    2^32-tenths wrap (any time within 13 years)."""
     value, bit = 0, 0
     for i in range(_CLOCK_BITS - 1, -1, -1):
-        bit ^= gray[i]
+        bit ^= 1 if levels[i] > 128 else 0
         value |= bit << i
     tenths = round(near * 10)
     base = tenths - tenths % (1 << _CLOCK_BITS)
