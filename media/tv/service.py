@@ -22,7 +22,7 @@ from media.tv.config import ChannelConfig, TvConfig
 from media.tv.epg import Guide, GuideError, parse_xmltv
 from media.tv.recorder import Recorder
 from media.tv.sources import read_source
-from media.tv.timeshift import default_shift, usable_shifts, zone_offset
+from media.tv.timeshift import SHIFT_MARGIN_SEGMENTS, channel_shifts, zone_offset
 from media.tv.tokens import TokenClaims, TokenRejected, verify
 from media.tv.tokenstore import TokenRecord, TokenStore
 
@@ -185,15 +185,14 @@ class TvService:
         """The time-shifted entries (seconds behind live) a tenant sees for a recorded channel."""
         if not channel.record:
             return []
-        hours = self.tv.dvr.timeshift_hours
-        if hours is None:
-            now = self.wall()
-            hq = zone_offset(self.tenant_zone(tenant), now)
-            shift = default_shift(hq, zone_offset(self.tv.site_timezone, now))
-            shifts = [shift] if shift is not None else []
-        else:
-            shifts = [round(h * 3600) for h in hours]
-        return usable_shifts(shifts, self.tv.dvr_seconds(channel), 3 * self.tv.max_segment_s)
+        now = self.wall()
+        return channel_shifts(
+            self.tv.dvr.timeshift_hours,
+            zone_offset(self.tenant_zone(tenant), now),
+            zone_offset(self.tv.site_timezone, now),
+            self.tv.dvr_seconds(channel),
+            SHIFT_MARGIN_SEGMENTS * self.tv.max_segment_s,
+        )
 
     # -- guide --------------------------------------------------------------------------------
 

@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo
 from media.tv.dvrplaylist import render_recorded
 from media.tv.dvrwindow import Recorded, covering
 
+# A shift must leave this many segments of the window behind its edge (its playlist lists some).
+SHIFT_MARGIN_SEGMENTS = 3
 # HTTP-TS: when the next segment is not recorded yet (a shift of a few seconds only), look
 # again after this long.
 _POLL_S = 0.25
@@ -129,6 +131,20 @@ def default_shift(hq_offset_s: int, site_offset_s: int) -> int | None:
     site's (Beijing +8, Kinshasa +1: 7 hours). None when the site is not behind HQ."""
     shift = hq_offset_s - site_offset_s
     return shift if shift > 0 else None
+
+
+def channel_shifts(
+    configured_hours: Sequence[float] | None, hq_offset_s: int, site_offset_s: int, window_s: float, margin_s: float
+) -> list[int]:
+    """The time-shifted entries (seconds behind live) of a recorded channel for one tenant:
+    the configured ones, or else the tenant's offset from the site; only those the channel's
+    window can play."""
+    if configured_hours is None:
+        shift = default_shift(hq_offset_s, site_offset_s)
+        shifts = [shift] if shift is not None else []
+    else:
+        shifts = [round(h * 3600) for h in configured_hours]
+    return usable_shifts(shifts, window_s, margin_s)
 
 
 def usable_shifts(shifts: Sequence[int], window_s: float, margin_s: float) -> list[int]:

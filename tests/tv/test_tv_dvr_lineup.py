@@ -10,6 +10,7 @@ from gateway.config import load_config, parse_config
 from gateway.configschema import ConfigError
 from media.tv.epg import parse_xmltv
 from media.tv.m3u import Archive, render_m3u
+from tests.support.gateway import seabridge
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,3 +104,39 @@ def test_guide_marks_the_programmes_that_play_from_the_start() -> None:
     assert 'catchup-id="1795687200-1795690800"' in body
     assert body.count("catchup-id") == 1
     assert [p.title for p in marked.programmes["c1"]] == ["News", "Drama"]
+
+
+def test_tv_channels_shows_the_recording_and_each_tenants_shift(tmp_path: Path) -> None:
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(
+        f"""data_dir = "{tmp_path}"
+[[tenants]]
+domain = "acme"
+timezone = "Asia/Shanghai"
+[[tenants]]
+domain = "globex"
+timezone = "Asia/Dubai"
+[tv]
+enabled = true
+site_timezone = "Africa/Lubumbashi"
+[[tv.channels]]
+number = 1
+name = "CCTV-1"
+sources = ["udp://239.1.1.1:5000"]
+tenants = ["*"]
+record = true
+[[tv.channels]]
+number = 2
+name = "CCTV-2"
+sources = ["udp://239.1.1.2:5000"]
+tenants = ["acme"]
+"""
+    )
+    out = seabridge("tv", "channels", config=cfg)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
+    # Lubumbashi is UTC+2: Beijing is 6 hours ahead, Dubai 2.
+    assert "recorded" in rows["1"] and "8h +2h +6h" in rows["1"]
+    assert "on demand" in rows["2"] and " - " in rows["2"]
+    acme = seabridge("tv", "channels", "--tenant", "acme", config=cfg).stdout
+    assert "8h +6h" in acme and "+2h" not in acme
