@@ -67,7 +67,7 @@ def load_section(cls: type[T], data: Any, path: str = "") -> T:
         return cls(**values)
     except InvalidField as exc:
         # A key that already carries its full path (a cross-section check) is used as is.
-        key = exc.key if "." in exc.key or "[" in exc.key else _join(path, exc.key)
+        key = exc.key if "." in exc.key else _join(path, exc.key)
         raise ConfigError(key, str(exc)) from None
     except ValueError as exc:  # a cross-field check blames the whole section
         raise ConfigError(path, str(exc)) from None
