@@ -251,6 +251,7 @@ class Recorder:
     def _write(self, source: Path, record: Recorded, forget: list[Recorded], compact: list[Recorded] | None) -> int:
         """Thread: delete what left the window, check the reserve, link or copy, index."""
         self._unlink(forget)
+        self.directory.mkdir(parents=True, exist_ok=True)  # removed by hand? start it again
         stat = os.statvfs(self.directory)
         free = stat.f_bavail * stat.f_frsize
         if free - record.size < self.min_free:

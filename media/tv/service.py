@@ -157,6 +157,10 @@ class TvService:
         fresh = revoked - self._revoked
         self._revoked = revoked
         if fresh:
+            for recorder in self.recorders.values():
+                for tid in fresh:
+                    recorder.viewers.forget(f"{tid}|")
+            # Shifted HTTP-TS streams check their token before each segment and end by themselves.
             cut = sum(ch.forget_viewers(fresh) for ch in self.channels.values())
             log.info("tv: %d token(s) revoked, %d stream(s) cut", len(fresh), cut)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
-from tv_gateway import FAST, Gateway, channel, save
+from tv_gateway import FAST, Gateway, StreamReader, channel, save
 from tv_peers import clock_times, ffprobe, timeline_problems, vlc_play, wait_until
 
 from media.tv.recorder import Recorder
@@ -247,6 +247,15 @@ async def test_timeshift_and_catchup_show_the_right_time(
     metrics = generate_latest(gw.registry).decode()
     assert 'seabridge_tv_dvr_recording{channel="1",name="Test 1"} 1.0' in metrics
     assert re.search(r'seabridge_tv_dvr_segments_removed_total\{channel="2",name="Test 2"\} [1-9]', metrics)
+
+    # -- a revoked token ends a shifted stream within a segment ---------------------------------------
+    doomed = gw.token("acme")
+    viewer = StreamReader(gw, gw.url(doomed, f"ch/1/dvr/shift-{SHIFT}.ts"))
+    await wait_until(lambda: len(viewer.data) > 10_000, 20, "the shifted stream")
+    gw.service.revoke(doomed)
+    await asyncio.wait_for(viewer.ended.wait(), SEG + 1.5)
+    await viewer.close()
+    assert (await fetch(gw, gw.url(doomed, f"ch/1/dvr/shift-{SHIFT}.m3u8")))[0] == 403
 
     # -- a restart keeps the recording ----------------------------------------------------------------
     kept = [s.name for s in recorder.window.segments]
