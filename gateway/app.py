@@ -253,7 +253,9 @@ async def _start_tv(
     from media.tv.service import TvService
     from media.tv.web import add_tv_routes, add_tv_status_route
 
-    tv = TvService(config.tv, config.data_path, registry=registry)
+    # Time-shifted channels default to each tenant's offset from the site (HQ's evening news
+    # in the site's evening): the tenant's zone comes from [[tenants]].
+    tv = TvService(config.tv, config.data_path, registry=registry, tenant_zone=config.tenant_timezone)
     await tv.start()
     stack.push_async_callback(tv.stop)
     viewers = web.Application()

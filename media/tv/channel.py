@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from media.tv.config import ChannelConfig, SourceSpec, TvConfig
 from media.tv.demand import Demand, ViewerTracker
@@ -40,9 +40,13 @@ from media.tv.worker import (
     IngestSettings,
     IngestWorker,
     PacketsMuxed,
+    SegmentDropped,
     SegmentWritten,
     WorkerEvent,
 )
+
+if TYPE_CHECKING:
+    from media.tv.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,7 @@ class ChannelStats:
     switches: int = 0
     starts: int = 0
     segments: int = 0
+    segment_errors: int = 0  # segments the disk refused (HTTP-TS viewers did not notice)
     cpu_seconds: float = 0.0  # of ingest threads that already ended
     cpu_percent: float = 0.0
     last_error: str = ""
@@ -103,6 +108,8 @@ class Channel:
         self.demand = Demand(idle, always_on=always_on)
         self.hls_viewers = ViewerTracker(presence_s=max(10.0, 3 * tv.max_segment_s))
         self.stats = ChannelStats()
+        self.recorder: Recorder | None = None  # set by the service for recorded channels
+        self._disk_failing = False
         self.state = "stopped"
         self._reader = reader
         self._selector: SourceSelector | None = None
@@ -402,6 +409,8 @@ class Channel:
                     self._selector.progress(now)
             elif isinstance(event, SegmentWritten):
                 self._segment_written(event)
+            elif isinstance(event, SegmentDropped):
+                self._segment_dropped(event)
             elif isinstance(event, IngestOpened):
                 if event.feed == live_id:
                     self.stats.video, self.stats.audio = event.video, event.audio
@@ -416,11 +425,29 @@ class Channel:
 
     def _segment_written(self, event: SegmentWritten) -> None:
         self.stats.segments += 1
+        if self._disk_failing:
+            self._disk_failing = False
+            log.warning("tv channel %s: HLS segments are written again", self.number)
         expired = self.window.add(event.segment)
         self._segment_added.set()
+        if self.recorder is not None:
+            self.recorder.segment_written(event.segment, event.path)
         if expired:
             paths = [self.live_dir / s.name for s in expired]
             self._background_task(asyncio.to_thread(_unlink_all, paths))
+
+    def _segment_dropped(self, event: SegmentDropped) -> None:
+        self.stats.segment_errors += 1
+        self.stats.last_error = f"HLS segment not written: {event.reason}"
+        if not self._disk_failing:
+            self._disk_failing = True
+            log.warning(
+                "tv channel %s: cannot write HLS segments (%s); HTTP-TS viewers keep watching",
+                self.number,
+                event.reason,
+            )
+        if self.recorder is not None:
+            self.recorder.segment_lost(event.error, event.reason)
 
     # -- timer --------------------------------------------------------------------------------
 
@@ -484,12 +511,14 @@ class Channel:
             "source_switches": self.stats.switches,
             "starts": self.stats.starts,
             "segments": self.stats.segments,
+            "segment_errors": self.stats.segment_errors,
             "video": self.stats.video,
             "audio": self.stats.audio,
             "resolution": f"{self.stats.width}x{self.stats.height}" if self.stats.width else "",
             "transcode": self.config.profile or None,
             "cpu_percent": round(self.stats.cpu_percent, 2),
             "last_error": self.stats.last_error,
+            "dvr": self.recorder.status() if self.recorder is not None else None,
         }
 
 

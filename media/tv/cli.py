@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 from gateway.cli import CliError, add_config_option
 from gateway.config import GatewayConfig, load_config
+from media.tv.config import ChannelConfig
+from media.tv.timeshift import SHIFT_MARGIN_SEGMENTS, channel_shifts, shift_label, zone_offset
 from media.tv.tokenstore import TokenStore, TokenStoreError
 
 
@@ -107,11 +109,33 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dvr(config: GatewayConfig, ch: ChannelConfig, tenant: str | None) -> str:
+    """'8h +7h': the recording window and the time-shifted entries (per tenant zone)."""
+    tv = config.tv
+    if not ch.record:
+        return "-"
+    now = time.time()
+    if tenant is not None:
+        tenants = [tenant]
+    elif "*" in ch.tenants:
+        tenants = [t.domain for t in config.tenants] or [""]
+    else:
+        tenants = list(ch.tenants)
+    shifts: set[int] = set()
+    for name in tenants:
+        hq = zone_offset(config.tenant_timezone(name), now)
+        site = zone_offset(tv.site_timezone, now)
+        margin = SHIFT_MARGIN_SEGMENTS * tv.max_segment_s
+        shifts.update(channel_shifts(tv.dvr.timeshift_hours, hq, site, tv.dvr_seconds(ch), margin))
+    window = shift_label(round(tv.dvr_seconds(ch)))[1:]
+    return " ".join([window, *(shift_label(s) for s in sorted(shifts))])
+
+
 def cmd_channels(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     channels = list(config.tv.channels)
-    if args.tenant:
-        tenant = config.tenant_for_domain(args.tenant)
+    tenant = config.tenant_for_domain(args.tenant) if args.tenant else None
+    if tenant is not None:
         channels = [ch for ch in channels if ch.allows(tenant)]
     if not channels:
         print("no channels")
@@ -119,12 +143,16 @@ def cmd_channels(args: argparse.Namespace) -> int:
     if not config.tv.enabled:
         print("note: [tv] enabled = false: the gateway does not serve these channels")
     name_w = max(len(ch.name) for ch in channels)
-    print(f"{'NO':>5}  {'NAME':<{name_w}}  {'GROUP':<10}  {'TENANTS':<16}  {'MODE':<20}  SOURCES")
+    dvr = {ch.number: _dvr(config, ch, tenant) for ch in channels}
+    dvr_w = max(len("DVR"), *(len(d) for d in dvr.values()))
+    print(f"{'NO':>5}  {'NAME':<{name_w}}  {'GROUP':<10}  {'TENANTS':<16}  {'MODE':<20}  {'DVR':<{dvr_w}}  SOURCES")
     for ch in sorted(channels, key=lambda c: c.number):
-        mode = ("always-on" if ch.number in config.tv.always_on else "on demand") + (
-            f", {ch.profile}" if ch.profile else ""
-        )
+        pulled = "recorded" if ch.record else "always-on" if ch.number in config.tv.always_on else "on demand"
+        mode = pulled + (f", {ch.profile}" if ch.profile else "")
         sources = " > ".join(s.describe() for s in ch.source_specs)
         tenants = ",".join(ch.tenants) or "(none)"
-        print(f"{ch.number:>5}  {ch.name:<{name_w}}  {ch.group:<10}  {tenants:<16}  {mode:<20}  {sources}")
+        print(
+            f"{ch.number:>5}  {ch.name:<{name_w}}  {ch.group:<10}  {tenants:<16}  {mode:<20}  "
+            f"{dvr[ch.number]:<{dvr_w}}  {sources}"
+        )
     return 0

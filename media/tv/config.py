@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from gateway.configschema import InvalidField, bounds
 
-__all__ = ["ChannelConfig", "SourceSpec", "TranscodeProfile", "TvConfig", "parse_source"]
+__all__ = ["ChannelConfig", "DvrConfig", "SourceSpec", "TranscodeProfile", "TvConfig", "parse_source"]
 
 SourceKind = Literal["udp", "http", "hls"]
 _TENANT = re.compile(r"^(\*|[A-Za-z0-9]([A-Za-z0-9.-]{0,250}))$")
@@ -123,6 +123,11 @@ class ChannelConfig:
     logo: str = ""
     epg_id: str = ""
     profile: str = ""  # a key of [tv.profiles]; empty = remux without re-encoding
+    # Record the channel (time-shift and catch-up): it is then pulled all the time.
+    record: bool = False
+    # This channel's DVR window and byte cap; 0 takes [tv.dvr] window_hours / max_gb.
+    dvr_hours: float = field(default=0.0, metadata=bounds(0.0, 720.0))
+    dvr_max_gb: float = field(default=0.0, metadata=bounds(0.0, 100000.0))
 
     def __post_init__(self) -> None:
         if not self.name.strip():
@@ -144,6 +149,47 @@ class ChannelConfig:
 
     def allows(self, tenant: str) -> bool:
         return "*" in self.tenants or tenant.lower() in (t.lower() for t in self.tenants)
+
+
+@dataclass(frozen=True)
+class DvrConfig:
+    """Recording of the channels marked ``record = true``: time-shift and catch-up."""
+
+    # Where recordings live; empty: data_dir/tv/dvr. A disk of its own is best: a full DVR
+    # disk then cannot starve the gateway's database (see min_free_mb either way).
+    dir: str = ""
+    # How far back a recorded channel can be watched, and its size cap (per channel; the
+    # oldest segments go first when either is reached).
+    window_hours: float = field(default=8.0, metadata=bounds(0.001, 720.0))
+    max_gb: float = field(default=20.0, metadata=bounds(0.0001, 100000.0))
+    # Recording stops (with a status, a metric and a log line) while the disk has less free
+    # space than this, and resumes by itself when space returns. Live TV keeps playing.
+    min_free_mb: float = field(default=1024.0, metadata=bounds(0.0, 10_000_000.0))
+    # After a write error (a failing or read-only disk), try again after this long.
+    retry_s: float = field(default=30.0, metadata=bounds(0.1, 3600.0))
+    # Time-shifted entries in the channel list ("CCTV-1 (+7h)"), in hours behind live, for
+    # every recorded channel. Absent: one entry at the tenant's offset from the site (the
+    # tenant's timezone minus tv.site_timezone), when that is positive. [] turns them off.
+    timeshift_hours: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeshift_hours is not None:
+            for i, hours in enumerate(self.timeshift_hours):
+                if not 0 < hours < self.window_hours:
+                    raise InvalidField(
+                        "timeshift_hours",
+                        f"entry {i} ({hours}) must be above 0 and below window_hours ({self.window_hours})",
+                    )
+            if len(set(self.timeshift_hours)) != len(self.timeshift_hours):
+                raise InvalidField("timeshift_hours", "lists the same shift twice")
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_gb * 1e9)
+
+    @property
+    def min_free_bytes(self) -> int:
+        return int(self.min_free_mb * 1e6)
 
 
 @dataclass(frozen=True)
@@ -186,6 +232,10 @@ class TvConfig:
     # Absolute URL prefix for links in playlist.m3u (e.g. "https://tv.site.example");
     # empty: built from each request's Host header.
     base_url: str = ""
+    # The site's IANA time zone (e.g. "Africa/Kinshasa"); empty: this machine's local zone.
+    # The default time shift is each tenant's zone (HQ, [[tenants]] timezone) minus this.
+    site_timezone: str = ""
+    dvr: DvrConfig = field(default_factory=DvrConfig)
 
     def __post_init__(self) -> None:
         numbers: set[int] = set()
@@ -204,9 +254,38 @@ class TvConfig:
             raise InvalidField("base_url", "must be an absolute http(s) URL")
         if self.epg_source.startswith(("http:", "https:")) and not urlsplit(self.epg_source).hostname:
             raise InvalidField("epg_source", "URL has no host")
+        if self.site_timezone:
+            _check_zone("site_timezone", self.site_timezone)
+        for channel in self.channels:
+            if channel.record and self.dvr_seconds(channel) < 3 * self.max_segment_s:
+                raise InvalidField("channels", f"channel {channel.number}: the DVR window must hold 3 segments")
+
+    def dvr_seconds(self, channel: ChannelConfig) -> float:
+        """How far back ``channel`` can be watched (its DVR window)."""
+        return 3600.0 * (channel.dvr_hours or self.dvr.window_hours)
+
+    def dvr_max_bytes(self, channel: ChannelConfig) -> int:
+        return int(channel.dvr_max_gb * 1e9) if channel.dvr_max_gb else self.dvr.max_bytes
+
+    @property
+    def recorded(self) -> tuple[ChannelConfig, ...]:
+        return tuple(ch for ch in self.channels if ch.record)
+
+    def pulled_always(self, channel: ChannelConfig) -> bool:
+        """Recorded channels are pulled all the time, like the always-on ones."""
+        return channel.record or channel.number in self.always_on
 
     def channel(self, number: int) -> ChannelConfig | None:
         for channel in self.channels:
             if channel.number == number:
                 return channel
         return None
+
+
+def _check_zone(key: str, name: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidField(key, f"unknown IANA time zone {name!r}") from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from xml.sax.saxutils import quoteattr
@@ -53,7 +53,10 @@ class Guide:
     _programme_xml: dict[str, list[bytes]] = field(default_factory=dict)
     _root_attrs: dict[str, str] = field(default_factory=dict)
 
-    def filtered_xml(self, epg_ids: Iterable[str]) -> bytes:
+    def filtered_xml(self, epg_ids: Iterable[str], mark: Callable[[Programme], str | None] | None = None) -> bytes:
+        """The guide of ``epg_ids`` only. ``mark`` names the programmes that can be played
+        from the start (catch-up): they get a ``catchup-id`` attribute (an extension Kodi's
+        IPTV Simple reads) holding that value."""
         keep = [i for i in dict.fromkeys(epg_ids) if i]
         out = io.BytesIO()
         out.write(b'<?xml version="1.0" encoding="UTF-8"?>\n')
@@ -63,7 +66,11 @@ class Guide:
             if cid in self.channels:
                 out.write(self.channels[cid])
         for cid in keep:
-            for xml in self._programme_xml.get(cid, []):
+            programmes = self.programmes.get(cid, [])
+            for programme, xml in zip(programmes, self._programme_xml.get(cid, []), strict=True):
+                catchup_id = mark(programme) if mark is not None else None
+                if catchup_id is not None:
+                    xml = xml.replace(b"<programme ", f"<programme catchup-id={quoteattr(catchup_id)} ".encode(), 1)
                 out.write(xml)
         out.write(b"</tv>\n")
         return out.getvalue()
@@ -127,6 +134,8 @@ def _add_programme(guide: Guide, elem: ET.Element) -> None:
         description=(elem.findtext("desc") or "").strip(),
     )
     elem.tail = "\n"
+    # An upstream guide's catch-up ids name the head-end's archive, not ours.
+    elem.attrib.pop("catchup-id", None)
     guide.programmes.setdefault(channel, []).append(programme)
     guide._programme_xml.setdefault(channel, []).append(ET.tostring(elem, encoding="utf-8", xml_declaration=False))
 

@@ -26,6 +26,7 @@ class TvCollector(Collector):
     def describe(self) -> Iterator[Metric]:
         # Families without samples: registering must not touch the running service.
         yield from self._families()
+        yield from self._dvr_families()
 
     def _families(self) -> list[GaugeMetricFamily | CounterMetricFamily]:
         return [
@@ -42,11 +43,37 @@ class TvCollector(Collector):
                 "CPU time of a channel's ingest (remux or transcode)",
                 labels=_LABELS,
             ),
+            CounterMetricFamily(
+                "seabridge_tv_segment_errors", "HLS segments the disk refused (HTTP-TS unaffected)", labels=_LABELS
+            ),
+        ]
+
+    def _dvr_families(self) -> list[GaugeMetricFamily | CounterMetricFamily]:
+        return [
+            GaugeMetricFamily(
+                "seabridge_tv_dvr_recording",
+                "1 while a recorded channel is recorded (0: disk full or failing)",
+                labels=_LABELS,
+            ),
+            GaugeMetricFamily("seabridge_tv_dvr_bytes", "Bytes a channel's recording keeps on disk", labels=_LABELS),
+            GaugeMetricFamily("seabridge_tv_dvr_seconds", "Seconds of a channel's recording on disk", labels=_LABELS),
+            GaugeMetricFamily(
+                "seabridge_tv_dvr_free_bytes", "Free bytes on the recording's disk at the last write", labels=_LABELS
+            ),
+            GaugeMetricFamily("seabridge_tv_dvr_viewers", "Time-shift and catch-up viewers", labels=_LABELS),
+            CounterMetricFamily("seabridge_tv_dvr_segments_recorded", "Segments recorded", labels=_LABELS),
+            CounterMetricFamily(
+                "seabridge_tv_dvr_segments_skipped", "Segments not recorded (disk full or failing)", labels=_LABELS
+            ),
+            CounterMetricFamily("seabridge_tv_dvr_write_errors", "Failed recording writes", labels=_LABELS),
+            CounterMetricFamily(
+                "seabridge_tv_dvr_segments_removed", "Recorded segments removed for age or the byte cap", labels=_LABELS
+            ),
         ]
 
     def collect(self) -> Iterator[Metric]:
         families = self._families()
-        (viewers, streams, running, active, bytes_in, bytes_out, switches, segments, cpu) = families
+        (viewers, streams, running, active, bytes_in, bytes_out, switches, segments, cpu, seg_errors) = families
         for ch in self._service.channels.values():
             labels = [str(ch.number), ch.config.name]
             viewers.add_metric(labels, ch.viewer_count())
@@ -59,4 +86,21 @@ class TvCollector(Collector):
             switches.add_metric(labels, ch.stats.switches)
             segments.add_metric(labels, ch.stats.segments)
             cpu.add_metric(labels, ch.cpu_seconds_total)
+            seg_errors.add_metric(labels, ch.stats.segment_errors)
         yield from families
+        dvr = self._dvr_families()
+        (recording, kept, seconds, free, dvr_viewers, recorded, skipped, errors, removed) = dvr
+        for number, recorder in self._service.recorders.items():
+            labels = [str(number), self._service.channels[number].config.name]
+            window = recorder.window
+            recording.add_metric(labels, 1 if recorder.state.recording else 0)
+            kept.add_metric(labels, window.bytes)
+            seconds.add_metric(labels, (window.end or 0) - (window.start or 0))
+            if recorder.stats.free_bytes is not None:
+                free.add_metric(labels, recorder.stats.free_bytes)
+            dvr_viewers.add_metric(labels, recorder.viewer_count())
+            recorded.add_metric(labels, recorder.stats.recorded)
+            skipped.add_metric(labels, recorder.stats.skipped)
+            errors.add_metric(labels, recorder.stats.write_errors)
+            removed.add_metric(labels, recorder.stats.evicted + recorder.stats.expired)
+        yield from dvr

@@ -20,7 +20,9 @@ from media.tv import TvError
 from media.tv.channel import Channel, Reader
 from media.tv.config import ChannelConfig, TvConfig
 from media.tv.epg import Guide, GuideError, parse_xmltv
+from media.tv.recorder import Recorder
 from media.tv.sources import read_source
+from media.tv.timeshift import SHIFT_MARGIN_SEGMENTS, channel_shifts, zone_offset
 from media.tv.tokens import TokenClaims, TokenRejected, verify
 from media.tv.tokenstore import TokenRecord, TokenStore
 
@@ -37,6 +39,9 @@ class ChannelNotFound(TvError):
     status = 404
 
 
+HQ_ZONE = "Asia/Shanghai"  # where channels come from, unless a tenant says otherwise
+
+
 class TvService:
     def __init__(
         self,
@@ -46,10 +51,14 @@ class TvService:
         registry: Any = None,
         wall: Callable[[], float] = time.time,
         reader: Reader = read_source,
+        tenant_zone: Callable[[str], str] = lambda tenant: HQ_ZONE,
     ) -> None:
         self.tv = tv
         self.directory = data_dir / "tv"
         self.live_dir = self.directory / "live"
+        self.dvr_dir = Path(tv.dvr.dir) if tv.dvr.dir else self.directory / "dvr"
+        self.recorders: dict[int, Recorder] = {}
+        self.tenant_zone = tenant_zone
         self.tokens = TokenStore(self.directory)
         self.wall = wall
         self.guide: Guide | None = None
@@ -82,12 +91,26 @@ class TvService:
                 config,
                 self.tv,
                 self.live_dir / str(config.number),
-                always_on=config.number in self.tv.always_on,
+                always_on=self.tv.pulled_always(config),
                 reader=self._reader,
             )
+        for config in self.tv.recorded:
+            recorder = Recorder(
+                config.number,
+                self.dvr_dir / str(config.number),
+                max_age=self.tv.dvr_seconds(config),
+                max_bytes=self.tv.dvr_max_bytes(config),
+                min_free=self.tv.dvr.min_free_bytes,
+                retry_s=self.tv.dvr.retry_s,
+                wall=self.wall,
+            )
+            await recorder.open()
+            self.recorders[config.number] = recorder
+            self.channels[config.number].recorder = recorder
         self._started = True
-        for number in self.tv.always_on:
-            await self.channels[number].start()
+        for config in self.tv.channels:
+            if self.tv.pulled_always(config):
+                await self.channels[config.number].start()
         if self.tv.epg_source:
             await self.refresh_guide()
         self._arm()
@@ -104,6 +127,12 @@ class TvService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._guide_task
         await asyncio.gather(*(ch.stop("shutdown") for ch in self.channels.values()))
+        for recorder in self.recorders.values():
+            await recorder.close()
+
+    @property
+    def running(self) -> bool:
+        return self._started
 
     # -- tokens -------------------------------------------------------------------------------
 
@@ -128,6 +157,10 @@ class TvService:
         fresh = revoked - self._revoked
         self._revoked = revoked
         if fresh:
+            for recorder in self.recorders.values():
+                for tid in fresh:
+                    recorder.viewers.forget(f"{tid}|")
+            # Shifted HTTP-TS streams check their token before each segment and end by themselves.
             cut = sum(ch.forget_viewers(fresh) for ch in self.channels.values())
             log.info("tv: %d token(s) revoked, %d stream(s) cut", len(fresh), cut)
 
@@ -143,6 +176,27 @@ class TvService:
         if not channel.config.allows(claims.tenant):
             raise ChannelForbidden(f"channel {number} is not in tenant {claims.tenant}'s lineup")
         return channel
+
+    def recorder_for(self, claims: TokenClaims, number: int) -> tuple[Channel, Recorder]:
+        """A channel of the tenant's lineup that is recorded (ChannelNotFound otherwise)."""
+        channel = self.channel_for(claims, number)
+        recorder = self.recorders.get(number)
+        if recorder is None:
+            raise ChannelNotFound(f"channel {number} is not recorded")
+        return channel, recorder
+
+    def shifts_for(self, tenant: str, channel: ChannelConfig) -> list[int]:
+        """The time-shifted entries (seconds behind live) a tenant sees for a recorded channel."""
+        if not channel.record:
+            return []
+        now = self.wall()
+        return channel_shifts(
+            self.tv.dvr.timeshift_hours,
+            zone_offset(self.tenant_zone(tenant), now),
+            zone_offset(self.tv.site_timezone, now),
+            self.tv.dvr_seconds(channel),
+            SHIFT_MARGIN_SEGMENTS * self.tv.max_segment_s,
+        )
 
     # -- guide --------------------------------------------------------------------------------
 
@@ -178,6 +232,8 @@ class TvService:
         except TvError as exc:
             log.warning("tv: %s", exc)
         now_wall = self.wall()
+        for recorder in self.recorders.values():
+            recorder.tick()
         for channel in self.channels.values():
             channel.sample_cpu()
             expired = {v.token_id for v in channel.fanout.viewers if v.expires <= now_wall}
@@ -194,6 +250,7 @@ class TvService:
     def status(self) -> dict[str, Any]:
         return {
             "channels": [ch.status() for ch in self.channels.values()],
+            "dvr_dir": str(self.dvr_dir),
             "guide": {
                 "source": self.tv.epg_source,
                 "channels": len(self.guide.channels) if self.guide else 0,

@@ -10,6 +10,7 @@ query strings when they fetch segments::
     /iptv/<token>/ch/<n>/index.m3u8      live HLS playlist (first answer once 3 segments exist)
     /iptv/<token>/ch/<n>/quick.m3u8      the same, first answer on 1 segment (hls.js, VLC)
     /iptv/<token>/ch/<n>.ts              continuous MPEG-TS (HTTP-TS, udpxy style)
+    /iptv/<token>/ch/<n>/dvr/...         time-shift and catch-up of recorded channels (dvrweb)
     /iptv/static/<file>                  page assets (no secrets)
     /api/tv/status                       per-channel status (add_tv_status_route, admin only)
 """
@@ -24,10 +25,21 @@ from pathlib import Path
 from aiohttp import web
 
 from media.tv.channel import Channel
+from media.tv.dvrweb import DvrHandlers, add_dvr_routes, archives_for, catchup_marker, dvr_listing
 from media.tv.epg import Programme, to_iso
 from media.tv.m3u import render_m3u
-from media.tv.service import ChannelForbidden, ChannelNotFound, TvService
-from media.tv.tokens import TokenClaims, TokenRejected
+from media.tv.service import TvService
+from media.tv.tokens import TokenClaims
+from media.tv.webcommon import (
+    HLS_TYPE,
+    M3U_TYPE,
+    NO_CACHE,
+    SEGMENT_CACHE,
+    TS_TYPE,
+    channel_of,
+    claims_of,
+    viewer_key,
+)
 from media.tv.worker import STARTUP_SEGMENTS
 
 log = logging.getLogger(__name__)
@@ -44,18 +56,14 @@ _STATIC = {
 }
 _SEGMENT_NAME = re.compile(r"^[0-9a-f]{8}-\d{1,12}\.ts$")
 
-NO_CACHE = {"Cache-Control": "no-cache"}
-# Segment names are unique for a channel's lifetime: players may keep them.
-SEGMENT_CACHE = {"Cache-Control": "private, max-age=3600, immutable"}
-M3U_TYPE = "audio/x-mpegurl"
-HLS_TYPE = "application/vnd.apple.mpegurl"
-TS_TYPE = "video/mp2t"
+__all__ = ["HLS_TYPE", "M3U_TYPE", "NO_CACHE", "SEGMENT_CACHE", "TS_TYPE", "TV_SERVICE", "add_tv_routes"]
 
 
 def add_tv_routes(app: web.Application, service: TvService, *, prefix: str = "/iptv") -> None:
     """Mount the viewer routes on ``app`` (the service under the ``TV_SERVICE`` key)."""
     app[TV_SERVICE] = service
-    h = _Handlers(service, prefix)
+    dvr = add_dvr_routes(app, service, prefix)
+    h = _Handlers(service, prefix, dvr)
     r = app.router
     r.add_get(f"{prefix}/static/{{name}}", h.static)
     r.add_get(f"{prefix}/{{token}}", h.page_redirect)
@@ -87,32 +95,38 @@ def hls_player_available() -> bool:
 
 
 class _Handlers:
-    def __init__(self, service: TvService, prefix: str) -> None:
+    def __init__(self, service: TvService, prefix: str, dvr: DvrHandlers) -> None:
         self.service = service
         self.prefix = prefix
+        self.dvr = dvr
 
     # -- helpers ------------------------------------------------------------------------------
 
     def _claims(self, request: web.Request) -> TokenClaims:
-        try:
-            return self.service.authorize(request.match_info["token"])
-        except TokenRejected as exc:
-            raise web.HTTPForbidden(text=f"403: {exc.reason}\n") from None
+        return claims_of(self.service, request)
 
     def _channel(self, request: web.Request, claims: TokenClaims) -> Channel:
-        try:
-            return self.service.channel_for(claims, int(request.match_info["number"]))
-        except ChannelForbidden as exc:
-            raise web.HTTPForbidden(text=f"403: {exc}\n") from None
-        except ChannelNotFound as exc:
-            raise web.HTTPNotFound(text=f"404: {exc}\n") from None
+        return channel_of(self.service, request, claims)
 
     def _base(self, request: web.Request) -> str:
         return self.service.tv.base_url.rstrip("/") or f"{request.scheme}://{request.host}"
 
     @staticmethod
     def _viewer_key(claims: TokenClaims, request: web.Request) -> str:
-        return f"{claims.token_id}|{request.remote}|{request.headers.get('User-Agent', '')[:64]}"
+        return viewer_key(claims, request)
+
+    def _shift_from_query(self, request: web.Request) -> int | None:
+        """Seconds behind live asked for by ``?utc=<UTC seconds>`` (the "shift" and "append"
+        catch-up conventions), or None for live."""
+        utc = request.query.get("utc")
+        if utc is None:
+            return None
+        try:
+            start = float(utc)
+        except ValueError:
+            raise web.HTTPBadRequest(text="400: utc must be UTC seconds\n") from None
+        behind = int(self.service.wall() - start)
+        return behind if behind >= 1 else None
 
     # -- lists --------------------------------------------------------------------------------
 
@@ -125,7 +139,14 @@ class _Handlers:
     def _m3u(self, request: web.Request, path: str) -> web.Response:
         claims = self._claims(request)
         root = f"{self._base(request)}{self.prefix}/{request.match_info['token']}/"
-        text = render_m3u(self.service.lineup_for(claims.tenant), root + path, root + "epg.xml")
+        shift_path = "ch/{number}/dvr/shift-{seconds}" + (".ts" if path.endswith(".ts") else ".m3u8")
+        text = render_m3u(
+            self.service.lineup_for(claims.tenant),
+            root + path,
+            root + "epg.xml",
+            archives_for(self.service, claims.tenant, root),
+            root + shift_path,
+        )
         return web.Response(text=text, content_type=M3U_TYPE, charset="utf-8", headers=NO_CACHE)
 
     async def epg(self, request: web.Request) -> web.Response:
@@ -134,7 +155,7 @@ class _Handlers:
         if guide is None:
             raise web.HTTPServiceUnavailable(text="503: no guide loaded\n", headers={"Retry-After": "60"})
         ids = [ch.epg_id for ch in self.service.lineup_for(claims.tenant)]
-        body = guide.filtered_xml(ids)
+        body = guide.filtered_xml(ids, catchup_marker(self.service, claims.tenant))
         return web.Response(
             body=body,
             content_type="application/xml",
@@ -162,6 +183,7 @@ class _Handlers:
                     "ts": f"ch/{ch.number}.ts",
                     "now": _programme(current),
                     "next": _programme(upcoming),
+                    "dvr": dvr_listing(self.service, claims.tenant, ch, guide),
                 }
             )
         body = json.dumps({"tenant": claims.tenant, "expires": claims.expires, "channels": items})
@@ -180,6 +202,10 @@ class _Handlers:
     async def _hls_playlist(self, request: web.Request, segments: int) -> web.Response:
         claims = self._claims(request)
         channel = self._channel(request, claims)
+        shift = self._shift_from_query(request)
+        if shift is not None:
+            recorder = self.dvr.recorded(request, claims)[1]
+            return self.dvr.shifted_playlist(request, claims, channel, recorder, shift, "dvr/")
         channel.touch(self._viewer_key(claims, request))
         await channel.ensure_running()
         wait = self.service.tv.start_timeout_s + (segments + 1) * self.service.tv.max_segment_s
@@ -209,6 +235,10 @@ class _Handlers:
     async def http_ts(self, request: web.Request) -> web.StreamResponse:
         claims = self._claims(request)
         channel = self._channel(request, claims)
+        shift = self._shift_from_query(request)
+        if shift is not None:
+            recorder = self.dvr.recorded(request, claims)[1]
+            return await self.dvr.shifted_stream(request, claims, channel, recorder, shift)
         await channel.ensure_running()
         viewer = channel.open_stream(claims.token_id, request.remote or "", claims.expires)
         response = web.StreamResponse(headers={"Content-Type": TS_TYPE, "Cache-Control": "no-store"})

@@ -10,6 +10,7 @@ batches through ``emit`` (called from this thread: wrap it in ``call_soon_thread
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -73,7 +74,19 @@ class SegmentWritten:
     path: Path
 
 
-WorkerEvent = IngestOpened | IngestEnded | PacketsMuxed | SegmentWritten | DataProduced | RandomAccessReached
+@dataclass(frozen=True)
+class SegmentDropped:
+    """A segment file could not be written (disk full or failing): HLS players skip it,
+    HTTP-TS viewers never notice (their data does not go through the disk)."""
+
+    seq: int
+    error: int  # errno
+    reason: str
+
+
+WorkerEvent = (
+    IngestOpened | IngestEnded | PacketsMuxed | SegmentWritten | SegmentDropped | DataProduced | RandomAccessReached
+)
 
 
 @dataclass(frozen=True)
@@ -354,8 +367,11 @@ class IngestWorker:
         for e in events:
             if isinstance(e, DataProduced):
                 if self._file is not None:
-                    self._file.write(e.data)
-                    self._size += len(e.data)
+                    try:
+                        self._file.write(e.data)
+                        self._size += len(e.data)
+                    except OSError as exc:
+                        self._drop_file(exc)
                 self._events.append(e)
             elif isinstance(e, SegmentOpened):
                 self._open_file(e)
@@ -367,17 +383,38 @@ class IngestWorker:
     def _open_file(self, opened: SegmentOpened) -> None:
         name = f"{self.session}-{opened.seq}.ts"
         self._file_path = self.segment_dir / name
-        self._file = open(self.segment_dir / f"{name}.part", "wb")  # noqa: SIM115 (closed in _close_file)
         self._opened = opened
         self._opened_wall = self._wall()
         self._size = 0
+        try:
+            self._file = open(self.segment_dir / f"{name}.part", "wb")  # noqa: SIM115 (closed in _close_file)
+        except OSError as exc:
+            self._drop_file(exc)
+
+    def _drop_file(self, exc: OSError) -> None:
+        """The disk refused the segment: drop it; the stream itself goes on."""
+        seq = self._opened.seq if self._opened is not None else -1
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+        if self._file_path is not None:
+            with contextlib.suppress(OSError):
+                self._file_path.with_name(self._file_path.name + ".part").unlink(missing_ok=True)
+        self._file = None
+        self._opened = None
+        log.debug("tv channel %s: segment %d not written: %s", self.name, seq, exc)
+        self._events.append(SegmentDropped(seq, exc.errno or 0, exc.strerror or str(exc)))
 
     def _close_file(self, closed: SegmentClosed) -> None:
         if self._file is None or self._file_path is None or self._opened is None:
             return
-        self._file.close()
         part = self._file_path.with_name(self._file_path.name + ".part")
-        os.replace(part, self._file_path)
+        try:
+            self._file.close()
+            os.replace(part, self._file_path)
+        except OSError as exc:
+            self._drop_file(exc)
+            return
         segment = Segment(
             seq=closed.seq,
             name=self._file_path.name,
@@ -414,9 +451,10 @@ class IngestWorker:
         self._close_mux()
         self._handle(self._segmenter.close())
         if self._file is not None:  # a segment with no end: drop it, it never got listed
-            self._file.close()
-            if self._file_path is not None:
-                self._file_path.with_name(self._file_path.name + ".part").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self._file.close()
+                if self._file_path is not None:
+                    self._file_path.with_name(self._file_path.name + ".part").unlink(missing_ok=True)
             self._file = None
 
 

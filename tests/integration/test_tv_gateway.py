@@ -22,6 +22,7 @@ enabled = true
 http_bind = "127.0.0.1"
 http_port = {tv_port}
 always_on = [1]
+site_timezone = "Africa/Kinshasa"
 
 [[tv.channels]]
 number = 1
@@ -30,6 +31,7 @@ group = "News"
 epg_id = "cctv1.cn"
 tenants = ["acme"]
 sources = ["udp://127.0.0.1:{source_port}"]
+record = true
 """,
     )
     gw.write_config()
@@ -50,6 +52,10 @@ sources = ["udp://127.0.0.1:{source_port}"]
             async with http.get(f"{base}/playlist.m3u") as r:
                 playlist = await r.text()
             assert r.status == 200 and 'tvg-id="cctv1.cn"' in playlist and "CCTV-1" in playlist
+            # Recorded: catch-up, and Beijing (acme's zone, the default) is 7 hours ahead of Kinshasa.
+            assert 'catchup="default"' in playlist
+            assert 'tvg-name="CCTV-1 (+7h)" tvg-shift="7"' in playlist
+            assert f"{base}/ch/1/dvr/shift-25200.m3u8" in playlist
             async with http.get(f"http://127.0.0.1:{tv_port}/iptv/not-a-token/playlist.m3u") as r:
                 assert r.status == 403
             stream = bytearray()
@@ -70,6 +76,7 @@ sources = ["udp://127.0.0.1:{source_port}"]
                 status = await r.json()
         (channel,) = status["channels"]
         assert channel["number"] == 1 and channel["bytes_in"] > 0, channel
+        assert channel["dvr"]["recording"] is True and channel["dvr"]["state"] == "recording", channel["dvr"]
     finally:
         feed.terminate()
         await feed.wait()

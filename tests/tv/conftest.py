@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from tv_gateway import FAST, GROUP, Gateway
+from tv_gateway import CLOCK_GROUP, FAST, GROUP, Gateway
 from tv_peers import HlsOrigin, MulticastNamespace, free_port
 
 from gateway.config import parse_config
@@ -100,6 +100,20 @@ def multicast() -> Iterator[tuple[MulticastNamespace, int]]:
 
 
 @pytest.fixture(scope="session")
+def clock_channel(multicast: tuple[MulticastNamespace, int]) -> Iterator[str]:
+    """A channel whose pictures show the wall-clock time they were made at (multicast to
+    CLOCK_GROUP over the same veth pair); yields its source URL."""
+    ns, _ = multicast
+    port = free_port()
+    sender = ns.sender(CLOCK_GROUP, port, clock=True)
+    try:
+        sender.start()
+        yield f"udp://{CLOCK_GROUP}:{port}?iface={ns.host_if}"
+    finally:
+        sender.stop()
+
+
+@pytest.fixture(scope="session")
 def hls_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HlsOrigin]:
     origin = HlsOrigin(tmp_path_factory.mktemp("origin"))
     try:
@@ -120,8 +134,9 @@ def hls_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HlsOrigin]:
 async def gateway(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
     made: list[tuple[TvService, web.AppRunner, aiohttp.ClientSession]] = []
 
-    async def make(channels: list[dict[str, Any]], **tv: Any) -> Gateway:
-        config = parse_config({"data_dir": str(tmp_path), "tv": {"enabled": True, **FAST, **tv, "channels": channels}})
+    async def make(channels: list[dict[str, Any]], data_dir: Path | None = None, **tv: Any) -> Gateway:
+        root = data_dir or tmp_path
+        config = parse_config({"data_dir": str(root), "tv": {"enabled": True, **FAST, **tv, "channels": channels}})
         registry = CollectorRegistry()
         service = TvService(config.tv, config.data_path, registry=registry)
         app = web.Application()

@@ -14,6 +14,7 @@ from media.tv.service import TvService
 from media.tv.tokens import TokenRejected
 
 GROUP = "239.255.77.1"
+CLOCK_GROUP = "239.255.77.2"  # the channel whose pictures show the time
 FAST = {  # short timers so the suite stays quick; the real defaults are in TvConfig
     "segment_s": 1.0,
     "max_segment_s": 2.0,

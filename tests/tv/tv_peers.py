@@ -47,6 +47,70 @@ def ffmpeg_channel_args(
     ]  # fmt: skip
 
 
+# The picture's wall clock: 32 bars across the top 24 rows, white for 1, black for 0, the time in
+# tenths of a second (mod 2^32) Gray-coded so a frame drawn across a tick still reads one of the
+# two times. ffmpeg evaluates time(0) as it draws each frame (inputs paced by -re).
+_CLOCK_BITS = 32
+_CLOCK_ROWS = 24
+_CLOCK_EXPR = "st(0,floor(mod(time(0)*10,4294967296)));255*mod(floor(ld(0)/pow(2,X))+floor(ld(0)/pow(2,X+1)),2)"
+
+
+def ffmpeg_clock_args(output: list[str], *, size: str = "320x240") -> list[str]:
+    """An endless live test channel whose pictures carry the wall-clock time they were made at."""
+    width = size.split("x")[0]
+    graph = (
+        f"[1:v]format=gray,geq=lum='{_CLOCK_EXPR}',scale={width}:{_CLOCK_ROWS}:flags=neighbor,format=yuv420p[bar];"
+        "[0:v][bar]overlay=0:0[v]"
+    )
+    return [
+        "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
+        "-re", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25",
+        "-re", "-f", "lavfi", "-i", f"nullsrc=size={_CLOCK_BITS}x1:rate=25",
+        "-re", "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000",
+        "-filter_complex", graph, "-map", "[v]", "-map", "2:a",
+        "-c:v", "libx264", "-preset", "ultrafast", "-bf", "2", "-g", "25", "-keyint_min", "25",
+        "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-b:v", "400k",
+        "-c:a", "aac", "-b:a", "64k",
+        *output,
+    ]  # fmt: skip
+
+
+def read_clock(luma: bytes, line_size: int, width: int, near: float) -> float:
+    """The time one picture shows (UTC seconds), from its luma plane."""
+    bar = width // _CLOCK_BITS
+    row = (_CLOCK_ROWS // 2) * line_size
+    return clock_from_bars([luma[row + i * bar + bar // 2] for i in range(_CLOCK_BITS)], near)
+
+
+def clock_from_bars(levels: list[float], near: float) -> float:
+    """The time the 32 bars' brightness (0-255, left to right) spell; ``near`` resolves the
+    2^32-tenths wrap (any time within 13 years)."""
+    value, bit = 0, 0
+    for i in range(_CLOCK_BITS - 1, -1, -1):
+        bit ^= 1 if levels[i] > 128 else 0
+        value |= bit << i
+    tenths = round(near * 10)
+    base = tenths - tenths % (1 << _CLOCK_BITS)
+    candidates = [base - (1 << _CLOCK_BITS) + value, base + value, base + (1 << _CLOCK_BITS) + value]
+    return min(candidates, key=lambda t: abs(t - tenths)) / 10
+
+
+def clock_times(data: bytes, near: float | None = None) -> list[float]:
+    """The wall-clock time each picture of an MPEG-TS stream shows, in display order."""
+    import io
+
+    import av
+
+    near = time.time() if near is None else near
+    out = []
+    with av.open(io.BytesIO(data), format="mpegts") as container:
+        for frame in container.decode(video=0):
+            gray = frame.reformat(format="gray")
+            plane = gray.planes[0]
+            out.append(read_clock(bytes(plane), plane.line_size, gray.width, near))
+    return out
+
+
 @dataclass
 class Proc:
     """A child process that is always stopped (SIGTERM, then SIGKILL)."""
@@ -195,9 +259,14 @@ class MulticastNamespace:
             raise
         return self
 
-    def sender(self, group: str, port: int, **kw: Any) -> Proc:
+    def sender(self, group: str, port: int, *, clock: bool = False, **kw: Any) -> Proc:
         url = f"udp://{group}:{port}?pkt_size=1316&ttl=4&localaddr={self.ns_addr}"
-        return Proc(["ip", "netns", "exec", self.ns, *ffmpeg_channel_args(["-f", "mpegts", url], **kw)])
+        args = (
+            ffmpeg_clock_args(["-f", "mpegts", url], **kw)
+            if clock
+            else ffmpeg_channel_args(["-f", "mpegts", url], **kw)
+        )
+        return Proc(["ip", "netns", "exec", self.ns, *args])
 
     def delete(self) -> None:
         subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, timeout=10)
@@ -325,3 +394,51 @@ class SplicedSender:
         finally:
             sock.close()
             self.done.set()
+
+
+# -- a small disk that fills up ------------------------------------------------------------------
+
+
+@dataclass
+class Tmpfs:
+    """A private tmpfs of ``size_kb`` (a disk a test can fill, or make read-only)."""
+
+    path: Path
+    size_kb: int
+    mounted: bool = False
+
+    def mount(self) -> Tmpfs:
+        self.path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.size_kb}k,mode=0755", "tmpfs", str(self.path)],
+            check=True, capture_output=True, timeout=10,
+        )  # fmt: skip
+        self.mounted = True
+        return self
+
+    def read_only(self, on: bool) -> None:
+        mode = "ro" if on else "rw"
+        subprocess.run(["mount", "-o", f"remount,{mode}", str(self.path)], check=True, capture_output=True, timeout=10)
+
+    def free(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+    def fill(self, name: str = "filler", leave: int = 0) -> Path:
+        """Take all the free space but ``leave`` bytes (a full disk when ``leave`` is 0)."""
+        filler = self.path / name
+        chunk = b"\0" * 65536
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            while (room := self.free() - leave) > 0:
+                os.write(fd, chunk[: min(len(chunk), room)])
+        except OSError:
+            pass  # ENOSPC: full
+        finally:
+            os.close(fd)
+        return filler
+
+    def unmount(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.path)], capture_output=True, timeout=10)
+            self.mounted = False
