@@ -92,6 +92,7 @@ sip_trans_def {self.account.transport}
         assert exe, "baresip is not installed (scripts/test installs it)"
         with (self.folder / "baresip.log").open("wb") as log:
             self.process = await asyncio.create_subprocess_exec(
+                *self._command_prefix(),
                 exe,
                 "-f",
                 str(self.folder),
@@ -102,7 +103,7 @@ sip_trans_def {self.account.transport}
             )
         for _ in range(100):
             try:
-                self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.ctrl_port)
+                self._reader, self._writer = await self._open_control()
                 break
             except OSError:
                 if self.process.returncode is not None:
@@ -111,6 +112,13 @@ sip_trans_def {self.account.transport}
         else:
             raise RuntimeError(f"baresip {self.name} never opened its control port: {self.log_tail()}")
         self._pump = asyncio.create_task(self._read_events())
+
+    def _command_prefix(self) -> tuple[str, ...]:
+        """What runs baresip (a namespaced phone puts `ip netns exec NS` here)."""
+        return ()
+
+    async def _open_control(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection("127.0.0.1", self.ctrl_port)
 
     def log_tail(self) -> str:
         path = self.folder / "baresip.log"

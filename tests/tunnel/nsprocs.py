@@ -12,7 +12,6 @@ import asyncio
 import ctypes
 import json
 import os
-import shutil
 import socket
 import sys
 import threading
@@ -124,33 +123,9 @@ class NsBaresip(Baresip):
 
     netns: str = ""
 
-    async def start(self) -> None:
-        self.write_config()
-        exe = shutil.which("baresip")
-        assert exe, "baresip is not installed (scripts/test installs it)"
-        with (self.folder / "baresip.log").open("wb") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                "ip",
-                "netns",
-                "exec",
-                self.netns,
-                exe,
-                "-f",
-                str(self.folder),
-                "-4",
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.DEVNULL,
-            )
-        for _ in range(100):
-            try:
-                sock = await asyncio.to_thread(connect_in, self.netns, "127.0.0.1", self.ctrl_port)
-                self._reader, self._writer = await asyncio.open_connection(sock=sock)
-                break
-            except OSError:
-                if self.process.returncode is not None:
-                    raise RuntimeError(f"baresip {self.name} exited: {self.log_tail()}") from None
-                await asyncio.sleep(0.05)
-        else:
-            raise RuntimeError(f"baresip {self.name} never opened its control port: {self.log_tail()}")
-        self._pump = asyncio.create_task(self._read_events())
+    def _command_prefix(self) -> tuple[str, ...]:
+        return ("ip", "netns", "exec", self.netns)
+
+    async def _open_control(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        sock = await asyncio.to_thread(connect_in, self.netns, "127.0.0.1", self.ctrl_port)
+        return await asyncio.open_connection(sock=sock)
