@@ -87,12 +87,17 @@ class _Gap:
 
 
 class ArqReceiver:
-    """In-order delivery with NACKs; ``on_frame`` and ``poll`` return payloads ready to deliver."""
+    """In-order delivery with NACKs; ``on_frame`` and ``poll`` return payloads ready to deliver.
 
-    def __init__(self, settings: ArqSettings) -> None:
+    ``first_seq`` is where the sender starts a flow (links open flows at 0 on both sides), so a
+    lost first frame is a gap to NACK like any other; ``None`` starts at the first frame seen.
+    """
+
+    def __init__(self, settings: ArqSettings, first_seq: int | None = None) -> None:
         self.settings = settings
-        self._next: int | None = None
-        self._highest = -1
+        self._next: int | None = first_seq
+        self._highest = -1 if first_seq is None else first_seq - 1
+        self._fresh = True
         self._buffer: dict[int, bytes] = {}
         self._gaps: dict[int, _Gap] = {}
         self.lost = 0
@@ -104,7 +109,14 @@ class ArqReceiver:
         if self._next is None:
             self._next = seq16
             self._highest = seq16 - 1
-        seq = unwrap(seq16, self._highest if self._highest >= 0 else self._next)
+        seq = unwrap(seq16, self._next if self._fresh else self._highest)
+        if self._fresh:
+            self._fresh = False
+            if seq < self._next:
+                # Nothing seen yet and the flow is already behind us: the sender did not start
+                # where we expected (it kept the flow across our restart); follow it.
+                self._next = seq
+                self._highest = seq - 1
         if seq < self._next or seq in self._buffer:
             self.duplicates += 1
             return []

@@ -106,7 +106,7 @@ class _FlowState:
         self.next_seq = 0
         policy = POLICIES[traffic_class]
         self.sender = ArqSender(arq) if policy.retransmit else None
-        self.receiver = ArqReceiver(arq) if policy.in_order else None
+        self.receiver = ArqReceiver(arq, first_seq=0) if policy.in_order else None
         self.dedup = Dedup()
         self.parts: list[bytes] = []
 

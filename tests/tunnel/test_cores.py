@@ -221,6 +221,19 @@ def test_arq_receiver_nacks_gap_and_delivers_in_order() -> None:
     assert rx.on_frame(1, b"\x01", 0.8) == [] and rx.duplicates == 1
 
 
+def test_arq_receiver_nacks_a_lost_first_frame() -> None:
+    rx = ArqReceiver(ArqSettings(reorder_grace=0.03), first_seq=0)
+    assert rx.on_frame(1, b"b", 0.0) == []  # seq 0 never came: a gap, not a fresh start
+    assert rx.poll(0.05, 0.6) == ([], [0])
+    assert rx.on_frame(0, b"a", 0.7) == [b"a", b"b"] and rx.recovered == 1
+
+
+def test_arq_receiver_follows_a_flow_already_past_its_first_seq() -> None:
+    rx = ArqReceiver(ArqSettings(), first_seq=0)
+    assert rx.on_frame(65530, b"x", 0.0) == [b"x"]  # the sender kept the flow across our restart
+    assert rx.on_frame(65531, b"y", 0.0) == [b"y"] and rx.poll(1.0, 0.6) == ([], [])
+
+
 def test_arq_receiver_gives_up_after_the_window() -> None:
     settings = ArqSettings(min_window=1.0, window_rtts=4.0)
     rx = ArqReceiver(settings)
