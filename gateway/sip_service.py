@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from billing.live.controller import CreditExhausted, LiveBilling
+from billing.live.controller import LiveBilling
 from gateway.b2bua import (
     Action,
     Call,
@@ -35,22 +35,22 @@ from gateway.b2bua import (
     StreamPorts,
     parse_session_id,
 )
+from gateway.call_billing import CallBilling
 from gateway.cdr import CallRecord, Category
 from gateway.cdr_store import CdrStore
-from gateway.clock import Clock, WallAnchor, utc_now
+from gateway.clock import Clock, WallAnchor
 from gateway.config import DialRule
+from gateway.contact_keepalive import ContactKeepalive
 from gateway.location import LocationStore
 from gateway.media_port import MediaAllocator, MediaStats, MediaStream
 from gateway.metrics import SipMetrics
 from gateway.routing import route_number
-from gateway.sip.dialog import new_call_id, new_tag, via_header
 from gateway.sip.digest import AuthAccepted, DigestAuthenticator
 from gateway.sip.errors import SipError, TransactionError
-from gateway.sip.message import REASONS, Headers, Request, Response, make_response, response_from_headers
+from gateway.sip.message import Request, Response, make_response, response_from_headers
 from gateway.sip.parser import Limits, SipParseError, parse_message
 from gateway.sip.peer import Peer
 from gateway.sip.registrar import (
-    Binding,
     RegistrarPolicy,
     challenge_response,
     credentials_of,
@@ -158,7 +158,7 @@ class SipService:
         self.trunks: TrunkManager | None = None
         self.notifier: DialogNotifier | None = None
         self.billing: LiveBilling | None = None
-        self._billing_accounts: set[str] = set()
+        self._call_billing: CallBilling | None = None
         self._billing_watch: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()  # set while no call is in progress
         self._idle.set()
@@ -202,9 +202,19 @@ class SipService:
                 await listener(record)
         self._checkpointer = asyncio.create_task(self._checkpoint_loop())
         if self.billing is not None:
-            self._billing_watch = asyncio.create_task(self._watch_billing())
+            self._call_billing = CallBilling(self.billing, self._clock, self._is_ingress, self._end_by_billing)
+            self._billing_watch = asyncio.create_task(self._call_billing.watch())
         if cfg.keepalive_interval > 0:
-            self._keepalive = asyncio.create_task(self._keepalive_loop())
+            keepalive = ContactKeepalive(
+                self._locations,
+                cfg.keepalive_interval,
+                self.request,
+                lambda binding: self._destination_for(binding.contact, binding.source),
+                self.host_for,
+                cfg.user_agent,
+                self._clock.monotonic,
+            )
+            self._keepalive = asyncio.create_task(keepalive.run(self._spawn))
 
     @property
     def local_port(self) -> int:
@@ -596,9 +606,10 @@ class SipService:
         if isinstance(routed, Response):
             return routed
         callee, targets = routed
-        refused = await self._authorize(request, caller, callee)
-        if refused is not None:
-            return refused
+        if self._call_billing is not None:
+            refused = await self._call_billing.authorize(request, caller, callee, _tag(request))
+            if refused is not None:
+                return refused
         try:
             offer = parse_sdp(sdp_of(request.headers.get("Content-Type") or "", request.body) or b"")
         except SdpError:
@@ -636,48 +647,21 @@ class SipService:
         )
         return call, targets, streams
 
-    async def _authorize(self, request: Request, caller: Party, callee: Party) -> Response | None:
-        """Ask billing whether this call may be tried (credit, limits); None when it may."""
-        if self.billing is None or not self._is_ingress(caller):
-            return None  # a call another gateway rated already passes through unmetered here
-        account = caller.account or caller.address
-        if account not in self._billing_accounts:
-            # Users (and trunks) billing does not know yet get an account of the configured default kind.
-            await self.billing.service.ensure_account(account, site=caller.site)
-            self._billing_accounts.add(account)
-        verdict = await self.billing.authorize(account, callee.record_name, "voice", utc_now(self._clock))
-        if verdict.allowed:
-            return None
-        log.info("call refused by billing", extra={"account": account, "callee": callee.record_name,
-                                                    "reason": verdict.reason})  # fmt: skip
-        status = 402 if "credit" in verdict.reason or "spend" in verdict.reason else 403
-        return make_response(request, status, f"{REASONS[status]} ({verdict.reason})", to_tag=_tag(request))
-
     async def _billing_answered(self, call: Call) -> None:
-        if self.billing is None or call.answered_at is None or not self._is_ingress(call.caller):
-            return  # live credit is watched where the call entered
+        if self._call_billing is None or call.answered_at is None:
+            return
         provisional = self._record(call, CallEnded("answered", 200, "system"), MediaStats())
-        verdict = await self.billing.call_answered(provisional)
-        if not verdict.allowed:
-            now = self._clock.monotonic()
+        if not await self._call_billing.answered(provisional):
             log.info("answered call has no credit: ending it", extra={"session": call.session_id})
-            self._act(call, call.hangup("system", now), now)
-            self._after(now)
+            self._end_by_billing(call.session_id)
 
-    async def _watch_billing(self) -> None:
-        """End calls whose credit ran out (billing's own timer says when)."""
-        assert self.billing is not None
-        while True:
-            event = await self.billing.events.get()
-            if not isinstance(event, CreditExhausted):
-                continue
-            call = next((c for c in self._calls if c.session_id == event.session_id), None)
-            if call is None or call in self._ending:
-                continue
-            now = self._clock.monotonic()
-            log.info("credit exhausted: ending the call", extra={"session": call.session_id, "account": event.account})
-            self._act(call, call.hangup("system", now), now)
-            self._after(now)
+    def _end_by_billing(self, session_id: str) -> None:
+        call = next((c for c in self._calls if c.session_id == session_id), None)
+        if call is None or call in self._ending:
+            return
+        now = self._clock.monotonic()
+        self._act(call, call.hangup("system", now), now)
+        self._after(now)
 
     def _is_ingress(self, caller: Party) -> bool:
         """Whether the call entered the network here (and is rated here): see DECISIONS.md."""
@@ -896,40 +880,6 @@ class SipService:
         record = self._record(call, provisional, stats, end=self._clock.monotonic())
         if call not in self._ending:  # it may have ended while we read the counters
             await self._cdrs.checkpoint(record)
-
-    async def _keepalive_loop(self) -> None:
-        """OPTIONS to every registered contact; drop the ones that no longer answer."""
-        while True:
-            await asyncio.sleep(self.settings.keepalive_interval)
-            now = self._clock.monotonic()
-            for aor, bindings in (await self._locations.list_all(now)).items():
-                for binding in bindings:
-                    self._spawn(self._ping_contact(aor, binding))
-
-    async def _ping_contact(self, aor: str, binding: Binding) -> None:
-        destination = self._destination_for(binding.contact, binding.source)
-        host = self.host_for(destination.transport)
-        pairs = [
-            ("Via", via_header(destination.transport, host)),
-            ("Max-Forwards", "70"),
-            ("From", f"<sip:keepalive@{host}>;tag={new_tag()}"),
-            ("To", f"<{binding.contact}>"),
-            ("Call-ID", new_call_id(host)),
-            ("CSeq", "1 OPTIONS"),
-            ("User-Agent", self.settings.user_agent),
-        ]
-        request = Request(headers=Headers(tuple(pairs)), method="OPTIONS", uri=parse_uri(binding.contact))
-        if await self.request(request, destination) is not None:
-            return  # any answer, even 404 or 405, says the phone is there
-        now = self._clock.monotonic()
-        current = await self._locations.get(aor, now)
-        # Only the binding we pinged: the phone may have re-registered meanwhile.
-        remaining = tuple(
-            b for b in current if (b.contact, b.call_id, b.cseq) != (binding.contact, binding.call_id, binding.cseq)
-        )
-        if len(remaining) != len(current):
-            await self._locations.put(aor, remaining, now)
-            log.info("contact dropped: no answer to OPTIONS", extra={"aor": aor, "contact": binding.contact})
 
     async def _checkpoint_loop(self) -> None:
         while True:
