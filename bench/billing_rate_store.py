@@ -29,7 +29,7 @@ from billing.store.ledger import LedgerStore  # noqa: E402
 from billing.store.open import open_store  # noqa: E402
 from billing.tariff_files import TariffBook, load_tariff_file  # noqa: E402
 from gateway.cdr import CallRecord  # noqa: E402
-from tests.billing.services import postgres_server  # noqa: E402
+from tests.support.services import postgres_server  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 USERS = [(f"u{i}@acme", f"site{i % 8}") for i in range(64)]
