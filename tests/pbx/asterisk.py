@@ -12,6 +12,7 @@ import secrets
 import shutil
 import signal
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,7 +96,7 @@ astsbindir => /usr/sbin
 [options]
 documentation_language = en_US
 """
-    files["modules.conf"] = "[modules]\nautoload = no\n" + "".join(f"load = {m}.so\n" for m in MODULES)
+    files["modules.conf"] = modules_conf(MODULES)
     files["pjproject.conf"] = ""  # chan_pjsip refuses to load without it
     files["logger.conf"] = "[general]\n[logfiles]\nmessages.log => notice,warning,error,verbose\n"
     files["rtp.conf"] = f"[general]\nrtpstart = {plan.rtp[0]}\nrtpend = {plan.rtp[1]}\n"
@@ -108,6 +109,10 @@ documentation_language = en_US
     files["pjsip.conf"] = _pjsip(plan)
     files["extensions.conf"] = _extensions(plan)
     return files
+
+
+def modules_conf(modules: Iterable[str]) -> str:
+    return "[modules]\nautoload = no\n" + "".join(f"load = {m}.so\n" for m in modules)
 
 
 # sipp's stock-like scenarios expect no re-INVITE mid-call: no direct media between the test
@@ -179,6 +184,8 @@ class AsteriskInstance:
     root: Path  # the chroot
     plan: AsteriskPlan
     log_dir: Path  # outside the chroot: Asterisk's console output, kept with the test's files
+    # A test with its own peers or dialplan replaces whole files by name (e.g. "pjsip.conf").
+    overrides: dict[str, str] = field(default_factory=dict)
     name: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     process: asyncio.subprocess.Process | None = None
 
@@ -197,7 +204,7 @@ class AsteriskInstance:
     def write_configs(self) -> None:
         for sub in ("etc", "cache", "db", "keys", "spool", "run", "log"):
             (self.host_base / sub).mkdir(parents=True, exist_ok=True)
-        for name, text in render_configs(self.plan, self.base).items():
+        for name, text in (render_configs(self.plan, self.base) | self.overrides).items():
             (self.host_base / "etc" / name).write_text(text)
 
     def _asterisk(self, *args: str) -> list[str]:

@@ -116,8 +116,9 @@ port = {self.http_port}
         if not self.config_path.exists():
             self.write_config()
         extra = ("--number", number) if number else ()
+        # `--password=` keeps a generated password that starts with "-" from reading as an option.
         result = seabridge(
-            "user", "add", address, "--site", site, "--password", password, *extra, config=self.config_path
+            "user", "add", address, "--site", site, f"--password={password}", *extra, config=self.config_path
         )
         assert result.returncode == 0, result.stderr
 
