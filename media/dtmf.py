@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from media.rtp import RtpPacket, dtmf_events
 
 STEP = 160  # 20 ms of an 8 kHz clock: the packet interval RFC 4733 suggests
+# Silence between two presses that arrive faster than they can be played (INFOs back to back).
+GAP_S = 0.06
 
 
 @dataclass
@@ -22,9 +24,13 @@ class DtmfSender:
     ssrc: int = field(default_factory=lambda: secrets.randbits(32))
     sequence: int = field(default_factory=lambda: secrets.randbits(16))
     timestamp: int = field(default_factory=lambda: secrets.randbits(32))
+    # When the last press queued so far ends: a press never overlaps the one before it.
+    free_at: float = float("-inf")
 
     def packets(self, digit: str, duration_ms: int, now: float) -> list[tuple[float, bytes]]:
-        """(send at, datagram) for one key press of ``duration_ms`` starting at ``now``."""
+        """(send at, datagram) for one key press of ``duration_ms`` starting at ``now``, or after
+        the press before it has been played out."""
+        now = max(now, self.free_at)
         step = self.clock_rate * 20 // 1000
         duration = max(step, self.clock_rate * duration_ms // 1000)
         out: list[tuple[float, bytes]] = []
@@ -45,4 +51,5 @@ class DtmfSender:
             out.append((at, bytes(packet)))
         # The next event starts after this one in RTP time.
         self.timestamp = (start + duration + step) & 0xFFFFFFFF
+        self.free_at = out[-1][0] + GAP_S
         return out

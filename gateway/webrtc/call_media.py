@@ -47,6 +47,8 @@ log = logging.getLogger("seabridge.webrtc.media")
 Kind = Literal["audio", "video"]
 _PSFB = 206
 _PLI, _FIR = 1, 4
+# Silence between two queued key presses, so the far end hears two presses, not one long one.
+_DTMF_GAP_S = 0.06
 
 
 class FeedTrack(MediaStreamTrack):
@@ -175,6 +177,8 @@ class CallMedia:
         self._transcoder: G711Transcoder | None = None
         self._sdp_version = 1
         self._dtmf_seen: set[int] = set()
+        self._dtmf_pending: collections.deque[str] = collections.deque()
+        self._dtmf_player: asyncio.Task[None] | None = None
         self.held = False
         self.mode = "pending"
         self.closed = False
@@ -453,32 +457,47 @@ class CallMedia:
         self._on_dtmf(event.digit)
 
     def send_dtmf(self, digit: str) -> bool:
-        """Send one key press as RFC 4733 events on the SIP side; False if none was negotiated."""
+        """Queue one key press as RFC 4733 events on the SIP side; False if none was negotiated.
+
+        Presses play one after another, as a phone's keypad sends them: two events overlapping
+        in one stream would read as a garbled press (or none) at the far end.
+        """
+        if self._dtmf_stream() is None:
+            return False
+        self._dtmf_pending.append(digit)
+        if self._dtmf_player is None or self._dtmf_player.done():
+            self._dtmf_player = asyncio.ensure_future(self._play_dtmf())
+            self._tasks.add(self._dtmf_player)
+            self._dtmf_player.add_done_callback(self._tasks.discard)
+        return True
+
+    def _dtmf_stream(self) -> tuple[int, int, _Stream] | None:
+        """(telephone-event payload type, clock rate, audio stream) when digits can be sent."""
         plan, stream = self._plan, self._streams.get("audio")
         if plan is None or plan.audio.telephone_event is None or stream is None or stream.up is None:
-            return False
-        port = stream.port
-        assert port is not None
-        rate = plan.audio.clock_rate
-        events = dtmf_events(digit, duration=rate // 10 * 2, step=rate // 50)
-        first = stream.up.reserve(len(events))
-        timestamp = stream.up.timestamp_at(self._clock.monotonic())
-        packets = [
-            bytes(
-                RtpPacket(
-                    plan.audio.telephone_event, (first + i) % 65536, timestamp, stream.up.out_ssrc, bytes(e), i == 0
-                )
-            )
-            for i, e in enumerate(events)
-        ]
+            return None
+        if stream.port is None:
+            return None
+        return plan.audio.telephone_event, plan.audio.clock_rate, stream
 
-        async def pace() -> None:
-            for data in packets:
-                port.send_rtp(data)
+    async def _play_dtmf(self) -> None:
+        while self._dtmf_pending:
+            digit = self._dtmf_pending.popleft()
+            target = self._dtmf_stream()
+            if target is None:
+                return
+            payload_type, rate, stream = target
+            assert stream.up is not None and stream.port is not None
+            events = dtmf_events(digit, duration=rate // 10 * 2, step=rate // 50)
+            # One timestamp for the whole event (RFC 4733); sequence numbers taken as each packet
+            # leaves, so they interleave in order with the audio sent meanwhile.
+            timestamp = stream.up.timestamp_at(self._clock.monotonic())
+            ssrc = stream.up.out_ssrc
+            for i, event in enumerate(events):
+                packet = RtpPacket(payload_type, stream.up.reserve(1), timestamp, ssrc, bytes(event), i == 0)
+                stream.port.send_rtp(bytes(packet))
                 await asyncio.sleep(0.02)
-
-        self._spawn(pace())
-        return True
+            await asyncio.sleep(_DTMF_GAP_S)
 
     # --- the end -----------------------------------------------------------------------------------------
 

@@ -18,6 +18,15 @@ def test_a_key_press_is_one_event_paced_at_20_ms_then_three_ends() -> None:
     assert after.timestamp > 1000 and after.sequence == 5  # one stream across digits
 
 
+def test_presses_faster_than_they_play_are_queued_not_overlapped() -> None:
+    sender = DtmfSender(payload_type=101, ssrc=1, sequence=0, timestamp=0)
+    first = sender.packets("1", 100, now=5.0)
+    second = sender.packets("2", 100, now=5.01)  # an INFO right behind the first
+    assert second[0][0] >= first[-1][0] + 0.05  # starts after the first ended, with a gap
+    sequences = [RtpPacket.parse(d).sequence for _, d in first + second]
+    assert sequences == list(range(14))  # sent in time order, numbered in time order
+
+
 def test_info_bodies() -> None:
     assert info_digit("application/dtmf-relay", b"Signal=#\r\nDuration=120\r\n") == ("#", 120)
     assert info_digit("application/dtmf", b"3") == ("3", 160)
