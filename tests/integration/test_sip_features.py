@@ -20,6 +20,22 @@ async def rtp_received(phone: Baresip) -> int:
     return int(m.group(1)) if m else 0
 
 
+async def rtp_settled(phone: Baresip, flowing: bool, timeout: float = 10.0) -> int:
+    """The phone's received-packet count once the far end has stopped (or started) sending.
+
+    A re-INVITE takes effect after its round trip, which a loaded machine stretches: wait
+    for the effect rather than guess how long it takes.
+    """
+    async with asyncio.timeout(timeout):
+        before = await rtp_received(phone)
+        while True:
+            await asyncio.sleep(0.3)  # the counter is read, not pushed: poll it
+            now = await rtp_received(phone)
+            if (now - before > 5) == flowing:
+                return now
+            before = now
+
+
 async def test_hold_stops_the_tone_and_resume_brings_it_back(gateway: GatewayProcess, phone: PhoneFactory) -> None:
     alice = await phone("alice@acme", tone=1000)
     bob = await phone("bob@acme", tone=1500)
@@ -30,13 +46,11 @@ async def test_hold_stops_the_tone_and_resume_brings_it_back(gateway: GatewayPro
     await asyncio.sleep(2.5)
     at_hold = await rtp_received(bob)
     await bob.command("hold")  # re-INVITE a=sendonly from bob, relayed to alice, who answers recvonly
-    await asyncio.sleep(0.5)
-    hold_start = await rtp_received(bob)
+    hold_start = await rtp_settled(bob, flowing=False)
     await asyncio.sleep(2.5)
     hold_end = await rtp_received(bob)
     await bob.command("resume")
-    await asyncio.sleep(0.5)
-    resumed = await rtp_received(bob)
+    resumed = await rtp_settled(bob, flowing=True)
     await asyncio.sleep(2.5)
     later = await rtp_received(bob)
     await alice.hangup()
