@@ -39,7 +39,8 @@ from gateway.storage.gateway_db import open_gateway_db
 from gateway.tls import client_context, ensure_certificate, server_context
 from gateway.tokens import TokenStore
 from gateway.trunks import TrunkManager
-from gateway.tunnel_gateway import start_tunnel
+from gateway.tunnel.reload import ConfigReloader
+from gateway.tunnel_gateway import GatewayTunnel, start_tunnel
 from gateway.users import SqliteUserStore
 from gateway.webrtc.wiring import start_webrtc
 
@@ -55,6 +56,7 @@ class Gateway:
     http_runner: web.AppRunner
     http_port: int
     https_port: int = 0
+    tunnel: GatewayTunnel | None = None
 
 
 def advertised(bind: str, configured: str) -> str:
@@ -228,7 +230,7 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     http_port = _site_port(runner, config.http.port)
     log.info("http listening", extra={"address": f"{config.http.bind}:{http_port}"})
     https_port = await webrtc.serve_https(runner) if webrtc is not None else 0
-    return Gateway(config, sip, runner, http_port, https_port)
+    return Gateway(config, sip, runner, http_port, https_port, tunnel)
 
 
 def _rate(billing: BillingRuntime, sender: LedgerSender | None) -> Callable[[CallRecord], Awaitable[None]]:
@@ -320,13 +322,17 @@ def _site_port(runner: web.AppRunner, configured: int) -> int:
     return configured
 
 
-async def serve(config: GatewayConfig) -> None:
+async def serve(config: GatewayConfig, config_path: str | Path | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP re-reads config_path: the tunnel's peers (its trusted list) and routes apply live.
+    reloader = ConfigReloader(config_path, config)
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload)
     async with AsyncExitStack() as stack:
         gateway = await start_gateway(config, stack)
+        reloader.started(gateway.tunnel.service if gateway.tunnel is not None else None)
         log.info(
             "gateway running",
             extra={
@@ -337,17 +343,18 @@ async def serve(config: GatewayConfig) -> None:
             },
         )
         await stop.wait()
+        reloader.stopping()
         log.info("stopping: ending calls in progress", extra={"calls": gateway.sip.calls_in_progress})
         await gateway.sip.drain(config.sip.shutdown_grace_s)
         log.info("stopped")
 
 
-def run_gateway(config: GatewayConfig) -> int:
+def run_gateway(config: GatewayConfig, config_path: str | Path | None = None) -> int:
     setup_logging(config.log.level, config.log.format)
     try:
         import uvloop
 
-        uvloop.run(serve(config))
+        uvloop.run(serve(config, config_path))
     except ImportError:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, config_path))
     return 0

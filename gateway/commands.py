@@ -97,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     try:
-        return run_gateway(config)
+        return run_gateway(config, args.config)
     except StartupError as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:

@@ -169,7 +169,7 @@ def cmd_tunnel_run(args: argparse.Namespace) -> int:
         raise CliError("[tunnel] enabled = false in this configuration")
     logging.basicConfig(level=config.log.level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        asyncio.run(serve_forever(config))
+        asyncio.run(serve_forever(config, args.config))
     except PkiError as exc:
         raise CliError(str(exc)) from None
     return 0

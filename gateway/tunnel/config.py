@@ -26,7 +26,7 @@ Example (a site with a leased line and a satellite path to its hub)::
 
 The hub lists the site as a peer with the same path names and no addresses (it
 learns them from the site's authenticated probes). The peers list is also the
-trusted list: removing a node revokes it.
+trusted list: removing a node revokes it (live, on SIGHUP: ``TunnelService.apply_peers``).
 """
 
 from __future__ import annotations

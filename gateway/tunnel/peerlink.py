@@ -29,6 +29,9 @@ class PeerLink:
         self.peer_epoch: str | None = None
         self.hello_received = False
         self.endpoints: dict[str, PathEndpoint] = {}
+        # Sockets bound for this link alone (dialled paths); closed with it. Listen sockets are shared.
+        self.sockets: list[MediaSocket] = []
+        self.dialer: asyncio.Task[None] | None = None
         self._by_source: dict[tuple[int, Address], str] = {}
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at: float | None = None

@@ -241,6 +241,12 @@ class FlowSwitch:
                 ]
         return actions
 
+    def link_removed(self, link: str, reason: str) -> list[SwitchAction]:
+        """``link`` goes for good (its peer revoked or reconfigured): tell its peer, close its flows here and beyond."""
+        notices: list[SwitchAction] = [SendControl(link, FlowClosed(k[1], reason)) for k, _ in self.flows_on(link)]
+        self._next_id.pop(link, None)
+        return notices + self.link_reset(link, reason)
+
     def flows_on(self, link: str) -> list[tuple[FlowKey, TrafficClass]]:
         out = [(k, v.traffic_class) for k, v in self._local.items() if k[0] == link]
         out += [(k, v.traffic_class) for k, v in self._transit.items() if k[0] == link]

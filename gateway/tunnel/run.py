@@ -19,6 +19,7 @@ from gateway.storage.sqlite import SqliteDatabase
 from gateway.tunnel import pki
 from gateway.tunnel.forwards import UdpForward, start_forwards
 from gateway.tunnel.messaging import OUTBOX_SCHEMA, SqliteOutboxStore
+from gateway.tunnel.reload import ConfigReloader
 from gateway.tunnel.renewal import IdentityFiles, RenewalAgent, RenewalAuthority
 from gateway.tunnel.service import TunnelService
 
@@ -83,14 +84,18 @@ async def _renewal_loop(agent: RenewalAgent) -> None:
         await asyncio.sleep(3600)
 
 
-async def serve_forever(config: GatewayConfig) -> None:
-    running = await build_tunnel(config)
+async def serve_forever(config: GatewayConfig, config_path: str | Path | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    reloader = ConfigReloader(config_path, config)
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload)
+    running = await build_tunnel(config)
+    reloader.started(running.service)
     log.info("tunnel %s running", running.service.node)
     try:
         await stop.wait()
     finally:
+        reloader.stopping()
         await running.stop()

@@ -6,7 +6,7 @@ loop has done a batch of work (``_rearm``), the aioquic way. Everything it decid
 comes from the cores; it does I/O and calls applications back.
 
 Applications use: ``open_flow``, ``serve``, ``send_message``/``on_message``,
-``status``. See docs/tunnel.md.
+``status``; the gateway's SIGHUP handler uses ``apply_peers``. See docs/tunnel.md.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from OpenSSL import SSL
 from gateway.tunnel import control
 from gateway.tunnel.arq import ArqSettings
 from gateway.tunnel.classes import parse_class
-from gateway.tunnel.config import TunnelConfig, TunnelPathConfig, parse_endpoint
+from gateway.tunnel.config import TunnelConfig, TunnelPathConfig, TunnelPeerConfig, parse_endpoint
 from gateway.tunnel.controlconn import ControlConnection
 from gateway.tunnel.errors import ControlProtocolError, FlowRefused, TunnelError
 from gateway.tunnel.flows import Flow
@@ -54,6 +54,17 @@ log = logging.getLogger("seabridge.tunnel")
 
 FlowHandler = Callable[[Flow], object]
 MessageHandler = Callable[[str, bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class PeersApplied:
+    """What ``apply_peers`` changed (node names); ``failed``: new links that could not bind their sockets."""
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    failed: tuple[str, ...] = ()
+    routes_changed: bool = False
 
 
 @dataclass
@@ -106,6 +117,7 @@ class TunnelService:
         self._services: dict[str, FlowHandler] = {}
         self._message_handlers: dict[str, MessageHandler] = {}
         self._sockets: list[MediaSocket] = []
+        self._listen_socks: list[MediaSocket] = []
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._dirty: set[PeerLink] = set()
@@ -121,41 +133,113 @@ class TunnelService:
         self._loop = asyncio.get_running_loop()
         now = self._loop.time()
         self.reload_identity(self.identity)
-        settings = link_settings(self.config)
-        for peer in self.config.peers:
-            keys = KeyManager(
-                initiator=self.node < peer.name,
-                allocator=self._allocator,
-                overlap=self.config.rekey_overlap_s,
-                interval=self.config.rekey_interval_s,
-                window_size=self.config.replay_window,
-            )
-            paths = [PathSettings(p.name, p.priority, p.rate_kbps) for p in peer.paths]
-            core = LinkCore(peer.name, paths, keys, replace(settings, duplicate_voice=peer.duplicate_voice), now)
-            self.links[peer.name] = PeerLink(peer, core)
-        listen_socks: list[MediaSocket] = []
+        listen: list[tuple[str, int, str]] = []
         for endpoint in self.config.listen:
             host, port = parse_endpoint(endpoint, "listen")
             sock = MediaSocket.bind(host, port, self._on_datagram, name=f"listen {endpoint}")
             self._sockets.append(sock)
-            listen_socks.append(sock)
+            self._listen_socks.append(sock)
+            listen.append((host, port, endpoint))
+        # Links exist before the TCP listeners accept: the trust check reads them.
+        for peer in self.config.peers:
+            self._add_link(peer, now)
+        for host, port, endpoint in listen:
             server = await self._loop.create_server(self._accept, host, port, reuse_address=True)
             self._servers.append(server)
             log.info("tunnel %s listening on %s (TCP control, UDP media)", self.node, endpoint)
-        for link in self.links.values():
-            for path in link.config.paths:
-                if link.config.dial and path.address:
-                    sock = MediaSocket.bind(path.bind or _wildcard(path.address), 0, self._on_datagram, name=path.name)
-                    self._sockets.append(sock)
-                    link.set_endpoint(path.name, sock, (path.address, path.port))
-                elif path.address and listen_socks:
-                    link.set_endpoint(path.name, listen_socks[0], (path.address, path.port))
-            if link.config.dial:
-                self._spawn(self._dial_loop(link))
-            self._mark(link)
         for message in await self._store.pending():
             self._outbox.add(message, now)
         self._spawn(self._housekeeping())
+
+    def _add_link(self, peer: TunnelPeerConfig, now: float) -> PeerLink:
+        """Make the link to ``peer``, bind its dialled paths' sockets and start dialling (if it dials)."""
+        keys = KeyManager(
+            initiator=self.node < peer.name,
+            allocator=self._allocator,
+            overlap=self.config.rekey_overlap_s,
+            interval=self.config.rekey_interval_s,
+            window_size=self.config.replay_window,
+        )
+        paths = [PathSettings(p.name, p.priority, p.rate_kbps) for p in peer.paths]
+        settings = replace(link_settings(self.config), duplicate_voice=peer.duplicate_voice)
+        link = PeerLink(peer, LinkCore(peer.name, paths, keys, settings, now))
+        try:
+            for path in peer.paths:
+                if peer.dial and path.address:
+                    sock = MediaSocket.bind(path.bind or _wildcard(path.address), 0, self._on_datagram, name=path.name)
+                    link.sockets.append(sock)
+                    link.set_endpoint(path.name, sock, (path.address, path.port))
+                elif path.address and self._listen_socks:
+                    link.set_endpoint(path.name, self._listen_socks[0], (path.address, path.port))
+        except OSError:
+            for sock in link.sockets:
+                sock.close()
+            raise
+        self.links[peer.name] = link
+        if peer.dial:
+            link.dialer = self._spawn(self._dial_loop(link))
+        self._mark(link)
+        return link
+
+    def _remove_link(self, name: str, reason: str) -> int:
+        """Take the link to ``name`` down for good (flows, control channel, keys, sockets); returns the flows closed."""
+        link = self.links[name]
+        flows = len(self.switch.flows_on(name))
+        self._apply(self.switch.link_removed(name, reason))  # while the control channel can still say so
+        if link.dialer is not None:
+            link.dialer.cancel()
+        if link.control is not None:
+            link.control.close(reason)
+        if link.timer is not None:
+            link.timer.cancel()
+            link.timer = None
+        self._dirty.discard(link)
+        link.core.keys.release_all()
+        for key_id in [k for k, v in self._key_index.items() if v is link]:
+            del self._key_index[key_id]
+        for sock in link.sockets:
+            sock.close()
+        del self.links[name]
+        return flows
+
+    def apply_peers(self, config: TunnelConfig) -> PeersApplied:
+        """Make the peers and routes of ``config`` those in use, now; nothing else of it is read.
+
+        A peer no longer listed is revoked: its flows close (the peer is told why), its control
+        channel closes, its keys go, and the trust check refuses it from then on. A new peer's link
+        is made as at start; a peer whose settings changed is removed and added again. Flows on
+        links that did not change are untouched (routes only steer flows opened from now on).
+        """
+        now = self._loop.time()
+        current = {name: link.config for name, link in self.links.items()}
+        wanted = {p.name: p for p in config.peers}
+        removed = tuple(n for n in current if n not in wanted)
+        changed = tuple(n for n in current if n in wanted and wanted[n] != current[n])
+        added = tuple(n for n in wanted if n not in current)
+        failed: list[str] = []
+        for name in removed:
+            closed = self._remove_link(name, f"{name} revoked: no longer on {self.node}'s trusted list")
+            log.warning(
+                "tunnel %s: peer %s revoked: removed from the peers list; flows closed: %d", self.node, name, closed
+            )
+        for name in changed:
+            closed = self._remove_link(name, f"link {self.node}-{name} reconfigured")
+            log.warning("tunnel %s: peer %s changed: link made anew; flows closed: %d", self.node, name, closed)
+        for name in changed + added:
+            try:
+                self._add_link(wanted[name], now)
+            except OSError as exc:
+                failed.append(name)
+                log.error("tunnel %s: peer %s not added: %s", self.node, name, exc)
+                continue
+            if name in added:
+                log.info("tunnel %s: peer %s added", self.node, name)
+        routes_changed = config.routes != self.config.routes
+        self.switch.routes = RouteTable(self.node, list(self.links), config.route_map())
+        self.config = replace(
+            self.config, peers=tuple(p for p in config.peers if p.name in self.links), routes=config.routes
+        )
+        return PeersApplied(added, removed, changed, tuple(failed), routes_changed)
 
     def reload_identity(self, identity: Identity) -> None:
         """Use a (renewed) certificate for connections made from now on."""
@@ -180,16 +264,19 @@ class TunnelService:
             if link.timer is not None:
                 link.timer.cancel()
             link.core.keys.release_all()
+            for sock in link.sockets:
+                sock.close()
         for server in self._servers:
             server.close()
             await server.wait_closed()
         for sock in self._sockets:
             sock.close()
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # ------------------------------------------------------------------ application API
 
@@ -399,6 +486,8 @@ class TunnelService:
         now = self._loop.time()
         dirty, self._dirty = self._dirty, set()
         for link in dirty:
+            if self.links.get(link.name) is not link:
+                continue  # removed meanwhile
             deadline = link.core.next_deadline(now)
             if link.timer is not None and link.timer_at is not None and link.timer_at <= deadline:
                 continue
@@ -467,6 +556,9 @@ class TunnelService:
         except TunnelError as exc:
             link.last_error = str(exc)
             return None
+        except asyncio.CancelledError:
+            conn.close("link removed")
+            raise
         return conn
 
     def _maybe_move_control(self, link: PeerLink) -> None:
@@ -481,7 +573,10 @@ class TunnelService:
     def _on_ready(self, conn: ControlConnection) -> None:
         node = conn.peer
         assert node is not None
-        link = self.links[node]
+        link = self.links.get(node)
+        if link is None:
+            conn.close(f"node {node!r} is not on the trusted list")
+            return
         if link.control is not None and link.control is not conn:
             link.control.close("replaced by a new connection")
         link.control = conn
@@ -517,8 +612,8 @@ class TunnelService:
     def _on_control(self, conn: ControlConnection, message: control.ControlMessage) -> None:
         node = conn.peer
         assert node is not None
-        link = self.links[node]
-        if link.control is not conn:
+        link = self.links.get(node)
+        if link is None or link.control is not conn:
             return
         try:
             self._dispatch(link, conn, message)
