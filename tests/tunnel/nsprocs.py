@@ -51,10 +51,30 @@ def connect_in(ns: str, host: str, port: int, timeout: float = 2.0) -> socket.so
     return sock
 
 
+async def open_connection_in(ns: str, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """asyncio streams over ``connect_in``; a caller cancelled mid-connect leaks no socket."""
+    future = asyncio.get_running_loop().run_in_executor(None, connect_in, ns, host, port)
+    try:
+        sock = await asyncio.shield(future)
+    except asyncio.CancelledError:
+        # The thread cannot be stopped: close what it connects once it is done.
+        future.add_done_callback(_close_connected)
+        raise
+    try:
+        return await asyncio.open_connection(sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _close_connected(future: asyncio.Future[socket.socket]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
+
+
 async def http_get_json(ns: str, port: int, path: str, token: str = "") -> tuple[int, Any]:
     """GET a JSON document from a server on the namespace's loopback (HTTP/1.0, one request per connection)."""
-    sock = await asyncio.to_thread(connect_in, ns, "127.0.0.1", port)
-    reader, writer = await asyncio.open_connection(sock=sock)
+    reader, writer = await open_connection_in(ns, "127.0.0.1", port)
     try:
         auth = f"Authorization: Bearer {token}\r\n" if token else ""
         writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode())
@@ -127,5 +147,4 @@ class NsBaresip(Baresip):
         return ("ip", "netns", "exec", self.netns)
 
     async def _open_control(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        sock = await asyncio.to_thread(connect_in, self.netns, "127.0.0.1", self.ctrl_port)
-        return await asyncio.open_connection(sock=sock)
+        return await open_connection_in(self.netns, "127.0.0.1", self.ctrl_port)
