@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest_asyncio
 
 from gateway.sip.digest import client_response
@@ -100,12 +99,7 @@ class Site:
     folder: Path
 
     async def api(self, path: str) -> Any:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(
-                f"http://127.0.0.1:{self.gateway.http_port}{path}", headers={"Authorization": f"Bearer {self.token}"}
-            ) as r:
-                assert r.status == 200, await r.text()
-                return await r.json()
+        return await self.gateway.api_get(path, self.token)
 
     async def wait_api(self, path: str, key: str, predicate: Any, timeout: float = 30) -> list[dict[str, Any]]:
         async with asyncio.timeout(timeout):

@@ -167,6 +167,15 @@ port = {self.http_port}
                 out.append(json.loads(line))
         return out
 
+    async def api_get(self, path: str, token: str) -> Any:
+        """GET an API document with a bearer token; anything but 200 fails the test with the body."""
+        async with aiohttp.ClientSession() as http:
+            async with http.get(
+                f"http://127.0.0.1:{self.http_port}{path}", headers={"Authorization": f"Bearer {token}"}
+            ) as r:
+                assert r.status == 200, await r.text()
+                return await r.json()
+
     async def metrics(self) -> dict[str, float]:
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{self.http_port}/metrics") as resp:

@@ -33,12 +33,7 @@ async def api(gw: GatewayProcess, path: str) -> Any:
     if token is None:
         token = seabridge("token", "create", "--admin", config=gw.config_path).stdout.strip()
         gw._token = token  # type: ignore[attr-defined]
-    async with aiohttp.ClientSession() as http:
-        async with http.get(
-            f"http://127.0.0.1:{gw.http_port}{path}", headers={"Authorization": f"Bearer {token}"}
-        ) as r:
-            assert r.status == 200, await r.text()
-            return await r.json()
+    return await gw.api_get(path, token)
 
 
 async def until(gw: GatewayProcess, path: str, check: Any, within: float = 20.0) -> Any:
