@@ -127,6 +127,7 @@ port = {self.http_port}
             self.write_config()
         with (self.folder / "gateway.log").open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
+                *self._command_prefix(),
                 sys.executable,
                 "-m",
                 "gateway.cli",
@@ -139,6 +140,10 @@ port = {self.http_port}
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         await self.wait_healthy()
+
+    def _command_prefix(self) -> tuple[str, ...]:
+        """What runs the gateway (a namespaced gateway puts `ip netns exec NS` here)."""
+        return ()
 
     async def wait_healthy(self, timeout: float = 20.0) -> dict[str, Any]:
         loop = asyncio.get_running_loop()

@@ -13,13 +13,12 @@ import ctypes
 import json
 import os
 import socket
-import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from tests.support.baresip import Baresip
-from tests.support.gateway import REPO, GatewayProcess
+from tests.support.gateway import GatewayProcess
 
 CLONE_NEWNET = 0x40000000
 
@@ -93,27 +92,8 @@ class NsGateway(GatewayProcess):
 
     netns: str = ""
 
-    async def start(self) -> None:
-        if not self.config_path.exists():
-            self.write_config()
-        with (self.folder / "gateway.log").open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                "ip",
-                "netns",
-                "exec",
-                self.netns,
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "run",
-                "--config",
-                str(self.config_path),
-                cwd=REPO,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)},
-            )
-        await self.wait_healthy()
+    def _command_prefix(self) -> tuple[str, ...]:
+        return ("ip", "netns", "exec", self.netns)
 
     async def wait_healthy(self, timeout: float = 30.0) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
