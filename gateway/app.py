@@ -90,6 +90,7 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     db = open_gateway_db(config)
     stack.callback(db.close)
     users = SqliteUserStore(db)
+    stack.callback(users.close)
     cdrs = SqliteCdrStore(db)
     locations: LocationStore
     if config.storage.redis_url:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import heapq
 import ipaddress
+import itertools
 import logging
 import ssl
 import uuid
@@ -169,6 +172,16 @@ class SipService:
         self._webrtc_agent: Peer | None = None
         self._media_kinds: dict[Call, tuple[str, ...]] = {}
         self._accepted: dict[Call, tuple[bool, ...]] = {}
+        # Per-event work must not grow with the calls in progress: calls' deadlines sit in a
+        # heap (stale entries skipped lazily) and only calls acted on are checked for reaping.
+        self._deadlines: list[tuple[float, int, Call]] = []
+        self._deadline_of: dict[Call, float] = {}
+        self._heap_seq = itertools.count()
+        self._reapable: set[Call] = set()
+        self._keys_of: dict[Call, list[TxKey]] = {}
+        self._dialogs_of: dict[Call, set[tuple[str, str]]] = {}
+        self._messages_in = metrics.messages.labels("in")
+        self._messages_out = metrics.messages.labels("out")
 
     # --- life cycle --------------------------------------------------------------------
 
@@ -340,7 +353,7 @@ class SipService:
                 "sip in", extra={"peer": str(source), "first_line": data.split(b"\r\n", 1)[0].decode(errors="replace")}
             )
         now = self._clock.monotonic()
-        self._metrics.messages.labels("in").inc()
+        self._messages_in.inc()
         try:
             message = parse_message(data, self.settings.limits)
         except SipParseError as exc:
@@ -365,10 +378,18 @@ class SipService:
         now = self._clock.monotonic()
         events = self._txn.handle_timers(now)
         self._handle(events, now)
-        for call in list(self._calls):
+        due: list[Call] = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            when, _, call = heapq.heappop(self._deadlines)
+            if self._deadline_of.get(call) == when:
+                del self._deadline_of[call]
+                due.append(call)
+        for call in due:
             deadline = call.next_deadline()
-            if deadline is not None and deadline <= now:
+            if call in self._calls and deadline is not None and deadline <= now:
                 self._act(call, call.on_timer(now), now)
+            else:
+                self._track(call)
         self._after(now)
 
     def _handle(self, events: list[Event], now: float) -> None:
@@ -559,12 +580,13 @@ class SipService:
             self._respond(key, response_or_call, now)
             self._after(now)
             return
-        call, targets, streams = response_or_call
+        call, targets, streams, kinds = response_or_call
         self._calls.add(call)
         self._idle.clear()
-        self._media_kinds[call] = _media_kinds(call.invite.body)
+        self._media_kinds[call] = kinds
         self._metrics.calls_in_progress.set(len(self._calls))
         self._by_key[key] = call
+        self._keys_of[call] = [key]
         self._media_streams[call] = streams
         for stream in streams:
             self._by_stream[stream.stream_id] = call
@@ -576,7 +598,9 @@ class SipService:
         self._act(call, actions, now)
         self._after(now)
 
-    async def _set_up(self, event: RequestReceived) -> Response | tuple[Call, list[ForkTarget], list[MediaStream]]:
+    async def _set_up(
+        self, event: RequestReceived
+    ) -> Response | tuple[Call, list[ForkTarget], list[MediaStream], tuple[str, ...]]:
         request = event.request
         started = self._clock.monotonic()
         if request.headers.get("Max-Forwards") == "0":
@@ -645,7 +669,7 @@ class SipService:
             "call",
             extra={"session": session_id, "caller": caller.address, "callee": callee.address, "forks": len(targets)},
         )
-        return call, targets, streams
+        return call, targets, streams, tuple(m.kind for m in offer.media)
 
     async def _billing_answered(self, call: Call) -> None:
         if self._call_billing is None or call.answered_at is None:
@@ -779,6 +803,7 @@ class SipService:
                     log.warning("cannot send request", extra={"error": str(exc)})
                     continue
                 self._by_key[key] = call
+                self._keys_of.setdefault(call, []).append(key)
             elif isinstance(action, SendAck):
                 self._txn.send_stateless(action.request, action.destination)
             elif isinstance(action, SendResponse):
@@ -802,11 +827,27 @@ class SipService:
                 self._ending.add(call)
                 self._spawn(self._end(call, action))
         self._index(call)
+        self._track(call)
+        self._reapable.add(call)
 
     def _index(self, call: Call) -> None:
         for dialog in (call.a, call.b):
             if dialog is not None:
                 self._by_dialog[dialog.id] = call
+                self._dialogs_of.setdefault(call, set()).add(dialog.id)
+
+    def _track(self, call: Call) -> None:
+        """Keep the call's next deadline in the timer heap (after anything that may change it)."""
+        deadline = call.next_deadline() if call in self._calls else None
+        if deadline is None:
+            self._deadline_of.pop(call, None)
+        elif self._deadline_of.get(call) != deadline:
+            self._deadline_of[call] = deadline
+            heapq.heappush(self._deadlines, (deadline, next(self._heap_seq), call))
+            if len(self._deadlines) > 2 * len(self._deadline_of) + 1024:
+                # Superseded entries for far-off deadlines (call limits) would pile up: rebuild.
+                self._deadlines = [(d, next(self._heap_seq), c) for c, d in self._deadline_of.items()]
+                heapq.heapify(self._deadlines)
 
     async def _end(self, call: Call, ended: CallEnded) -> None:
         stats = await self._close_media(call)
@@ -818,6 +859,7 @@ class SipService:
         for send in ended.then_send:
             self._respond(send.key, send.response, now)
         self._ending.discard(call)
+        self._reapable.add(call)
         log.info(
             "call ended",
             extra={"session": call.session_id, "disposition": ended.disposition, "status": ended.status},
@@ -930,17 +972,23 @@ class SipService:
 
     def _reap(self) -> None:
         """Forget calls that are over and owe nothing (no fork, relay or record outstanding)."""
-        for call in [c for c in self._calls if c.finished and c not in self._ending and c not in self._media_streams]:
+        candidates, self._reapable = self._reapable, set()
+        for call in candidates:
+            if not call.finished or call in self._ending or call in self._media_streams:
+                continue  # acted on again (or its record written) before it can be finished
             self._calls.discard(call)
             self._anchors.pop(call, None)
+            self._deadline_of.pop(call, None)
             for leg in ("a", "b"):
                 self._dtmf_senders.pop((call, leg), None)
             self._media_kinds.pop(call, None)
             self._accepted.pop(call, None)
-            for key in [k for k, c in self._by_key.items() if c is call]:
-                del self._by_key[key]
-            for dialog_id in [d for d, c in self._by_dialog.items() if c is call]:
-                del self._by_dialog[dialog_id]
+            for key in self._keys_of.pop(call, ()):
+                if self._by_key.get(key) is call:
+                    del self._by_key[key]
+            for dialog_id in self._dialogs_of.pop(call, ()):
+                if self._by_dialog.get(dialog_id) is call:
+                    del self._by_dialog[dialog_id]
         self._metrics.calls_in_progress.set(len(self._calls))
         self._metrics.transactions.set(len(self._txn))
         if not self._calls:
@@ -956,7 +1004,7 @@ class SipService:
 
     def _flush(self) -> None:
         for data, destination in self._txn.take_outgoing():
-            self._metrics.messages.labels("out").inc()
+            self._messages_out.inc()
             if log.isEnabledFor(logging.DEBUG):
                 first = data.split(b"\r\n", 1)[0].decode(errors="replace")
                 log.debug("sip out", extra={"peer": str(destination), "first_line": first})
@@ -971,8 +1019,10 @@ class SipService:
             stream.send(data, destination)
 
     def _rearm(self, now: float) -> None:
-        deadlines = [d for d in (self._txn.next_deadline(),) if d is not None]
-        deadlines += [d for d in (c.next_deadline() for c in self._calls) if d is not None]
+        heap = self._deadlines
+        while heap and self._deadline_of.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)  # superseded or reaped
+        deadlines = [d for d in (self._txn.next_deadline(), heap[0][0] if heap else None) if d is not None]
         if not deadlines:
             return
         when = min(deadlines)
@@ -995,20 +1045,11 @@ class SipService:
             log.error("sip task failed", exc_info=task.exception())
 
 
-def _media_kinds(body: bytes) -> tuple[str, ...]:
-    try:
-        return tuple(m.kind for m in parse_sdp(body).media)
-    except SdpError:
-        return ()
-
-
 def _party(user: User, display: str = "") -> Party:
     return Party(user.username, user.tenant, user.site, display, number=user.number or "")
 
 
 def _tag(request: Request) -> str:
-    import hashlib
-
     return hashlib.sha256(f"{request.call_id}|{request.cseq.number}".encode()).hexdigest()[:12]
 
 

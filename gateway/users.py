@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from gateway.storage.sqlite import SqliteDatabase
+from gateway.storage.sqlite_reader import SqliteReader
 
 USERS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -108,20 +109,19 @@ def _row_to_user(row: tuple[str, str, str, str, str, str | None]) -> User:
 class SqliteUserStore:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
+        # Every call looks up its caller and callee: read on the loop, not via the DB thread.
+        self._reader = SqliteReader(db)
 
     async def get(self, tenant: str, username: str) -> User | None:
-        def q(conn: sqlite3.Connection) -> User | None:
-            row = conn.execute(_SELECT + " WHERE tenant=? AND username=?", (tenant, username)).fetchone()
-            return _row_to_user(row) if row else None
-
-        return await self._db.run(q)
+        row = await self._reader.fetch_one(_SELECT + " WHERE tenant=? AND username=?", (tenant, username))
+        return _row_to_user(row) if row else None
 
     async def by_number(self, tenant: str, number: str) -> User | None:
-        def q(conn: sqlite3.Connection) -> User | None:
-            row = conn.execute(_SELECT + " WHERE tenant=? AND number=?", (tenant, number)).fetchone()
-            return _row_to_user(row) if row else None
+        row = await self._reader.fetch_one(_SELECT + " WHERE tenant=? AND number=?", (tenant, number))
+        return _row_to_user(row) if row else None
 
-        return await self._db.run(q)
+    def close(self) -> None:
+        self._reader.close()
 
     async def add(self, user: User) -> None:
         def q(conn: sqlite3.Connection) -> None:
