@@ -168,3 +168,43 @@ async def test_contacts_that_stop_answering_options_are_dropped(tmp_path: Path) 
         assert any(r.get("msg") == "contact dropped: no answer to OPTIONS" for r in gw.log_records())
     finally:
         await gw.stop()
+
+
+async def test_a_call_nobody_answers_ends_at_the_ring_timeout(pair: tuple[Path, list[Baresip]]) -> None:
+    """The ring timer fires through the SIP service's deadline heap."""
+    tmp_path, phones = pair
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        extra_config='[[tenants]]\ndomain = "acme"\ndigest_algorithms = ["MD5"]\n',
+    )
+    gw.write_config()
+    gw.config_path.write_text(gw.config_path.read_text().replace("ring_timeout_s = 30", "ring_timeout_s = 5"))
+    for address in ("alice@acme", "bob@acme"):
+        gw.add_user(address, SITES[address], PASSWORDS[address])
+    await gw.start()
+    try:
+        tone = write_tone(tmp_path / "tone.wav", 1000, 60)
+        made = []
+        for address in ("alice@acme", "bob@acme"):
+            user, domain = address.split("@")
+            p = Baresip(user, tmp_path / user, PhoneAccount(user, domain, PASSWORDS[address], gw.sip_address), tone)
+            phones.append(p)
+            await p.start()
+            await p.wait_registered()
+            made.append(p)
+        alice, bob = made
+        await alice.dial("sip:bob@acme")
+        await bob.wait_event("CALL_INCOMING")
+        closed = await alice.wait_event("CALL_CLOSED", timeout=15)
+        await bob.wait_event("CALL_CLOSED")
+        for _ in range(100):
+            if records(gw):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await gw.stop()
+    assert "480" in closed["param"], closed
+    (record,) = records(gw)
+    rang = (datetime.fromisoformat(record["end"]) - datetime.fromisoformat(record["start"])).total_seconds()
+    print(f"unanswered call ended after {rang:.2f} s of ringing")
+    assert record["answer"] is None and record["sip_status"] == 480 and 4.9 <= rang
