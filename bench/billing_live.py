@@ -37,8 +37,7 @@ from billing.store.open import open_store  # noqa: E402
 from billing.store.sql import SqliteBillingDatabase  # noqa: E402
 from billing.tariff_files import TariffBook, load_tariff_file  # noqa: E402
 from gateway.cdr import CallRecord  # noqa: E402
-from gateway.cdr_store import CDR_SCHEMA  # noqa: E402
-from gateway.cdr_store import SqliteCdrStore  # noqa: E402
+from gateway.cdr_store import CDR_SCHEMA, SqliteCdrStore  # noqa: E402
 from gateway.storage.sqlite import SqliteDatabase  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,9 +71,16 @@ def instrument(db: SqliteDatabase, counter: Counter) -> None:
 
     db._submit = counted  # type: ignore[method-assign]
 
+    writing = [False]
+
     def trace(sql: str) -> None:
-        if sql.lstrip().upper().startswith("COMMIT"):
+        # Only a write transaction's COMMIT syncs the WAL; a read transaction's costs nothing.
+        statement = sql.lstrip().upper()
+        if statement.startswith("BEGIN"):
+            writing[0] = "IMMEDIATE" in statement or "EXCLUSIVE" in statement
+        elif statement.startswith("COMMIT") and writing[0]:
             counter.commits += 1
+            writing[0] = False
 
     db.run_sync(lambda c: c.set_trace_callback(trace))
     counter.hops = 0
@@ -89,7 +95,7 @@ async def setup(path: Path) -> tuple[LiveBilling, SqliteDatabase]:
     await service.set_plan("acme", "acme-standard", datetime(2026, 1, 1, tzinfo=UTC))
     await service.topup(ACCOUNTS["prepaid"], Decimal("100000"), reference="bench")
     assert isinstance(store.db, SqliteBillingDatabase)
-    return LiveBilling(service, MemoryLiveSpend(), "bench"), store.db._db
+    return LiveBilling(service, MemoryLiveSpend(), "bench"), store.db.sqlite
 
 
 _ids = iter(range(1, 10**9))
@@ -103,6 +109,8 @@ async def one_call(live: LiveBilling, account: str, phases: dict[str, Callable[[
     mark.get("authorize", lambda: None)()
     answered = await live.call_answered(replace(rec, end=now))
     mark.get("call_answered", lambda: None)()
+    # A real call outlasts the service's short cache of account chains and plans for rating.
+    live.service.forget_cached()
     rating = await live.call_ended(rec)
     mark.get("call_ended", lambda: None)()
     if not (auth.allowed and answered.allowed and rating.status == "rated" and rating.charged > 0):
