@@ -27,6 +27,7 @@ from billing.records import CALL_COLUMNS, call_row  # noqa: E402
 from billing.service import BillingService  # noqa: E402
 from billing.store.ledger import LedgerStore  # noqa: E402
 from billing.store.open import open_store  # noqa: E402
+from billing.store.sql import Tx  # noqa: E402
 from billing.tariff_files import TariffBook, load_tariff_file  # noqa: E402
 from gateway.cdr import CallRecord  # noqa: E402
 from tests.support.services import postgres_server  # noqa: E402
@@ -86,20 +87,24 @@ async def bench_store(name: str, open_fn: Callable[[], Awaitable[LedgerStore]], 
         ratings = [await service.rate(r) for r in calls]
         assert sum(r.status == "rated" for r in ratings) > n // 2, "baseline did no work: nothing rated"
 
-        async def raw() -> None:
-            async with store.db.transaction() as tx:
-                await tx.executemany(
-                    f"INSERT INTO bench_raw ({', '.join(CALL_COLUMNS)}) VALUES ({','.join('?' * len(CALL_COLUMNS))})",
-                    [call_row(r) for r in calls],
-                )
+        async def insert_raw(tx: Tx) -> None:
+            await tx.executemany(
+                f"INSERT INTO bench_raw ({', '.join(CALL_COLUMNS)}) VALUES ({','.join('?' * len(CALL_COLUMNS))})",
+                [call_row(r) for r in calls],
+            )
 
-        async with store.db.transaction() as tx:
+        async def raw() -> None:
+            await store.db.run(insert_raw)
+
+        async def create_raw(tx: Tx) -> None:
             await tx.execute(
                 "CREATE TABLE bench_raw AS SELECT session_id, leg, node, tenant, site, caller, "
                 "callee, account, "
                 "ingress, category, start_us, answer_us, end_us, disposition, sip_status, codec, packets_in, "
                 "packets_out, bytes_in, bytes_out, call_id, ended_by FROM billing_calls WHERE 1 = 0"
             )
+
+        await store.db.run(create_raw)
         raw_rate = await timed("baseline: raw insert of the rows, one batch", n, raw)
 
         async def one_by_one() -> None:

@@ -72,15 +72,13 @@ class BillingService:
         now = time.monotonic()
         if hit is not None and now - hit[0] < self.CACHE_S:
             return hit[1], hit[2]
-        account = (await self.store.get_accounts([account_id])).get(account_id)
-        if account is None:
+        view = await self.store.chain_view(account_id)
+        if view is None:
             return None
-        chain = await self.chain(account)
-        plans = await self.store.plans([a.id for a in chain])
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[account_id] = (now, chain, plans)
-        return chain, plans
+        self._cache[account_id] = (now, view.chain, view.plans)
+        return view.chain, view.plans
 
     # Accounts.
 
@@ -125,11 +123,8 @@ class BillingService:
             max_concurrent=max_concurrent,
             max_spend_per_hour=_micros(max_spend_per_hour),
         )
-        now = to_us(self.clock())
-        for parent in account.parent_ids:
-            plevel, ptenant, psite = parse_account_id(parent)
-            await self.store.put_account(Account(parent, plevel, ptenant, psite), now, replace=False)
-        await self.store.put_account(account, now, replace=replace_existing)
+        parents = [(Account(p, *parse_account_id(p)), False) for p in account.parent_ids]
+        await self.store.put_accounts([*parents, (account, replace_existing)], to_us(self.clock()))
         self.forget_cached()
         return await self.account(account_id)
 
@@ -160,9 +155,9 @@ class BillingService:
         self.forget_cached()
 
     async def plan_for(self, chain: list[Account], at: datetime) -> str | None:
-        return self._plan_in(chain, await self.store.plans([a.id for a in chain]), at)
+        return self.plan_in(chain, await self.store.plans([a.id for a in chain]), at)
 
-    def _plan_in(self, chain: list[Account], plans: dict[str, list[tuple[int, str]]], at: datetime) -> str | None:
+    def plan_in(self, chain: list[Account], plans: dict[str, list[tuple[int, str]]], at: datetime) -> str | None:
         at_us = to_us(at)
         for account in chain:
             active = [tariff for start, tariff in plans[account.id] if start <= at_us]
@@ -187,7 +182,7 @@ class BillingService:
         if found is not None:
             chain, plans = found
             account = chain[0]
-            plan = self._plan_in(chain, plans, record.answer or record.start)
+            plan = self.plan_in(chain, plans, record.answer or record.start)
             tariff = self.tariffs.get(plan) if plan else None
         return RatingContext(
             account,
@@ -202,20 +197,17 @@ class BillingService:
         """Rate without storing (what ``call_ended`` would charge)."""
         return rate_record(record, await self._context(record), run, self.clock(), cap)
 
-    async def call_ended(self, record: CallRecord, cap: int | None = None) -> tuple[Rating, bool]:
+    async def call_ended(
+        self, record: CallRecord, cap: int | None = None, *, close_open: bool = False
+    ) -> tuple[Rating, bool]:
         """Rate and store a finished call; (its current rating, whether this record was new).
 
         A record already stored (same session and leg) changes nothing: the
-        rating it got the first time is returned.
+        rating it got the first time is returned. With ``close_open`` the call's
+        live-control checkpoint is removed in the same transaction.
         """
         rating = await self.rate(record, 1, cap)
-        stored = await self.store.insert_call(record, rating)
-        if stored is not None:
-            return stored, True
-        existing = await self.store.get_call(record.session_id, record.leg)
-        if existing is None:  # pragma: no cover - a call is never deleted
-            raise LedgerError(f"call {record.session_id}/{record.leg} vanished")
-        return existing[1], False
+        return await self.store.store_call(record, rating, close_open=close_open)
 
     async def rerate(
         self,

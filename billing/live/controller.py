@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -29,12 +30,13 @@ from decimal import Decimal
 from billing.accounts import Account, normalise_id
 from billing.errors import AccountError, BillingError
 from billing.live.core import Grant, LiveCall, LiveSchedule, next_grant
-from billing.live.spend import LiveSpend
+from billing.live.spend import LiveSpend, Usage
 from billing.rating import Tariff, max_duration
 from billing.rating.numbers import normalize_number
 from billing.rating.tariff import Category
 from billing.records import Rating
 from billing.service import BillingService
+from billing.store.ledger import ChainView
 from billing.timeutil import from_us, to_us
 from gateway.cdr import CallRecord
 from gateway.cdr_store import record_to_row, row_to_record
@@ -80,6 +82,15 @@ class _Room:
     ceilings: dict[str, int | None]
 
 
+# How many ended calls to remember, so a call_answered that comes after its call_ended
+# (they run in separate tasks) is refused instead of tracking a call that is over.
+_REMEMBER_ENDED = 4096
+
+
+def _limited(account: Account) -> bool:
+    return account.credit is not None or account.max_spend_per_hour is not None
+
+
 @dataclass
 class _Meta:
     record: CallRecord
@@ -101,32 +112,37 @@ class LiveBilling:
         )
         self.events: asyncio.Queue[LiveEvent] = asyncio.Queue()
         self._meta: dict[str, _Meta] = {}
+        self._answering: dict[str, asyncio.Event] = {}  # calls whose call_answered is under way
+        self._ended: OrderedDict[str, None] = OrderedDict()  # calls recently ended, oldest first
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     # Limits of an account chain.
 
-    async def _chain(self, account_id: str) -> list[Account] | None:
+    async def _view(self, account_id: str, now: datetime) -> ChainView | None:
+        """The chain, plans, balances and last hour's spend of ``account_id``: one read transaction."""
         try:
-            account = (await self.service.store.get_accounts([normalise_id(account_id)])).get(normalise_id(account_id))
+            return await self.service.store.chain_view(normalise_id(account_id), to_us(now - timedelta(hours=1)))
         except AccountError:
             return None
-        return None if account is None else await self.service.chain(account)
 
-    async def _room(self, chain: Sequence[Account], now: datetime) -> _Room:
-        """The most that may still be reserved on every account of ``chain``."""
-        usage = await self.spend.usage([a.id for a in chain])
+    async def _usage(self, chain: Sequence[Account]) -> dict[str, Usage]:
+        if not any(_limited(a) or a.max_concurrent is not None for a in chain):
+            return {}  # nothing to check: spare the (possibly remote) live-spend store a round trip
+        return await self.spend.usage([a.id for a in chain])
+
+    @staticmethod
+    def _room(view: ChainView, usage: Mapping[str, Usage]) -> _Room:
+        """The most that may still be reserved on every account of the chain."""
         ceilings: dict[str, int | None] = {}
         extra: int | None = None
         binding = ""
-        hour_ago = to_us(now - timedelta(hours=1))
-        for account in chain:
+        for account in view.chain:
             limits: list[tuple[int, str]] = []
             if account.credit is not None:
-                limits.append((await self.service.store.balance(account) + account.credit, "no credit"))
+                limits.append((view.balance[account.id] + account.credit, "no credit"))
             if account.max_spend_per_hour is not None:
-                spent = await self.service.store.spent_since(account, hour_ago)
-                limits.append((account.max_spend_per_hour - spent, "hourly spend limit reached"))
+                limits.append((account.max_spend_per_hour - view.spent[account.id], "hourly spend limit reached"))
             if not limits:
                 ceilings[account.id] = None
                 continue
@@ -137,11 +153,11 @@ class LiveBilling:
                 extra, binding = room, f"{why} at {account.id}"
         return _Room(extra, binding, ceilings)
 
-    async def _tariff(self, chain: Sequence[Account], number: str, category: Category, at: datetime) -> Tariff | str:
-        plan = await self.service.plan_for(list(chain), at)
+    def _tariff(self, view: ChainView, number: str, category: Category, at: datetime) -> Tariff | str:
+        plan = self.service.plan_in(view.chain, view.plans, at)
         tariff = self.service.tariffs.get(plan) if plan else None
         if tariff is None:
-            return f"no rate plan for {chain[0].id}" if plan is None else f"tariff {plan!r} is not loaded"
+            return f"no rate plan for {view.chain[0].id}" if plan is None else f"tariff {plan!r} is not loaded"
         if tariff.find(number, category) is None:
             return f"no {category} rate for {number}"
         return tariff
@@ -151,20 +167,20 @@ class LiveBilling:
     async def authorize(self, account: str, destination: str, category: Category, now_utc: datetime) -> Authorization:
         """May this call be tried? Checks every ancestor's concurrent-call, credit and hourly limits."""
         cfg = self.service.config
-        chain = await self._chain(account)
-        if chain is None:
+        view = await self._view(account, now_utc)
+        if view is None:
             return Authorization(False, f"unknown account {account}", 0)
-        usage = await self.spend.usage([a.id for a in chain])
-        for acc in chain:
+        usage = await self._usage(view.chain)
+        for acc in view.chain:
             if acc.max_concurrent is not None and usage[acc.id].open_calls >= acc.max_concurrent:
                 return Authorization(False, f"concurrent call limit reached at {acc.id}", 0)
         number = normalize_number(destination, cfg.international_prefix)
-        tariff = await self._tariff(chain, number, category, now_utc)
+        tariff = self._tariff(view, number, category, now_utc)
         if isinstance(tariff, str):
             if cfg.authorize_unrated:
                 return Authorization(True, f"unrated: {tariff}", cfg.max_call_duration_s)
             return Authorization(False, tariff, 0)
-        room = await self._room(chain, now_utc)
+        room = self._room(view, usage)
         if room.extra is None:
             return Authorization(True, "", cfg.max_call_duration_s)
         budget = max(room.extra, 0)
@@ -175,15 +191,31 @@ class LiveBilling:
 
     async def call_answered(self, record: CallRecord) -> Authorization:
         """Start live tracking of an answered call; refused (hang up) if its first slice cannot be paid."""
-        cfg = self.service.config
         if record.answer is None:
             raise ValueError("call_answered needs the answer time")
-        chain = await self._chain(record.account)
-        if chain is None:
-            return Authorization(False, f"unknown account {record.account}", 0)
         key = f"{record.session_id}:{record.leg}"
+        if key in self._ended:
+            # The B2BUA answers and ends calls in separate tasks: a late answer must not
+            # start tracking (and reserving for) a call that is over.
+            return Authorization(False, "call already ended", 0)
+        if key in self._answering:
+            return Authorization(False, "call already being answered", 0)
+        self._answering[key] = done = asyncio.Event()
+        try:
+            return await self._answer(key, record)
+        finally:
+            del self._answering[key]
+            done.set()
+
+    async def _answer(self, key: str, record: CallRecord) -> Authorization:
+        cfg = self.service.config
+        assert record.answer is not None
+        view = await self._view(record.account, record.answer)
+        if view is None:
+            return Authorization(False, f"unknown account {record.account}", 0)
+        chain = view.chain
         number = normalize_number(record.callee, cfg.international_prefix)
-        found = await self._tariff(chain, number, record.category, record.answer)
+        found = self._tariff(view, number, record.category, record.answer)
         tariff = None if isinstance(found, str) else found
         if tariff is None and not cfg.authorize_unrated:
             return Authorization(False, str(found), 0)
@@ -192,29 +224,38 @@ class LiveBilling:
             return Authorization(False, f"concurrent call limit reached at {refused}", 0)
         meta = _Meta(record, tuple(a.id for a in chain), tariff, number)
         call = LiveCall(record.session_id, record.leg, record.answer, Grant(0, 0, False), False, record.answer)
-        grant, room = await self._extend(call, meta, chain, record.answer)
+        grant, room = await self._extend(call, meta, view, record.answer)
         if grant.seconds == 0:
             await self.spend.close(key)
             return Authorization(False, room.binding or "no credit", 0)
         call.grant = grant
         call.limited = any(c is not None for c in room.ceilings.values())
         call.checkpoint_at = record.answer + self.schedule.checkpoint_every
+        # Durable before the call is tracked: if call_ended comes meanwhile it waits for us,
+        # and a crash from here on finds the checkpoint and charges the call once.
+        try:
+            await self.service.store.put_open_call(
+                record.session_id, record.leg, self.node, json.dumps(record_to_row(record)),
+                json.dumps(meta.chain), grant.reserved if call.limited else -1, to_us(record.answer),
+            )  # fmt: skip
+        except BaseException:
+            await self.spend.close(key)  # not tracked, so nothing would ever release it
+            raise
         self._meta[key] = meta
         self.schedule.add(call)
-        await self.service.store.put_open_call(
-            record.session_id, record.leg, self.node, json.dumps(record_to_row(record)),
-            json.dumps(meta.chain), grant.reserved if call.limited else -1, to_us(record.answer),
-        )  # fmt: skip
         self._wake.set()
         return Authorization(True, "", grant.seconds, self.schedule.hang_up_at(call))
 
-    async def _extend(
-        self, call: LiveCall, meta: _Meta, chain: Sequence[Account], now: datetime
-    ) -> tuple[Grant, _Room]:
+    async def _extend(self, call: LiveCall, meta: _Meta, view: ChainView, now: datetime) -> tuple[Grant, _Room]:
         cfg = self.service.config
         key = f"{call.session_id}:{call.leg}"
-        for _attempt in range(3):  # another gateway may reserve between our read and our write
-            room = await self._room(chain, now)
+        for attempt in range(3):  # another gateway may reserve between our read and our write
+            if attempt:
+                fresh = await self._view(meta.record.account, now)
+                if fresh is None:
+                    break
+                view = fresh
+            room = self._room(view, await self._usage(view.chain))
             try:
                 grant = next_grant(
                     meta.tariff, meta.number, meta.record.category, call.answer, call.grant, room.extra,
@@ -230,23 +271,28 @@ class LiveBilling:
     async def call_ended(self, record: CallRecord) -> Rating:
         """Rate, store and charge the final record; the charge never exceeds the credit reserved live."""
         key = f"{record.session_id}:{record.leg}"
+        self._ended[key] = None
+        if len(self._ended) > _REMEMBER_ENDED:
+            self._ended.popitem(last=False)
+        answering = self._answering.get(key)
+        if answering is not None:
+            await answering.wait()
         call = self.schedule.remove(key)
         self._meta.pop(key, None)
         cap = call.grant.reserved if call is not None and call.limited else None
-        if call is None:
-            cap = await self._cap_from_checkpoint(record)
-        rating, _new = await self.service.call_ended(record, cap=cap)
-        # Charge first, release after: in between the spend is counted twice, never zero times.
+        if call is None and self._may_have_checkpoint(record):
+            reserved = await self.service.store.open_call_reserved(record.session_id, record.leg)
+            cap = None if reserved is None or reserved < 0 else reserved
+        # Charge first (with the checkpoint's removal, in one transaction), release after:
+        # in between the spend is counted twice, never zero times.
+        rating, _new = await self.service.call_ended(record, cap=cap, close_open=True)
         await self.spend.close(key)
-        await self.service.store.drop_open_call(record.session_id, record.leg)
         self._wake.set()
         return rating
 
-    async def _cap_from_checkpoint(self, record: CallRecord) -> int | None:
-        for sid, leg, _rec, _chain, reserved, _at in await self.service.store.open_calls(self.node):
-            if (sid, leg) == (record.session_id, record.leg):
-                return None if reserved < 0 else reserved
-        return None
+    def _may_have_checkpoint(self, record: CallRecord) -> bool:
+        """Only an answered call can have been opened, and a cap changes only the rated leg's charge."""
+        return record.answer is not None and record.ingress and record.leg == self.service.config.rated_leg
 
     # Time passing.
 
@@ -278,11 +324,11 @@ class LiveBilling:
     async def _renew(self, key: str, now: datetime) -> None:
         call = self.schedule.calls[key]
         meta = self._meta[key]
-        chain = await self._chain(meta.record.account)
-        if chain is None:
+        view = await self._view(meta.record.account, now)
+        if view is None:
             call.grant = replace(call.grant, final=True)
         else:
-            call.grant, _room = await self._extend(call, meta, chain, now)
+            call.grant, _room = await self._extend(call, meta, view, now)
         await self.events.put(
             GrantExtended(call.session_id, call.leg, self.schedule.hang_up_at(call), call.grant.final)
         )
@@ -329,10 +375,9 @@ class LiveBilling:
             record = row_to_record(tuple(json.loads(rec)))
             end = max(from_us(checkpoint_us), record.answer or record.start)
             final = replace(record, end=end, ended_by="system", disposition="answered")
-            rating, _new = await self.service.call_ended(final, cap=None if reserved < 0 else reserved)
+            rating, _new = await self.service.call_ended(final, cap=None if reserved < 0 else reserved, close_open=True)
             ratings.append(rating)
             await self.spend.close(f"{sid}:{leg}")
-            await self.service.store.drop_open_call(sid, leg)
         for key in await self.spend.calls_of(self.node):  # reservations left in a shared Redis
             await self.spend.close(key)
         return ratings

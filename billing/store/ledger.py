@@ -24,7 +24,7 @@ from billing.records import (
     rating_row,
     record_from_row,
 )
-from billing.store.sql import Database, Tx
+from billing.store.sql import Database, Row, Tx
 from gateway.cdr import CallRecord
 
 _ACCOUNT_COLUMNS = "id, level, tenant, site, payment, credit_limit, max_concurrent, max_spend_per_hour"
@@ -90,7 +90,101 @@ def scope(account: Account) -> tuple[str, tuple[Any, ...]]:
     return "tenant = ?", (account.tenant,)
 
 
+@dataclass(frozen=True)
+class ChainView:
+    """What one live decision reads, in one transaction: an account chain, its plans, its money.
+
+    ``balance`` and ``spent`` hold only the accounts that have a credit limit and an
+    hourly spend limit respectively (and are empty unless asked for).
+    """
+
+    chain: list[Account]  # leaf first
+    plans: dict[str, list[tuple[int, str]]]  # oldest first, per account of the chain
+    balance: dict[str, int]
+    spent: dict[str, int]
+
+
+_ACCOUNTS_BY_ID = f"SELECT {_ACCOUNT_COLUMNS} FROM billing_accounts WHERE id IN "
+_PUT_ACCOUNT = f"INSERT INTO billing_accounts ({_ACCOUNT_COLUMNS}, created_us) VALUES ({_q(9)}) ON CONFLICT (id) "
+_REPLACE_ACCOUNT = (
+    "DO UPDATE SET payment = excluded.payment, credit_limit = excluded.credit_limit, "
+    "max_concurrent = excluded.max_concurrent, max_spend_per_hour = excluded.max_spend_per_hour"
+)
+_INSERT_CALL = (
+    f"INSERT INTO billing_calls ({_CALLS}, current_run, status) VALUES ({_q(len(CALL_COLUMNS) + 2)}) "
+    "ON CONFLICT (session_id, leg) DO NOTHING"
+)
+_GET_CALL = (
+    f"SELECT {_CALLS_C}, {_RATINGS_R} FROM billing_calls c JOIN billing_ratings r "
+    "ON r.session_id = c.session_id AND r.leg = c.leg AND r.run = c.current_run "
+    "WHERE c.session_id = ? AND c.leg = ?"
+)
+_DROP_OPEN_CALL = "DELETE FROM billing_open_calls WHERE session_id = ? AND leg = ?"
+
+
+async def _get_accounts(tx: Tx, ids: Sequence[str]) -> dict[str, Account]:
+    if not ids:
+        return {}
+    rows = await tx.fetch(f"{_ACCOUNTS_BY_ID}({_q(len(ids))})", *ids)
+    return {row[0]: _account(row) for row in rows}
+
+
+async def _chain(tx: Tx, account_id: str) -> list[Account] | None:
+    account = (await _get_accounts(tx, [account_id])).get(account_id)
+    if account is None:
+        return None
+    parents = await _get_accounts(tx, list(account.parent_ids))
+    return [account] + [parents[p] for p in account.parent_ids if p in parents]
+
+
+async def _plans(tx: Tx, accounts: Sequence[str]) -> dict[str, list[tuple[int, str]]]:
+    out: dict[str, list[tuple[int, str]]] = {a: [] for a in accounts}
+    if not accounts:
+        return out
+    rows = await tx.fetch(
+        f"SELECT account, active_from, tariff FROM billing_plans WHERE account IN ({_q(len(accounts))}) "
+        "ORDER BY account, active_from",
+        *accounts,
+    )
+    for account, start, tariff in rows:
+        out[account].append((start, tariff))
+    return out
+
+
+async def _balance(tx: Tx, account: Account) -> int:
+    where, args = scope(account)
+    rows = await tx.fetch(f"SELECT COALESCE(SUM(amount), 0) FROM billing_ledger WHERE {where}", *args)
+    return int(rows[0][0])
+
+
+async def _spent_since(tx: Tx, account: Account, since_us: int) -> int:
+    where, args = scope(account)
+    rows = await tx.fetch(
+        f"SELECT COALESCE(SUM(amount), 0) FROM billing_ledger WHERE {where} "
+        "AND kind IN ('charge', 'refund') AND at_us >= ?",
+        *args,
+        since_us,
+    )
+    return -int(rows[0][0])
+
+
+async def _add_rating(tx: Tx, record: CallRecord, rating: Rating, previous: Rating | None) -> None:
+    await tx.execute(
+        f"INSERT INTO billing_ratings ({_RATINGS}) VALUES ({_q(len(RATING_COLUMNS))})", *rating_row(rating)
+    )
+    entries = call_entries(record, rating, previous, call_row(record)[12])
+    for e in entries:
+        await tx.execute(
+            "INSERT INTO billing_ledger (entry, account, tenant, site, kind, amount, session_id, leg, run, "
+            f"at_us, note, created_us) VALUES ({_q(12)}) ON CONFLICT (entry) DO NOTHING",
+            e.entry, e.account, e.tenant, e.site, e.kind, e.amount, e.session_id, e.leg, e.run, e.at_us,
+            e.note, e.created_us,
+        )  # fmt: skip
+
+
 class LedgerStore:
+    """Each method is one transaction (``Database.run``): on SQLite one hop to its thread."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -100,48 +194,80 @@ class LedgerStore:
     # Accounts and plans.
 
     async def put_account(self, account: Account, now_us: int, *, replace: bool) -> bool:
-        values = (
-            account.id, account.level, account.tenant, account.site, account.payment, account.credit_limit,
-            account.max_concurrent, account.max_spend_per_hour, now_us,
-        )  # fmt: skip
-        conflict = (
-            "DO UPDATE SET payment = excluded.payment, credit_limit = excluded.credit_limit, "
-            "max_concurrent = excluded.max_concurrent, max_spend_per_hour = excluded.max_spend_per_hour"
-            if replace
-            else "DO NOTHING"
-        )
-        async with self.db.transaction() as tx:
-            return (
-                await tx.execute(
-                    f"INSERT INTO billing_accounts ({_ACCOUNT_COLUMNS}, created_us) VALUES ({_q(9)}) "
-                    f"ON CONFLICT (id) {conflict}",
-                    *values,
-                )
-                == 1
-            )
+        return (await self.put_accounts([(account, replace)], now_us))[0]
+
+    async def put_accounts(self, accounts: Sequence[tuple[Account, bool]], now_us: int) -> list[bool]:
+        """Create (or, where paired with True, change) accounts in one transaction; which rows changed."""
+
+        async def body(tx: Tx) -> list[bool]:
+            out = []
+            for a, replace in accounts:
+                changed = await tx.execute(
+                    _PUT_ACCOUNT + (_REPLACE_ACCOUNT if replace else "DO NOTHING"),
+                    a.id, a.level, a.tenant, a.site, a.payment, a.credit_limit, a.max_concurrent,
+                    a.max_spend_per_hour, now_us,
+                )  # fmt: skip
+                out.append(changed == 1)
+            return out
+
+        return await self.db.run(body)
 
     async def get_accounts(self, ids: Sequence[str]) -> dict[str, Account]:
         if not ids:
             return {}
-        async with self.db.transaction(write=False) as tx:
-            rows = await tx.fetch(f"SELECT {_ACCOUNT_COLUMNS} FROM billing_accounts WHERE id IN ({_q(len(ids))})", *ids)
-        return {row[0]: _account(row) for row in rows}
+
+        async def body(tx: Tx) -> dict[str, Account]:
+            return await _get_accounts(tx, ids)
+
+        return await self.db.run(body, write=False)
+
+    async def chain(self, account_id: str) -> list[Account] | None:
+        """The account and its ancestors, leaf first (None if there is no such account)."""
+
+        async def body(tx: Tx) -> list[Account] | None:
+            return await _chain(tx, account_id)
+
+        return await self.db.run(body, write=False)
+
+    async def chain_view(self, account_id: str, since_us: int | None = None) -> ChainView | None:
+        """The account's chain and plans, and with ``since_us`` the balances and spend since then
+        of the accounts that have limits, read together in one transaction."""
+
+        async def body(tx: Tx) -> ChainView | None:
+            chain = await _chain(tx, account_id)
+            if chain is None:
+                return None
+            plans = await _plans(tx, [a.id for a in chain])
+            balance: dict[str, int] = {}
+            spent: dict[str, int] = {}
+            if since_us is not None:
+                for a in chain:
+                    if a.credit is not None:
+                        balance[a.id] = await _balance(tx, a)
+                    if a.max_spend_per_hour is not None:
+                        spent[a.id] = await _spent_since(tx, a, since_us)
+            return ChainView(chain, plans, balance, spent)
+
+        return await self.db.run(body, write=False)
 
     async def list_accounts(self, tenant: str | None = None) -> list[Account]:
         where, args = ("WHERE tenant = ?", (tenant,)) if tenant else ("", ())
-        async with self.db.transaction(write=False) as tx:
-            rows = await tx.fetch(f"SELECT {_ACCOUNT_COLUMNS} FROM billing_accounts {where} ORDER BY id", *args)
-        return [_account(r) for r in rows]
+
+        async def body(tx: Tx) -> list[Row]:
+            return await tx.fetch(f"SELECT {_ACCOUNT_COLUMNS} FROM billing_accounts {where} ORDER BY id", *args)
+
+        return [_account(r) for r in await self.db.run(body, write=False)]
 
     async def tenants(self) -> list[str]:
-        async with self.db.transaction(write=False) as tx:
-            rows = await tx.fetch(
+        async def body(tx: Tx) -> list[Row]:
+            return await tx.fetch(
                 "SELECT tenant FROM billing_accounts UNION SELECT tenant FROM billing_calls ORDER BY 1"
             )
-        return [r[0] for r in rows]
+
+        return [r[0] for r in await self.db.run(body, write=False)]
 
     async def set_plan(self, account: str, tariff: str, active_from_us: int) -> None:
-        async with self.db.transaction() as tx:
+        async def body(tx: Tx) -> None:
             await tx.execute(
                 "INSERT INTO billing_plans (account, active_from, tariff) VALUES (?,?,?) "
                 "ON CONFLICT (account, active_from) DO UPDATE SET tariff = excluded.tariff",
@@ -150,74 +276,63 @@ class LedgerStore:
                 tariff,
             )
 
+        await self.db.run(body)
+
     async def plans(self, accounts: Sequence[str]) -> dict[str, list[tuple[int, str]]]:
         """Each account's plans, oldest first."""
-        out: dict[str, list[tuple[int, str]]] = {a: [] for a in accounts}
         if not accounts:
-            return out
-        async with self.db.transaction(write=False) as tx:
-            rows = await tx.fetch(
-                "SELECT account, active_from, tariff FROM billing_plans WHERE account IN "
-                f"({_q(len(accounts))}) "
-                "ORDER BY account, active_from",
-                *accounts,
-            )
-        for account, start, tariff in rows:
-            out[account].append((start, tariff))
-        return out
+            return {}
+
+        async def body(tx: Tx) -> dict[str, list[tuple[int, str]]]:
+            return await _plans(tx, accounts)
+
+        return await self.db.run(body, write=False)
 
     # Calls, ratings, ledger.
 
     async def insert_call(self, record: CallRecord, rating: Rating) -> Rating | None:
         """Store a new call with its first rating run and charge; None if the call was already stored."""
-        async with self.db.transaction() as tx:
-            inserted = await tx.execute(
-                f"INSERT INTO billing_calls ({_CALLS}, current_run, status) VALUES "
-                f"({_q(len(CALL_COLUMNS) + 2)}) "
-                "ON CONFLICT (session_id, leg) DO NOTHING",
-                *call_row(record),
-                rating.run,
-                rating.status,
-            )
-            if not inserted:
-                return None
-            await self._add_rating(tx, record, rating, None)
-        return rating
+        stored, new = await self.store_call(record, rating, close_open=False)
+        return rating if new else None
+
+    async def store_call(self, record: CallRecord, rating: Rating, *, close_open: bool) -> tuple[Rating, bool]:
+        """Store a new call with its first rating run and charge, in one transaction; (the call's
+        current rating, whether it was new). A call already stored keeps the rating it has.
+
+        With ``close_open`` the call's open-call checkpoint goes in the same transaction, so the
+        charge and the end of live tracking are committed together.
+        """
+
+        async def body(tx: Tx) -> tuple[Rating, bool]:
+            if close_open:
+                await tx.execute(_DROP_OPEN_CALL, record.session_id, record.leg)
+            if await tx.execute(_INSERT_CALL, *call_row(record), rating.run, rating.status):
+                await _add_rating(tx, record, rating, None)
+                return rating, True
+            rows = await tx.fetch(_GET_CALL, record.session_id, record.leg)
+            if not rows:  # pragma: no cover - a call is never deleted
+                raise LedgerError(f"call {record.session_id}/{record.leg} vanished")
+            return _split(rows[0])[1], False
+
+        return await self.db.run(body)
 
     async def insert_calls(self, pairs: Sequence[tuple[CallRecord, Rating]]) -> int:
         """Batch form of ``insert_call`` (one transaction); returns how many were new."""
-        new = 0
-        async with self.db.transaction() as tx:
-            for record, rating in pairs:
-                if await tx.execute(
-                    f"INSERT INTO billing_calls ({_CALLS}, current_run, status) "
-                    f"VALUES ({_q(len(CALL_COLUMNS) + 2)}) ON CONFLICT (session_id, leg) DO NOTHING",
-                    *call_row(record),
-                    rating.run,
-                    rating.status,
-                ):
-                    new += 1
-                    await self._add_rating(tx, record, rating, None)
-        return new
 
-    async def _add_rating(self, tx: Tx, record: CallRecord, rating: Rating, previous: Rating | None) -> None:
-        await tx.execute(
-            f"INSERT INTO billing_ratings ({_RATINGS}) VALUES ({_q(len(RATING_COLUMNS))})",
-            *rating_row(rating),
-        )
-        entries = call_entries(record, rating, previous, call_row(record)[12])
-        for e in entries:
-            await tx.execute(
-                "INSERT INTO billing_ledger (entry, account, tenant, site, kind, amount, session_id, "
-                "leg, run, "
-                f"at_us, note, created_us) VALUES ({_q(12)}) ON CONFLICT (entry) DO NOTHING",
-                e.entry, e.account, e.tenant, e.site, e.kind, e.amount, e.session_id, e.leg, e.run, e.at_us,
-                e.note, e.created_us,
-            )  # fmt: skip
+        async def body(tx: Tx) -> int:
+            new = 0
+            for record, rating in pairs:
+                if await tx.execute(_INSERT_CALL, *call_row(record), rating.run, rating.status):
+                    new += 1
+                    await _add_rating(tx, record, rating, None)
+            return new
+
+        return await self.db.run(body)
 
     async def add_run(self, record: CallRecord, rating: Rating, previous: Rating) -> bool:
         """Rerate: a new run replaces ``previous`` as current, refunding its charge. False if raced."""
-        async with self.db.transaction() as tx:
+
+        async def body(tx: Tx) -> bool:
             moved = await tx.execute(
                 "UPDATE billing_calls SET current_run = ?, status = ? WHERE session_id = ? AND leg = ? "
                 "AND current_run = ?",
@@ -229,28 +344,27 @@ class LedgerStore:
             )
             if not moved:
                 return False
-            await self._add_rating(tx, record, rating, previous)
-        return True
+            await _add_rating(tx, record, rating, previous)
+            return True
+
+        return await self.db.run(body)
 
     async def get_call(self, session_id: str, leg: str) -> tuple[CallRecord, Rating] | None:
-        async with self.db.transaction(write=False) as tx:
-            rows = await tx.fetch(
-                f"SELECT {_CALLS_C}, {_RATINGS_R} FROM billing_calls c JOIN billing_ratings r "
-                "ON r.session_id = c.session_id AND r.leg = c.leg AND r.run = c.current_run "
-                "WHERE c.session_id = ? AND c.leg = ?",
-                session_id,
-                leg,
-            )
+        async def body(tx: Tx) -> list[Row]:
+            return await tx.fetch(_GET_CALL, session_id, leg)
+
+        rows = await self.db.run(body, write=False)
         return _split(rows[0]) if rows else None
 
     async def runs(self, session_id: str, leg: str) -> list[Rating]:
-        async with self.db.transaction(write=False) as tx:
-            rows = await tx.fetch(
+        async def body(tx: Tx) -> list[Row]:
+            return await tx.fetch(
                 f"SELECT {_RATINGS} FROM billing_ratings WHERE session_id = ? AND leg = ? ORDER BY run",
                 session_id,
                 leg,
             )
-        return [rating_from_row(r) for r in rows]
+
+        return [rating_from_row(r) for r in await self.db.run(body, write=False)]
 
     async def calls_page(
         self,
@@ -274,79 +388,86 @@ class LedgerStore:
         if after is not None:
             where.append("(c.start_us, c.session_id, c.leg) > (?, ?, ?)")
             args += list(after)
-        async with self.db.transaction(write=False) as tx:
-            rows = await tx.fetch(
+
+        async def body(tx: Tx) -> list[Row]:
+            return await tx.fetch(
                 f"SELECT {_CALLS_C}, {_RATINGS_R} FROM billing_calls c JOIN billing_ratings r "
                 "ON r.session_id = c.session_id AND r.leg = c.leg AND r.run = c.current_run "
                 f"WHERE {' AND '.join(where)} ORDER BY c.start_us, c.session_id, c.leg LIMIT ?",
                 *args,
                 limit,
             )
-        return [_split(r) for r in rows]
+
+        return [_split(r) for r in await self.db.run(body, write=False)]
 
     async def count_calls(self, *, tenant: str | None, start_us: int, end_us: int) -> int:
         where = "start_us >= ? AND start_us < ?"
         args: list[Any] = [start_us, end_us]
         if tenant is not None:
             where, args = "tenant = ? AND " + where, [tenant, *args]
-        async with self.db.transaction(write=False) as tx:
-            rows = await tx.fetch(f"SELECT COUNT(*) FROM billing_calls WHERE {where}", *args)
-        return int(rows[0][0])
+
+        async def body(tx: Tx) -> list[Row]:
+            return await tx.fetch(f"SELECT COUNT(*) FROM billing_calls WHERE {where}", *args)
+
+        return int((await self.db.run(body, write=False))[0][0])
 
     async def topup(self, account: Account, amount: int, reference: str, note: str, now_us: int) -> bool:
         """Credit ``account``; False (and no change) if ``reference`` was already used for the same top-up."""
         if amount == 0:
             raise LedgerError("a top-up needs a non-zero amount")
         entry = f"topup:{reference}"
-        async with self.db.transaction() as tx:
+
+        async def body(tx: Tx) -> list[Row] | None:
             if await tx.execute(
                 "INSERT INTO billing_ledger (entry, account, tenant, site, kind, amount, at_us, note, "
                 "created_us) "
                 f"VALUES ({_q(9)}) ON CONFLICT (entry) DO NOTHING",
                 entry, account.id, account.tenant, account.site, "topup", amount, now_us, note, now_us,
             ):  # fmt: skip
-                return True
-            rows = await tx.fetch("SELECT account, amount FROM billing_ledger WHERE entry = ?", entry)
+                return None
+            return await tx.fetch("SELECT account, amount FROM billing_ledger WHERE entry = ?", entry)
+
+        rows = await self.db.run(body)
+        if rows is None:
+            return True
         if rows and (rows[0][0], rows[0][1]) == (account.id, amount):
             return False
         raise LedgerError(f"reference {reference!r} was already used for a different top-up")
 
     async def balance(self, account: Account) -> int:
-        where, args = scope(account)
-        async with self.db.transaction(write=False) as tx:
-            rows = await tx.fetch(f"SELECT COALESCE(SUM(amount), 0) FROM billing_ledger WHERE {where}", *args)
-        return int(rows[0][0])
+        async def body(tx: Tx) -> int:
+            return await _balance(tx, account)
+
+        return await self.db.run(body, write=False)
 
     async def spent_since(self, account: Account, since_us: int) -> int:
         """Charges less refunds of calls that ended at or after ``since_us`` (micro-units, positive)."""
-        where, args = scope(account)
-        async with self.db.transaction(write=False) as tx:
-            rows = await tx.fetch(
-                f"SELECT COALESCE(SUM(amount), 0) FROM billing_ledger WHERE {where} "
-                "AND kind IN ('charge', 'refund') AND at_us >= ?",
-                *args,
-                since_us,
-            )
-        return -int(rows[0][0])
+
+        async def body(tx: Tx) -> int:
+            return await _spent_since(tx, account, since_us)
+
+        return await self.db.run(body, write=False)
 
     async def ledger(self, account: Account, limit: int = 100) -> list[LedgerEntry]:
         where, args = scope(account)
-        async with self.db.transaction(write=False) as tx:
-            rows = await tx.fetch(
+
+        async def body(tx: Tx) -> list[Row]:
+            return await tx.fetch(
                 "SELECT entry, account, tenant, site, kind, amount, session_id, leg, run, at_us, "
                 "note, created_us "
                 f"FROM billing_ledger WHERE {where} ORDER BY created_us DESC, entry DESC LIMIT ?",
                 *args,
                 limit,
             )
-        return [LedgerEntry(*r) for r in rows]
+
+        return [LedgerEntry(*r) for r in await self.db.run(body, write=False)]
 
     # Open calls (live control checkpoints).
 
     async def put_open_call(
         self, session_id: str, leg: str, node: str, record: str, chain: str, reserved: int, checkpoint_us: int
     ) -> None:
-        async with self.db.transaction() as tx:
+        async def body(tx: Tx) -> None:
             await tx.execute(
                 "INSERT INTO billing_open_calls (session_id, leg, node, record, chain, reserved, "
                 "checkpoint_us) "
@@ -355,26 +476,45 @@ class LedgerStore:
                 session_id, leg, node, record, chain, reserved, checkpoint_us,
             )  # fmt: skip
 
+        await self.db.run(body)
+
     async def checkpoint(self, points: Sequence[tuple[str, str, int, int]]) -> None:
         """(session_id, leg, reserved, checkpoint_us) for each open call, in one transaction."""
-        async with self.db.transaction() as tx:
+
+        async def body(tx: Tx) -> None:
             await tx.executemany(
                 "UPDATE billing_open_calls SET reserved = ?, checkpoint_us = ? WHERE session_id = ? AND leg = ?",
                 [(reserved, at, sid, leg) for sid, leg, reserved, at in points],
             )
 
+        await self.db.run(body)
+
     async def drop_open_call(self, session_id: str, leg: str) -> None:
-        async with self.db.transaction() as tx:
-            await tx.execute("DELETE FROM billing_open_calls WHERE session_id = ? AND leg = ?", session_id, leg)
+        async def body(tx: Tx) -> None:
+            await tx.execute(_DROP_OPEN_CALL, session_id, leg)
+
+        await self.db.run(body)
+
+    async def open_call_reserved(self, session_id: str, leg: str) -> int | None:
+        """The reservation checkpointed for one open call (-1: not limited); None if it is not open."""
+
+        async def body(tx: Tx) -> list[Row]:
+            return await tx.fetch(
+                "SELECT reserved FROM billing_open_calls WHERE session_id = ? AND leg = ?", session_id, leg
+            )
+
+        rows = await self.db.run(body, write=False)
+        return int(rows[0][0]) if rows else None
 
     async def open_calls(self, node: str) -> list[tuple[str, str, str, str, int, int]]:
-        async with self.db.transaction(write=False) as tx:
-            rows = await tx.fetch(
+        async def body(tx: Tx) -> list[Row]:
+            return await tx.fetch(
                 "SELECT session_id, leg, record, chain, reserved, checkpoint_us FROM billing_open_calls "
                 "WHERE node = ? ORDER BY session_id, leg",
                 node,
             )
-        return [(r[0], r[1], r[2], r[3], int(r[4]), int(r[5])) for r in rows]
+
+        return [(r[0], r[1], r[2], r[3], int(r[4]), int(r[5])) for r in await self.db.run(body, write=False)]
 
     async def stream_calls(
         self,

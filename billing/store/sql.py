@@ -2,23 +2,32 @@
 
 The billing store writes its SQL once, in the common subset of both dialects
 (``?`` placeholders, ``ON CONFLICT DO NOTHING``, ``RETURNING``, row values),
-and runs it through a ``Database``: the SQLite one runs each statement on the
-database's own thread, the PostgreSQL one translates placeholders to ``$n`` and
-uses an asyncpg pool. Every read and write happens inside ``transaction()``.
+as transaction bodies: ``await db.run(body)`` runs ``body(tx)`` as one
+transaction, committed on success and rolled back on error. PostgreSQL runs it
+on an asyncpg connection, translating placeholders to ``$n``. SQLite runs the
+whole body on the database's own thread in one hop: its ``Tx`` does the work
+synchronously, so the body's coroutine completes without ever suspending, and a
+transaction costs one wake-up of the event loop however many statements it has.
+Its write transactions are group-committed with whatever other writes are queued
+at the same time (one fsync for all, each in its own savepoint).
+
+A body must await nothing but its ``Tx``, and must not keep it after returning.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from gateway.storage.sqlite import SqliteDatabase
+from gateway.storage.sqlite import SqliteDatabase, read_transaction
 
 Row = tuple[Any, ...]
+T = TypeVar("T")
 
 
 class Tx(Protocol):
@@ -31,57 +40,71 @@ class Tx(Protocol):
     async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
 
 
+Body = Callable[[Tx], Coroutine[Any, Any, T]]
+
+
 class Database(Protocol):
     name: str
 
-    def transaction(self, write: bool = True) -> AbstractAsyncContextManager[Tx]:
-        """``async with db.transaction() as tx:`` commits on success, rolls back on error."""
+    async def run(self, body: Body[T], *, write: bool = True) -> T:
+        """Run ``body(tx)`` as one transaction (read-only unless ``write``); its result."""
         ...
 
     async def close(self) -> None: ...
 
 
+class SqliteBodyError(RuntimeError):
+    """A transaction body awaited something other than its Tx."""
+
+
 class _SqliteTx:
-    def __init__(self, db: SqliteDatabase) -> None:
-        self._db = db
+    """Statements run at once on the database thread's connection (the body runs there too)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
 
     async def execute(self, sql: str, *args: Any) -> int:
-        return await self._db.run(lambda c: c.execute(sql, args).rowcount)
+        return self._conn.execute(sql, args).rowcount
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._db.run(lambda c: c.executemany(sql, rows))
+        self._conn.executemany(sql, rows)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return await self._db.run(lambda c: [tuple(r) for r in c.execute(sql, args).fetchall()])
+        return [tuple(r) for r in self._conn.execute(sql, args).fetchall()]
+
+
+def _complete(body: Body[T], conn: sqlite3.Connection) -> T:
+    """Run ``body`` to completion on this thread: with a synchronous Tx it never suspends."""
+    coro = body(_SqliteTx(conn))
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coro.close()
+    raise SqliteBodyError("a SQLite transaction body may await only its Tx")
 
 
 class SqliteBillingDatabase:
-    """The embedded database under data_dir; one writer at a time, as SQLite wants."""
+    """The embedded database under data_dir, used from its one thread (writes serialised there)."""
 
     name = "sqlite"
 
     def __init__(self, path: Path, schema: str) -> None:
         self._db = SqliteDatabase(path, schema)
-        # Statements of one transaction run as separate hops to the database thread;
-        # the lock keeps another coroutine's statements out of the middle of ours.
-        self._lock = asyncio.Lock()
 
-    @asynccontextmanager
-    async def transaction(self, write: bool = True) -> AsyncIterator[_SqliteTx]:
-        async with self._lock:
-            tx = _SqliteTx(self._db)
-            if not write:
-                # Reads run in autocommit: with the lock held no write can come between them,
-                # and a round trip to the database thread for BEGIN and COMMIT is saved.
-                yield tx
-                return
-            await self._db.run(lambda c: c.execute("BEGIN IMMEDIATE"))
-            try:
-                yield tx
-            except BaseException:
-                await self._db.run(lambda c: c.execute("ROLLBACK"))
-                raise
-            await self._db.run(lambda c: c.execute("COMMIT"))
+    @property
+    def sqlite(self) -> SqliteDatabase:
+        return self._db
+
+    async def run(self, body: Body[T], *, write: bool = True) -> T:
+        if write:
+            # Grouped: writes queued together share one commit (one fsync), each in its own
+            # savepoint, and every caller's future resolves only after that commit.
+            return await self._db.run_grouped(lambda c: _complete(body, c))
+        # A read transaction, so a multi-statement read sees one snapshot even while another
+        # process (the CLI) writes; it costs no fsync.
+        return await self._db.run(lambda c: read_transaction(c, lambda c2: _complete(body, c2)))
 
     def run_sync(self, fn: Any) -> Any:
         return self._db.run_sync(fn)
@@ -147,6 +170,10 @@ class PostgresBillingDatabase:
     async def transaction(self, write: bool = True) -> AsyncIterator[_PgTx]:
         async with self._pool.acquire() as conn, conn.transaction(readonly=not write):
             yield _PgTx(conn, self._cache)
+
+    async def run(self, body: Body[T], *, write: bool = True) -> T:
+        async with self.transaction(write) as tx:
+            return await body(tx)
 
     async def close(self) -> None:
         await self._pool.close()

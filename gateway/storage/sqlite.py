@@ -170,3 +170,15 @@ def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T])
         raise
     conn.execute("COMMIT")
     return result
+
+
+def read_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``fn`` inside BEGIN ... COMMIT without taking the write lock: one snapshot for all its reads."""
+    conn.execute("BEGIN")
+    try:
+        result = fn(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result

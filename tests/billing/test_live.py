@@ -19,13 +19,14 @@ from pathlib import Path
 import pytest
 
 from billing.config import BillingConfig
-from billing.live.controller import CreditExhausted, GrantExtended, LiveBilling
+from billing.live.controller import CreditExhausted, GrantExtended, LiveBilling, LiveEvent
 from billing.live.spend import LiveSpend, MemoryLiveSpend, RedisLiveSpend
 from billing.service import BillingService
 from billing.store.ledger import LedgerStore
 from billing.store.open import open_store
 from billing.tariff_files import TariffBook
 from billing.timeutil import from_us
+from gateway.cdr import CallRecord
 from tests.billing.conftest import FakeClock
 from tests.billing.records import call
 from tests.billing.tariffs import flat
@@ -62,12 +63,12 @@ async def prepaid(live: LiveBilling, account: str = "alice@acme", credit: str = 
     await s.topup(account, D(credit), reference=f"{account}-initial")
 
 
-def answered(at: datetime, account: str = "alice@acme") -> object:
+def answered(at: datetime, account: str = "alice@acme") -> CallRecord:
     return replace(call(at, 0, account=account), end=at)
 
 
-def drain(live: LiveBilling) -> list[object]:
-    out = []
+def drain(live: LiveBilling) -> list[LiveEvent]:
+    out: list[LiveEvent] = []
     while not live.events.empty():
         out.append(live.events.get_nowait())
     return out
@@ -79,7 +80,7 @@ async def test_prepaid_credit_runs_out_mid_call(store: LedgerStore, spend: LiveS
     auth = await live.authorize("alice@acme", "+8613800000000", "voice", T0)
     assert (auth.allowed, auth.max_duration_s) == (True, 100)  # 1.00 at 0.01/s
     record = answered(T0)
-    granted = await live.call_answered(record)  # type: ignore[arg-type]
+    granted = await live.call_answered(record)
     assert granted.allowed and granted.max_duration_s == 100
     assert granted.hang_up_at == T0 + timedelta(seconds=99.5)
     clock.now = T0 + timedelta(seconds=99)
@@ -88,9 +89,9 @@ async def test_prepaid_credit_runs_out_mid_call(store: LedgerStore, spend: LiveS
     clock.now = T0 + timedelta(seconds=99.5)
     await live.tick()
     events = [e for e in drain(live) if isinstance(e, CreditExhausted)]
-    assert events == [CreditExhausted(record.session_id, "a", "alice@acme", clock.now)]  # type: ignore[attr-defined]
+    assert events == [CreditExhausted(record.session_id, "a", "alice@acme", clock.now)]
     # The B2BUA hangs up; its BYE takes 0.2 s.
-    rating = await live.call_ended(replace(record, end=T0 + timedelta(seconds=99.7)))  # type: ignore[type-var]
+    rating = await live.call_ended(replace(record, end=T0 + timedelta(seconds=99.7)))
     assert (rating.billed_s, rating.charged) == (
         100,
         1_000_000,
@@ -106,8 +107,8 @@ async def test_a_late_hang_up_is_never_charged_above_the_credit(
     live = make_live(store, spend, clock)
     await prepaid(live)
     record = answered(T0)
-    await live.call_answered(record)  # type: ignore[arg-type]
-    rating = await live.call_ended(replace(record, end=T0 + timedelta(seconds=103)))  # type: ignore[type-var]
+    await live.call_answered(record)
+    rating = await live.call_ended(replace(record, end=T0 + timedelta(seconds=103)))
     assert (rating.cost, rating.charged) == (1_030_000, 1_000_000)
     assert "capped" in rating.reason
     assert (await live.service.balance("alice@acme")).balance == 0
@@ -117,7 +118,7 @@ async def test_slices_are_renewed_while_credit_lasts(store: LedgerStore, spend: 
     live = make_live(store, spend, clock, grant_s=60, renew_before_s=10)
     await prepaid(live, credit="1.50")  # 150 s
     record = answered(T0)
-    assert (await live.call_answered(record)).max_duration_s == 60  # type: ignore[arg-type]
+    assert (await live.call_answered(record)).max_duration_s == 60
     usage = await spend.usage(["alice@acme", "acme"])
     assert usage["alice@acme"].reserved == 600_000 and usage["acme"].open_calls == 1
     for second in (50, 110):
@@ -130,7 +131,7 @@ async def test_slices_are_renewed_while_credit_lasts(store: LedgerStore, spend: 
     clock.now = T0 + timedelta(seconds=149.5)
     await live.tick()
     assert [type(e) for e in drain(live)] == [CreditExhausted]
-    await live.call_ended(replace(record, end=T0 + timedelta(seconds=149.6)))  # type: ignore[type-var]
+    await live.call_ended(replace(record, end=T0 + timedelta(seconds=149.6)))
     assert await spend.usage(["alice@acme"]) == {"alice@acme": type(usage["acme"])(0, 0)}
 
 
@@ -146,16 +147,16 @@ async def test_two_gateways_share_a_tenant_balance_without_spending_it_twice(
     for user in ("alice@acme", "bob@acme"):
         await s.ensure_account(user, site="kinshasa", payment="postpaid")
     a, b = answered(T0, "alice@acme"), answered(T0, "bob@acme")
-    assert (await site_a.call_answered(a)).max_duration_s == 60  # type: ignore[arg-type]
-    assert (await site_b.call_answered(b)).max_duration_s == 60  # type: ignore[arg-type]
+    assert (await site_a.call_answered(a)).max_duration_s == 60
+    assert (await site_b.call_answered(b)).max_duration_s == 60
     for second in range(0, 200, 5):
         clock.now = T0 + timedelta(seconds=second)
         await site_a.tick()
         await site_b.tick()
     cut = [e for live in (site_a, site_b) for e in drain(live) if isinstance(e, CreditExhausted)]
     assert len(cut) == 2
-    ra = await site_a.call_ended(replace(a, end=cut[0].at))  # type: ignore[type-var]
-    rb = await site_b.call_ended(replace(b, end=cut[1].at))  # type: ignore[type-var]
+    ra = await site_a.call_ended(replace(a, end=cut[0].at))
+    rb = await site_b.call_ended(replace(b, end=cut[1].at))
     assert ra.charged + rb.charged == 2_000_000
     assert (await s.balance("acme")).available == 0
 
@@ -168,12 +169,12 @@ async def test_concurrent_call_limits_apply_at_every_level(
     await prepaid(live, account="bob@acme", credit="10")
     await live.service.ensure_account("acme/kinshasa", max_concurrent=1, replace_existing=True)
     first = answered(T0)
-    assert (await live.call_answered(first)).allowed  # type: ignore[arg-type]
+    assert (await live.call_answered(first)).allowed
     refused = await live.authorize("bob@acme", "+86138", "voice", T0)
     assert (refused.allowed, refused.reason) == (False, "concurrent call limit reached at acme/kinshasa")
-    late = await live.call_answered(answered(T0, "bob@acme"))  # type: ignore[arg-type]
+    late = await live.call_answered(answered(T0, "bob@acme"))
     assert (late.allowed, late.reason) == (False, "concurrent call limit reached at acme/kinshasa")
-    await live.call_ended(replace(first, end=T0 + timedelta(seconds=10)))  # type: ignore[type-var]
+    await live.call_ended(replace(first, end=T0 + timedelta(seconds=10)))
     assert (await live.authorize("bob@acme", "+86138", "voice", T0)).allowed
 
 
@@ -216,17 +217,17 @@ async def test_after_a_crash_an_open_call_is_closed_at_its_last_checkpoint_once(
     live = make_live(store, spend, clock)
     await prepaid(live, credit="10")
     record = answered(T0)
-    await live.call_answered(record)  # type: ignore[arg-type]
+    await live.call_answered(record)
     clock.now = T0 + timedelta(seconds=25)
     await live.tick()  # checkpoint at 25 s (due since 10 s)
     clock.now = T0 + timedelta(seconds=33)
     # The process dies here: no call_ended. A new process on the same node recovers.
     restarted = make_live(store, spend, clock)
     ratings = await restarted.recover()
-    assert [(r.session_id, r.billed_s, r.charged) for r in ratings] == [(record.session_id, 25, 250_000)]  # type: ignore[attr-defined]
+    assert [(r.session_id, r.billed_s, r.charged) for r in ratings] == [(record.session_id, 25, 250_000)]
     assert await restarted.recover() == []
     # The call's record, should it arrive after all, is recognised.
-    again = await restarted.call_ended(replace(record, end=T0 + timedelta(seconds=33)))  # type: ignore[type-var]
+    again = await restarted.call_ended(replace(record, end=T0 + timedelta(seconds=33)))
     assert again.charged == 250_000
     assert (await restarted.service.balance("alice@acme")).balance == 10_000_000 - 250_000
     assert await spend.calls_of("kinshasa-gw") == []

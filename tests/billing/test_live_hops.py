@@ -1,0 +1,152 @@
+"""Live billing's cost in database work: round trips to SQLite's thread and commits per call,
+and the ordering of a call's answer and end, which the B2BUA sends from separate tasks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from billing.live.spend import LiveSpend, MemoryLiveSpend
+from billing.store.ledger import LedgerStore
+from billing.store.open import open_store
+from billing.store.sql import SqliteBillingDatabase, SqliteBodyError, Tx
+from tests.billing.conftest import FakeClock
+from tests.billing.records import call
+from tests.billing.test_live import T0, make_live, prepaid, spend  # noqa: F401  (spend is a fixture)
+
+D = Decimal
+
+
+class Hops:
+    """Counts jobs sent to the database thread and write commits (each one fsync) it runs."""
+
+    def __init__(self, db: SqliteBillingDatabase) -> None:
+        self.jobs = 0
+        self.commits = 0
+        inner = db.sqlite
+        submit = inner._submit
+
+        def counted(fn: Callable[[Any], Any], grouped: bool) -> Any:
+            self.jobs += 1
+            return submit(fn, grouped)
+
+        inner._submit = counted  # type: ignore[method-assign]
+        writing = [False]
+
+        def trace(sql: str) -> None:
+            statement = sql.lstrip().upper()
+            if statement.startswith("BEGIN"):
+                writing[0] = "IMMEDIATE" in statement
+            elif statement.startswith("COMMIT") and writing[0]:
+                self.commits += 1
+
+        inner.run_sync(lambda c: c.set_trace_callback(trace))
+        self.take()
+
+    def take(self) -> tuple[int, int]:
+        out = (self.jobs, self.commits)
+        self.jobs = self.commits = 0
+        return out
+
+
+@pytest.mark.parametrize("payment", ["postpaid", "prepaid"])
+async def test_a_call_costs_one_read_at_set_up_and_one_read_and_one_write_at_answer_and_at_end(
+    tmp_path: Path, clock: FakeClock, payment: str
+) -> None:
+    store = await open_store("sqlite", sqlite_path=tmp_path / "b.db")
+    try:
+        live = make_live(store, MemoryLiveSpend(), clock)
+        await prepaid(live)  # a plan for acme, and credit for alice
+        if payment == "postpaid":
+            await live.service.ensure_account("alice@acme", site="kinshasa", payment="postpaid", replace_existing=True)
+        assert isinstance(store.db, SqliteBillingDatabase)
+        hops = Hops(store.db)
+        record = call(T0, 30)
+        assert (await live.authorize("alice@acme", "+8613800000000", "voice", T0)).allowed
+        assert hops.take() == (1, 0)
+        assert (await live.call_answered(replace(record, end=T0))).allowed
+        assert hops.take() == (2, 1)  # the reads of the decision; the checkpoint
+        live.service.forget_cached()  # a real call outlasts the rating cache
+        rating = await live.call_ended(record)
+        assert rating.charged == 3 * 10**5  # 30 s at 0.01/s
+        assert hops.take() == (2, 1)  # the reads for rating; the charge with the checkpoint's removal
+        assert await store.open_calls("kinshasa-gw") == []
+    finally:
+        await store.close()
+
+
+async def test_a_sqlite_transaction_body_may_await_only_its_tx(tmp_path: Path) -> None:
+    store = await open_store("sqlite", sqlite_path=tmp_path / "b.db")
+    try:
+
+        async def body(tx: Tx) -> int:
+            await tx.execute("INSERT INTO billing_plans (account, active_from, tariff) VALUES ('acme', 1, 'x')")
+            await asyncio.sleep(0)
+            return 1
+
+        with pytest.raises(SqliteBodyError):
+            await store.db.run(body)
+        assert await store.plans(["acme"]) == {"acme": []}  # rolled back
+    finally:
+        await store.close()
+
+
+async def test_an_end_that_overtakes_its_answer_leaves_nothing_open(
+    store: LedgerStore,
+    spend: LiveSpend,  # noqa: F811
+    clock: FakeClock,
+) -> None:
+    live = make_live(store, spend, clock)
+    await prepaid(live)
+    record = call(T0, 30)
+    answering = asyncio.create_task(live.call_answered(replace(record, end=T0)))
+    await asyncio.sleep(0)  # the answer is under way, waiting on the database
+    rating = await live.call_ended(record)
+    assert (await answering).allowed
+    assert rating.charged == 3 * 10**5
+    assert live.schedule.calls == {}
+    assert await store.open_calls("kinshasa-gw") == []
+    assert await spend.calls_of("kinshasa-gw") == []
+    assert (await spend.usage(["alice@acme"]))["alice@acme"].reserved == 0
+
+
+async def test_an_answer_that_comes_after_the_end_is_refused(
+    store: LedgerStore,
+    spend: LiveSpend,  # noqa: F811
+    clock: FakeClock,
+) -> None:
+    live = make_live(store, spend, clock)
+    await prepaid(live)
+    record = call(T0, 30)
+    await live.call_ended(record)
+    late = await live.call_answered(replace(record, end=T0))
+    assert (late.allowed, late.reason) == (False, "call already ended")
+    assert live.schedule.calls == {}
+    assert await store.open_calls("kinshasa-gw") == []
+    assert await spend.calls_of("kinshasa-gw") == []
+
+
+async def test_a_charge_and_a_failed_write_queued_together_fail_alone(tmp_path: Path, clock: FakeClock) -> None:
+    store = await open_store("sqlite", sqlite_path=tmp_path / "b.db")
+    try:
+        live = make_live(store, MemoryLiveSpend(), clock)
+        await prepaid(live)
+
+        async def broken(tx: Tx) -> None:
+            await tx.execute("INSERT INTO billing_nowhere VALUES (1)")
+
+        records = [call(T0, 30) for _ in range(3)]
+        results = await asyncio.gather(
+            *(live.call_ended(r) for r in records), store.db.run(broken), return_exceptions=True
+        )
+        assert [r.charged for r in results[:3]] == [3 * 10**5] * 3  # type: ignore[union-attr]
+        assert isinstance(results[3], Exception)
+        assert (await live.service.balance("alice@acme")).balance == 10**6 - 3 * 3 * 10**5
+    finally:
+        await store.close()
