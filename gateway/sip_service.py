@@ -106,6 +106,8 @@ class SipSettings:
     stream_idle_timeout: float = 600.0
     # How often calls in progress are checkpointed (what a crash loses at most).
     checkpoint_interval: float = 15.0
+    # A call still ringing this long after its INVITE is checkpointed (answers checkpoint at once).
+    first_checkpoint_delay: float = 1.0
     # OPTIONS to registered contacts this often (0: never).
     keepalive_interval: float = 0.0
     # The tenant's dial plan (numbers that leave through trunks).
@@ -178,6 +180,7 @@ class SipService:
         self._deadline_of: dict[Call, float] = {}
         self._heap_seq = itertools.count()
         self._reapable: set[Call] = set()
+        self._ringing_checkpoints: dict[Call, asyncio.TimerHandle] = {}
         self._keys_of: dict[Call, list[TxKey]] = {}
         self._dialogs_of: dict[Call, set[tuple[str, str]]] = {}
         self._messages_in = metrics.messages.labels("in")
@@ -277,6 +280,9 @@ class SipService:
             self._keepalive.cancel()
         if self._timer is not None:
             self._timer.cancel()
+        for handle in self._ringing_checkpoints.values():
+            handle.cancel()
+        self._ringing_checkpoints.clear()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -591,7 +597,11 @@ class SipService:
         for stream in streams:
             self._by_stream[stream.stream_id] = call
         self._anchors[call] = WallAnchor(call.started, self._clock.wall() - (now - call.started))
-        self._spawn(self._checkpoint(call))
+        # Most calls are answered or refused within a second, and an answer writes its own
+        # checkpoint: only a call still ringing then costs a write for its crash record.
+        self._ringing_checkpoints[call] = asyncio.get_running_loop().call_later(
+            self.settings.first_checkpoint_delay, lambda: self._spawn(self._checkpoint(call))
+        )
         actions = call.start(targets, [StreamPorts(s.a_port, s.b_port) for s in streams], now)
         if pending is not None and pending.cancelled:
             actions += call.on_cancel(now)
@@ -817,6 +827,7 @@ class SipService:
                 self._spawn(self._play_dtmf(call, action))
             elif isinstance(action, CallAnswered):
                 log.info("answered", extra={"session": call.session_id, "codec": action.codec})
+                self._cancel_ringing_checkpoint(call)
                 self._spawn(self._arm_timeouts(self._media_streams.get(call, [])))
                 self._spawn(self._checkpoint(call))
                 self._spawn(self._billing_answered(call))
@@ -824,11 +835,17 @@ class SipService:
                 if limit is not None and call.answered_at is not None:
                     call.hangup_deadline = call.answered_at + limit
             elif isinstance(action, CallEnded):
+                self._cancel_ringing_checkpoint(call)
                 self._ending.add(call)
                 self._spawn(self._end(call, action))
         self._index(call)
         self._track(call)
         self._reapable.add(call)
+
+    def _cancel_ringing_checkpoint(self, call: Call) -> None:
+        handle = self._ringing_checkpoints.pop(call, None)
+        if handle is not None:
+            handle.cancel()
 
     def _index(self, call: Call) -> None:
         for dialog in (call.a, call.b):
@@ -977,6 +994,7 @@ class SipService:
             if not call.finished or call in self._ending or call in self._media_streams:
                 continue  # acted on again (or its record written) before it can be finished
             self._calls.discard(call)
+            self._cancel_ringing_checkpoint(call)
             self._anchors.pop(call, None)
             self._deadline_of.pop(call, None)
             for leg in ("a", "b"):

@@ -112,6 +112,37 @@ async def test_kill_9_mid_call_is_closed_at_its_last_checkpoint_exactly_once(
         await gw.stop()
 
 
+async def test_kill_9_while_ringing_leaves_a_record_of_the_attempt(pair: tuple[Path, list[Baresip]]) -> None:
+    """A call still ringing a second after its INVITE is checkpointed, so a crash keeps the attempt."""
+    tmp_path, phones = pair
+    gw = await own_gateway(tmp_path / "gw")
+    try:
+        tone = write_tone(tmp_path / "tone.wav", 1000, 60)
+        made = []
+        for address in ("alice@acme", "bob@acme"):
+            user, domain = address.split("@")
+            p = Baresip(user, tmp_path / user, PhoneAccount(user, domain, PASSWORDS[address], gw.sip_address), tone)
+            phones.append(p)
+            await p.start()
+            await p.wait_registered()
+            made.append(p)
+        alice, bob = made
+        await alice.dial("sip:bob@acme")
+        await bob.wait_event("CALL_INCOMING")
+        for _ in range(200):
+            if open_calls(gw):
+                break
+            await asyncio.sleep(0.05)
+        await gw.stop(signal.SIGKILL)
+        assert records(gw) == [] and open_calls(gw) == 1
+        await gw.start()
+        (record,) = records(gw)
+        assert open_calls(gw) == 0
+        assert record["answer"] is None and record["disposition"] == "failed" and record["ended_by"] == "system"
+    finally:
+        await gw.stop()
+
+
 async def test_max_call_duration_ends_the_call(pair: tuple[Path, list[Baresip]]) -> None:
     tmp_path, phones = pair
     gw = await own_gateway(tmp_path / "gw", extra="max_call_duration_s = 2\n")
