@@ -132,6 +132,20 @@ class Headers:
         return Headers(tuple(out))
 
 
+def set_parsed_views(
+    message: _Message, vias: list[Via], from_: NameAddr, to: NameAddr, cseq: CSeq, contacts: list[NameAddr]
+) -> None:
+    """Hand a freshly parsed message the header values the parser already parsed to check
+    them: its cached accessors then return these instead of parsing the text again."""
+    views = message.__dict__  # where functools.cached_property keeps what it computed
+    views["vias"] = vias
+    views["top_via"] = vias[0]
+    views["from_"] = from_
+    views["to"] = to
+    views["cseq"] = cseq
+    views["contacts"] = contacts
+
+
 def headers_from(pairs: Iterable[tuple[str, str]]) -> Headers:
     return Headers(tuple((canonical_name(k), v) for k, v in pairs))
 

@@ -15,6 +15,10 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
 # password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," ).
 _USER = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+$")
 _PASSWORD = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,%]*$")
+# \s is exactly what str.isspace() accepts, one character at a time.
+_SPACE = re.compile(r"\s")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_PORT = re.compile(r"[0-9]{1,5}")
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ def parse_uri(text: str) -> Uri:
     scheme, sep, rest = text.partition(":")
     if not sep or not _SCHEME.match(scheme):
         raise ParseError(f"not a URI: {text[:80]!r}")
-    if any(ch.isspace() for ch in rest):
+    if _SPACE.search(rest):
         raise ParseError(f"whitespace inside URI {text[:80]!r}")
     scheme = scheme.lower()
     if scheme not in ("sip", "sips"):
@@ -117,7 +121,7 @@ def parse_uri(text: str) -> Uri:
 
 
 def _valid_escapes(s: str) -> bool:
-    return re.search(r"%(?![0-9A-Fa-f]{2})", s) is None
+    return "%" not in s or _BAD_ESCAPE.search(s) is None
 
 
 def unescaped_user(uri: Uri) -> str | None:
@@ -144,7 +148,7 @@ def _split_host_port(hostport: str, original: str) -> tuple[str, int | None]:
         raise ParseError(f"bad host in {original[:80]!r}")
     if port_text is None:
         return host, None
-    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 0 < int(port_text) < 65536:
+    if not _PORT.fullmatch(port_text) or not 0 < int(port_text) < 65536:
         raise ParseError(f"bad port in {original[:80]!r}")
     return host, int(port_text)
 
