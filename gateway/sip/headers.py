@@ -134,6 +134,13 @@ _NAMES_EXACT: dict[str, str] = {
 }
 
 
+# A header name as it usually arrives -> its canonical name and whether its value is a
+# comma-separated list: the parser's one lookup per header line.
+HEADER_FORMS: dict[str, tuple[str, bool]] = {
+    name: (full, full.lower() in LIST_HEADERS) for name, full in _NAMES_EXACT.items()
+}
+
+
 def canonical_name(name: str) -> str:
     exact = _NAMES_EXACT.get(name)
     if exact is not None:
@@ -153,8 +160,8 @@ _SEMICOLON_SPECIALS = re.compile(r'[\\";]')
 
 def split_commas(value: str) -> list[str]:
     """Split a header value on commas outside quotes and angle brackets."""
-    if '"' not in value and "<" not in value:
-        parts = value.split(",")  # no quote or bracket: every comma separates
+    if '"' not in value and ("," not in value or "<" not in value):
+        parts = value.split(",")  # no quote, and no comma or no bracket: every comma separates
     else:
         parts = []
         depth_angle = 0

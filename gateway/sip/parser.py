@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from gateway.sip.errors import ParseError
 from gateway.sip.headers import (
+    HEADER_FORMS,
     LIST_HEADERS,
     CSeq,
     NameAddr,
@@ -90,16 +91,17 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Request | Res
     if not lines:
         raise SipParseError("empty message")
     start, header_lines = lines[0], lines[1:]
+    folded = "\n " in head or "\n\t" in head
 
     m = _REQUEST_LINE.match(start)
     sm = None if m else _STATUS_LINE.match(start)
     if m is None and sm is None:
         if _LOOSE_REQUEST_LINE.match(start):
-            headers, _index = _parse_headers(header_lines, limits, True)
+            headers, _index = _parse_headers(header_lines, limits, True, folded)
             raise SipParseError(f"malformed Request-Line {start[:80]!r}", 400, headers)
         raise SipParseError(f"bad start line {start[:80]!r}", 400, is_request=not start.startswith("SIP/"))
     is_request = m is not None
-    headers, index = _parse_headers(header_lines, limits, is_request)
+    headers, index = _parse_headers(header_lines, limits, is_request, folded)
     body = _check_body(headers, index, body, is_request)
 
     if m:
@@ -140,15 +142,19 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Request | Res
 _Index = dict[str, list[str]]
 
 
-def _parse_headers(lines: list[str], limits: Limits, is_request: bool) -> tuple[Headers, _Index]:
-    unfolded: list[str] = []
-    for line in lines:
-        if line[:1] in (" ", "\t"):
-            if not unfolded:
-                raise SipParseError("continuation line before any header")
-            unfolded[-1] += " " + line.strip()
-        else:
-            unfolded.append(line)
+def _parse_headers(
+    lines: list[str], limits: Limits, is_request: bool, folded: bool = True
+) -> tuple[Headers, _Index]:
+    """``folded`` False promises that no line starts with SP or HTAB (nothing to unfold)."""
+    unfolded: list[str] = [] if folded else lines
+    if folded:
+        for line in lines:
+            if line[:1] in (" ", "\t"):
+                if not unfolded:
+                    raise SipParseError("continuation line before any header")
+                unfolded[-1] += " " + line.strip()
+            else:
+                unfolded.append(line)
     if len(unfolded) > limits.max_headers:
         raise SipParseError("too many headers", 400)
     pairs: list[tuple[str, str]] = []
@@ -159,18 +165,26 @@ def _parse_headers(lines: list[str], limits: Limits, is_request: bool) -> tuple[
             raise SipParseError("header line too long", 400, Headers(tuple(pairs)), is_request)
         name, colon, value = line.partition(":")
         name = name.strip()
-        if not colon or not is_token(name):
-            raise SipParseError(f"bad header line {line[:80]!r}", 400, Headers(tuple(pairs)), is_request)
-        name = canonical_name(name)
+        form = HEADER_FORMS.get(name)
+        if form is not None and colon:
+            name, is_list = form  # a known name, so a token
+        else:
+            if not colon or not is_token(name):
+                raise SipParseError(f"bad header line {line[:80]!r}", 400, Headers(tuple(pairs)), is_request)
+            name = canonical_name(name)
+            is_list = name.lower() in LIST_HEADERS
         value = value.strip()
-        if name.lower() in LIST_HEADERS:
+        if is_list:
             try:
                 items = split_commas(value)
             except ParseError as exc:
                 raise SipParseError(str(exc), 400, Headers(tuple(pairs)), is_request) from None
-            if not items:
+            if len(items) == 1:
+                pairs.append((name, items[0]))
+            elif items:
+                pairs.extend([(name, item) for item in items])
+            else:
                 continue  # an empty list adds no value: the header stays absent
-            pairs.extend((name, item) for item in items)
         else:
             pairs.append((name, value))
             items = [value]

@@ -19,6 +19,12 @@ _PASSWORD = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,%]*$")
 _SPACE = re.compile(r"\s")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _PORT = re.compile(r"[0-9]{1,5}")
+# The usual SIP URI in one match: lower-case scheme, a user without escapes, ":", ";", "?"
+# or "/", a host name or IPv4 address, parameters without "@" or "?", no headers. It
+# accepts a subset of what parse_uri's general code does, and splits it the same way.
+_PLAIN_SIP_URI = re.compile(
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)@)?([A-Za-z0-9._-]+)(?::([0-9]{1,5}))?((?:;[^;?@\s]+)*)"
+).fullmatch
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,13 @@ class Uri:
 
 
 def parse_uri(text: str) -> Uri:
+    m = _PLAIN_SIP_URI(text)
+    if m is not None:
+        scheme, user, host, port_text, param_text = m.groups()
+        port = int(port_text) if port_text is not None else None
+        if port is None or 0 < port < 65536:
+            params = tuple(_split_param(part) for part in param_text[1:].split(";")) if param_text else ()
+            return Uri(scheme, user, host, port, params, "", password=None)
     text = text.strip()
     scheme, sep, rest = text.partition(":")
     if not sep or not _SCHEME.match(scheme):
@@ -115,9 +128,13 @@ def parse_uri(text: str) -> Uri:
     for part in param_parts:
         if not part:
             raise ParseError(f"empty URI parameter in {text[:80]!r}")
-        key, eq, value = part.partition("=")
-        params.append((key, value if eq else None))
+        params.append(_split_param(part))
     return Uri(scheme, user, host, port, tuple(params), headers, password=password)
+
+
+def _split_param(part: str) -> tuple[str, str | None]:
+    key, eq, value = part.partition("=")
+    return key, value if eq else None
 
 
 def _valid_escapes(s: str) -> bool:
