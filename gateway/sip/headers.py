@@ -302,7 +302,20 @@ class NameAddr:
 _DISPLAY_TOKENS = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`'~]+)*$")
 
 
+# "display" <uri>;params or tokens <uri>;params with nothing unusual around the brackets,
+# in one match; what it accepts, the general code reads the same way.
+_PLAIN_NAME_ADDR = re.compile(
+    r'(?:("(?:[^"\\]|\\.)*")[ \t]*|([A-Za-z0-9\-.!%*_+`\'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`\'~]+)*)[ \t]*)?'
+    r"<([^\s<>]+)>(.*)",
+    re.DOTALL,
+).fullmatch
+
+
 def parse_name_addr(text: str) -> NameAddr:
+    m = _PLAIN_NAME_ADDR(text)
+    if m is not None:
+        quoted, tokens, uri, params = m.groups()
+        return NameAddr(uri=parse_uri(uri), display=quoted or tokens or "", params=parse_params(params))
     text = text.strip()
     if text == "*":
         return NameAddr(uri=Uri("sip", None, "*"), wildcard=True)
