@@ -137,7 +137,8 @@ MESSAGES: dict[str, bytes] = {
             "To: <sip:alice@acme.example>",
             "Call-ID: 843817637684230@998sdasdh09",
             "CSeq: 1826 REGISTER",
-            "Contact: <sip:alice@192.0.2.10:5060;transport=udp>;expires=3600;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\"",
+            "Contact: <sip:alice@192.0.2.10:5060;transport=udp>;expires=3600;"
+            '+sip.instance="<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"',
             'Authorization: Digest username="alice", realm="acme.example", '
             'nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", uri="sip:acme.example", '
             'response="6629fae49393a05397450978507c4ef1", algorithm=MD5',
@@ -209,7 +210,8 @@ def main() -> int:
             print(f"FAIL: naive baseline read no headers from {name}", file=sys.stderr)
             return 1
 
-    print(f"{'message':18} {'bytes':>5} {'naive us':>9} {'parse us':>9} {'ratio':>6} {'parse+read us':>14} {'msgs/s':>9}")
+    columns = ("naive us", 9), ("parse us", 9), ("ratio", 6), ("parse+read us", 14), ("msgs/s", 9)
+    print(f"{'message':18} {'bytes':>5} " + " ".join(f"{title:>{width}}" for title, width in columns))
     sums = [0.0, 0.0, 0.0]
     for name, data in MESSAGES.items():
         naive_us, naive_calls = rate(naive_parse, data, args.seconds)

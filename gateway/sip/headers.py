@@ -163,35 +163,40 @@ def split_commas(value: str) -> list[str]:
     if '"' not in value and ("," not in value or "<" not in value):
         parts = value.split(",")  # no quote, and no comma or no bracket: every comma separates
     else:
-        parts = []
-        depth_angle = 0
-        in_quote = False
-        escaped = -1  # position of the character a backslash in quotes escapes
-        start = 0
-        for m in _COMMA_SPECIALS.finditer(value):
-            i = m.start()
-            if i == escaped:
-                continue
-            ch = m.group()
-            if in_quote:
-                if ch == "\\":
-                    escaped = i + 1
-                elif ch == '"':
-                    in_quote = False
-            elif ch == '"':
-                in_quote = True
-            elif ch == "<":
-                depth_angle += 1
-            elif ch == ">":
-                if depth_angle:
-                    depth_angle -= 1
-            elif ch == "," and depth_angle == 0:
-                parts.append(value[start:i])
-                start = i + 1
-        if in_quote:
-            raise ParseError("unterminated quoted string")
-        parts.append(value[start:])
+        parts = _split_commas_scan(value)
     return [p for p in map(str.strip, parts) if p]
+
+
+def _split_commas_scan(value: str) -> list[str]:
+    parts = []
+    depth_angle = 0
+    in_quote = False
+    escaped = -1  # position of the character a backslash in quotes escapes
+    start = 0
+    for m in _COMMA_SPECIALS.finditer(value):
+        i = m.start()
+        if i == escaped:
+            continue
+        ch = m.group()
+        if in_quote:
+            if ch == "\\":
+                escaped = i + 1
+            elif ch == '"':
+                in_quote = False
+        elif ch == '"':
+            in_quote = True
+        elif ch == "<":
+            depth_angle += 1
+        elif ch == ">":
+            if depth_angle:
+                depth_angle -= 1
+        elif ch == "," and depth_angle == 0:
+            parts.append(value[start:i])
+            start = i + 1
+    if in_quote:
+        raise ParseError("unterminated quoted string")
+    parts.append(value[start:])
+    return parts
 
 
 def parse_params(text: str) -> Params:
@@ -316,6 +321,10 @@ def parse_name_addr(text: str) -> NameAddr:
     if m is not None:
         quoted, tokens, uri, params = m.groups()
         return NameAddr(uri=parse_uri(uri), display=quoted or tokens or "", params=parse_params(params))
+    return _parse_name_addr_general(text)
+
+
+def _parse_name_addr_general(text: str) -> NameAddr:
     text = text.strip()
     if text == "*":
         return NameAddr(uri=Uri("sip", None, "*"), wildcard=True)

@@ -142,9 +142,7 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Request | Res
 _Index = dict[str, list[str]]
 
 
-def _parse_headers(
-    lines: list[str], limits: Limits, is_request: bool, folded: bool = True
-) -> tuple[Headers, _Index]:
+def _parse_headers(lines: list[str], limits: Limits, is_request: bool, folded: bool = True) -> tuple[Headers, _Index]:
     """``folded`` False promises that no line starts with SP or HTAB (nothing to unfold)."""
     unfolded: list[str] = [] if folded else lines
     if folded:

@@ -96,6 +96,10 @@ def parse_uri(text: str) -> Uri:
         if port is None or 0 < port < 65536:
             params = tuple(_split_param(part) for part in param_text[1:].split(";")) if param_text else ()
             return Uri(scheme, user, host, port, params, "", password=None)
+    return _parse_uri_general(text)
+
+
+def _parse_uri_general(text: str) -> Uri:
     text = text.strip()
     scheme, sep, rest = text.partition(":")
     if not sep or not _SCHEME.match(scheme):
