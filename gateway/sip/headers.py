@@ -415,16 +415,19 @@ _RPORT_FLAG = re.compile(r";\s*rport\s*(?:;|$)")
 def parse_via(text: str, *, any_version: bool = False) -> Via:
     """A Via value; ``any_version`` accepts SIP/x.y other than 2.0 (to answer them with 505)."""
     m = _VIA.match(text.strip())
-    if not m or (m["version"] != "2.0" and not any_version):
+    if not m:
         raise ParseError(f"bad Via: {text[:80]!r}")
-    port = int(m["port"]) if m["port"] else None
+    version, transport, host, port_text, param_text = m.groups()
+    if version != "2.0" and not any_version:
+        raise ParseError(f"bad Via: {text[:80]!r}")
+    port = int(port_text) if port_text else None
     if port is not None and not 0 < port < 65536:
         raise ParseError("bad Via port")
-    params = parse_params(m["params"] or "")
+    params = parse_params(param_text) if param_text else ()
     rport = get_param(params, "rport")
     if rport and not (_PORT.fullmatch(rport) and 0 < int(rport) < 65536):
         raise ParseError("bad Via rport")  # responses are sent to it (RFC 3581)
-    return Via(m["transport"].upper(), m["host"], port, params)
+    return Via(transport.upper(), host, port, params)
 
 
 def via_sent_by(text: str) -> Via | None:
