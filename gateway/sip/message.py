@@ -2,8 +2,9 @@
 
 Headers are kept in order as (canonical name, raw value) pairs, one pair per
 comma-separated list element, so a Via or Contact list reads the same whether
-it arrived on one line or many. Typed accessors parse on demand; the parser
-has already checked the headers every message must have.
+it arrived on one line or many. Typed accessors parse on demand and cache; the
+parser has already checked the headers every message must have, and hands the
+message the values it parsed doing so (``set_parsed_views``).
 """
 
 from __future__ import annotations
