@@ -122,32 +122,65 @@ LIST_HEADERS = frozenset(
 )
 
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_token_match = _TOKEN.match
+
+# One lookup for both tables (no compact form is also a full name).
+_NAMES: dict[str, str] = {**_CANONICAL, **COMPACT_FORMS}
+# Names as they usually arrive: a hit here skips lower-casing the name.
+_NAMES_EXACT: dict[str, str] = {
+    **{name: name for name in _CANONICAL.values()},
+    **COMPACT_FORMS,
+    **{short.upper(): full for short, full in COMPACT_FORMS.items()},
+}
+
+
+# A header name as it usually arrives -> its canonical name and whether its value is a
+# comma-separated list: the parser's one lookup per header line.
+HEADER_FORMS: dict[str, tuple[str, bool]] = {
+    name: (full, full.lower() in LIST_HEADERS) for name, full in _NAMES_EXACT.items()
+}
 
 
 def canonical_name(name: str) -> str:
-    lower = name.lower()
-    if lower in COMPACT_FORMS:
-        return COMPACT_FORMS[lower]
-    return _CANONICAL.get(lower, name)
+    exact = _NAMES_EXACT.get(name)
+    if exact is not None:
+        return exact
+    return _NAMES.get(name.lower(), name)
 
 
 def is_token(text: str) -> bool:
-    return bool(_TOKEN.match(text))
+    return _token_match(text) is not None
+
+
+# The only characters that change split_commas' and _split_semicolons' state: the scans
+# visit these instead of every character.
+_COMMA_SPECIALS = re.compile(r'[\\"<>,]')
+_SEMICOLON_SPECIALS = re.compile(r'[\\";]')
 
 
 def split_commas(value: str) -> list[str]:
     """Split a header value on commas outside quotes and angle brackets."""
-    parts: list[str] = []
+    if '"' not in value and ("," not in value or "<" not in value):
+        parts = value.split(",")  # no quote, and no comma or no bracket: every comma separates
+    else:
+        parts = _split_commas_scan(value)
+    return [p for p in map(str.strip, parts) if p]
+
+
+def _split_commas_scan(value: str) -> list[str]:
+    parts = []
     depth_angle = 0
     in_quote = False
-    escape = False
+    escaped = -1  # position of the character a backslash in quotes escapes
     start = 0
-    for i, ch in enumerate(value):
-        if escape:
-            escape = False
-        elif in_quote:
+    for m in _COMMA_SPECIALS.finditer(value):
+        i = m.start()
+        if i == escaped:
+            continue
+        ch = m.group()
+        if in_quote:
             if ch == "\\":
-                escape = True
+                escaped = i + 1
             elif ch == '"':
                 in_quote = False
         elif ch == '"':
@@ -155,14 +188,15 @@ def split_commas(value: str) -> list[str]:
         elif ch == "<":
             depth_angle += 1
         elif ch == ">":
-            depth_angle = max(0, depth_angle - 1)
+            if depth_angle:
+                depth_angle -= 1
         elif ch == "," and depth_angle == 0:
-            parts.append(value[start:i].strip())
+            parts.append(value[start:i])
             start = i + 1
     if in_quote:
         raise ParseError("unterminated quoted string")
-    parts.append(value[start:].strip())
-    return [p for p in parts if p]
+    parts.append(value[start:])
+    return parts
 
 
 def parse_params(text: str) -> Params:
@@ -177,29 +211,44 @@ def parse_params(text: str) -> Params:
         return ()
     if not text.startswith(";"):
         raise ParseError(f"junk before parameters: {text[:40]!r}")
+    parts = text.split(";") if '"' not in text else _split_semicolons(text)
     params: list[tuple[str, str | None]] = []
-    for part in _split_semicolons(text)[1:]:
-        key, eq, value = part.partition("=")
-        key, value = key.strip(), value.strip()
-        if not is_token(key):
-            raise ParseError(f"bad parameter name {key[:40]!r}")
-        if eq and not _GEN_VALUE.match(value):
-            raise ParseError(f"bad value for parameter {key[:40]!r}")
-        params.append((key, value if eq else None))
+    for part in parts[1:]:
+        m = _PARAM(part)
+        # The pattern accepts a subset of what the general code does, with the same result;
+        # anything else (other whitespace, errors) goes the general way.
+        params.append((m[1], m[2]) if m is not None else _parse_param(part))
     return tuple(params)
+
+
+def _parse_param(part: str) -> tuple[str, str | None]:
+    key, eq, value = part.partition("=")
+    key, value = key.strip(), value.strip()
+    if not is_token(key):
+        raise ParseError(f"bad parameter name {key[:40]!r}")
+    if eq and not _GEN_VALUE.match(value):
+        raise ParseError(f"bad value for parameter {key[:40]!r}")
+    return key, value if eq else None
 
 
 # gen-value = token / host / quoted-string (hosts add ":" and brackets for IPv6).
 _GEN_VALUE = re.compile(r'^(?:"(?:[^"\\]|\\.)*"|[A-Za-z0-9\-.!%*_+`\'~\[\]:]+)$', re.DOTALL)
+# token [ "=" gen-value ] with blanks around: the common case of _parse_param in one match.
+_PARAM = re.compile(
+    r'[ \t]*([A-Za-z0-9\-.!%*_+`\'~]+)[ \t]*(?:=[ \t]*("(?:[^"\\]|\\.)*"|[A-Za-z0-9\-.!%*_+`\'~\[\]:]+)[ \t]*)?',
+    re.DOTALL,
+).fullmatch
 
 
 def _split_semicolons(text: str) -> list[str]:
-    out, start, in_quote, escape = [], 0, False, False
-    for i, ch in enumerate(text):
-        if escape:
-            escape = False
-        elif in_quote and ch == "\\":
-            escape = True
+    out, start, in_quote, escaped = [], 0, False, -1
+    for m in _SEMICOLON_SPECIALS.finditer(text):
+        i = m.start()
+        if i == escaped:
+            continue
+        ch = m.group()
+        if in_quote and ch == "\\":
+            escaped = i + 1
         elif ch == '"':
             in_quote = not in_quote
         elif ch == ";" and not in_quote:
@@ -258,7 +307,24 @@ class NameAddr:
 _DISPLAY_TOKENS = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`'~]+)*$")
 
 
+# "display" <uri>;params or tokens <uri>;params with nothing unusual around the brackets,
+# in one match; what it accepts, the general code reads the same way.
+_PLAIN_NAME_ADDR = re.compile(
+    r'(?:("(?:[^"\\]|\\.)*")[ \t]*|([A-Za-z0-9\-.!%*_+`\'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_+`\'~]+)*)[ \t]*)?'
+    r"<([^\s<>]+)>(.*)",
+    re.DOTALL,
+).fullmatch
+
+
 def parse_name_addr(text: str) -> NameAddr:
+    m = _PLAIN_NAME_ADDR(text)
+    if m is not None:
+        quoted, tokens, uri, params = m.groups()
+        return NameAddr(uri=parse_uri(uri), display=quoted or tokens or "", params=parse_params(params))
+    return _parse_name_addr_general(text)
+
+
+def _parse_name_addr_general(text: str) -> NameAddr:
     text = text.strip()
     if text == "*":
         return NameAddr(uri=Uri("sip", None, "*"), wildcard=True)
@@ -293,21 +359,19 @@ def _parse_addr_spec(text: str) -> NameAddr:
     # holding "," or "?" must be bracketed (RFC 3261 section 20.10).
     uri_text, sep, param_text = text.partition(";")
     uri_text = uri_text.strip()
-    if any(ch in uri_text for ch in ",?"):
+    if "," in uri_text or "?" in uri_text:
         raise ParseError("a URI with ',' or '?' must be enclosed in <>")
     return NameAddr(uri=parse_uri(uri_text), params=parse_params(sep + param_text))
 
 
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
 def _closing_quote(text: str) -> int:
-    i = 1
-    while i < len(text):
-        if text[i] == "\\":
-            i += 2
-            continue
-        if text[i] == '"':
-            return i
-        i += 1
-    raise ParseError("unterminated display name")
+    m = _QUOTED.match(text)
+    if m is None:
+        raise ParseError("unterminated display name")
+    return m.end() - 1
 
 
 @dataclass(frozen=True)
@@ -344,19 +408,26 @@ _VIA = re.compile(
 )
 
 
+_PORT = re.compile(r"[0-9]{1,5}")
+_RPORT_FLAG = re.compile(r";\s*rport\s*(?:;|$)")
+
+
 def parse_via(text: str, *, any_version: bool = False) -> Via:
     """A Via value; ``any_version`` accepts SIP/x.y other than 2.0 (to answer them with 505)."""
     m = _VIA.match(text.strip())
-    if not m or (m["version"] != "2.0" and not any_version):
+    if not m:
         raise ParseError(f"bad Via: {text[:80]!r}")
-    port = int(m["port"]) if m["port"] else None
+    version, transport, host, port_text, param_text = m.groups()
+    if version != "2.0" and not any_version:
+        raise ParseError(f"bad Via: {text[:80]!r}")
+    port = int(port_text) if port_text else None
     if port is not None and not 0 < port < 65536:
         raise ParseError("bad Via port")
-    params = parse_params(m["params"] or "")
+    params = parse_params(param_text) if param_text else ()
     rport = get_param(params, "rport")
-    if rport and not (re.fullmatch(r"[0-9]{1,5}", rport) and 0 < int(rport) < 65536):
+    if rport and not (_PORT.fullmatch(rport) and 0 < int(rport) < 65536):
         raise ParseError("bad Via rport")  # responses are sent to it (RFC 3581)
-    return Via(m["transport"].upper(), m["host"], port, params)
+    return Via(transport.upper(), host, port, params)
 
 
 def via_sent_by(text: str) -> Via | None:
@@ -374,7 +445,7 @@ def via_sent_by(text: str) -> Via | None:
     try:
         params = parse_params(m["params"] or "")
     except ParseError:
-        params = (("rport", None),) if re.search(r";\s*rport\s*(?:;|$)", m["params"] or "") else ()
+        params = (("rport", None),) if _RPORT_FLAG.search(m["params"] or "") else ()
     return Via(m["transport"].upper(), m["host"], port, params)
 
 
@@ -387,9 +458,12 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
+_CSEQ_NUMBER = re.compile(r"[0-9]{1,10}")
+
+
 def parse_cseq(text: str) -> CSeq:
     parts = text.split()
-    if len(parts) != 2 or not re.fullmatch(r"[0-9]{1,10}", parts[0]) or not is_token(parts[1]):
+    if len(parts) != 2 or not _CSEQ_NUMBER.fullmatch(parts[0]) or not is_token(parts[1]):
         raise ParseError(f"bad CSeq: {text[:80]!r}")
     number = int(parts[0])
     if number >= 2**31:

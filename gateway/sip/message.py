@@ -2,8 +2,9 @@
 
 Headers are kept in order as (canonical name, raw value) pairs, one pair per
 comma-separated list element, so a Via or Contact list reads the same whether
-it arrived on one line or many. Typed accessors parse on demand; the parser
-has already checked the headers every message must have.
+it arrived on one line or many. Typed accessors parse on demand and cache; the
+parser has already checked the headers every message must have, and hands the
+message the values it parsed doing so (``set_parsed_views``).
 """
 
 from __future__ import annotations
@@ -130,6 +131,20 @@ class Headers:
                 del out[i]
                 break
         return Headers(tuple(out))
+
+
+def set_parsed_views(
+    message: _Message, vias: list[Via], from_: NameAddr, to: NameAddr, cseq: CSeq, contacts: list[NameAddr]
+) -> None:
+    """Hand a freshly parsed message the header values the parser already parsed to check
+    them: its cached accessors then return these instead of parsing the text again."""
+    views = message.__dict__  # where functools.cached_property keeps what it computed
+    views["vias"] = vias
+    views["top_via"] = vias[0]
+    views["from_"] = from_
+    views["to"] = to
+    views["cseq"] = cseq
+    views["contacts"] = contacts
 
 
 def headers_from(pairs: Iterable[tuple[str, str]]) -> Headers:

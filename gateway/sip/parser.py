@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 from gateway.sip.errors import ParseError
 from gateway.sip.headers import (
+    HEADER_FORMS,
     LIST_HEADERS,
+    CSeq,
+    NameAddr,
     Via,
     canonical_name,
     is_token,
@@ -23,7 +26,7 @@ from gateway.sip.headers import (
     split_commas,
     via_sent_by,
 )
-from gateway.sip.message import Headers, Request, Response
+from gateway.sip.message import Headers, Request, Response, set_parsed_views
 from gateway.sip.uri import parse_uri
 
 
@@ -88,17 +91,18 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Request | Res
     if not lines:
         raise SipParseError("empty message")
     start, header_lines = lines[0], lines[1:]
+    folded = "\n " in head or "\n\t" in head
 
     m = _REQUEST_LINE.match(start)
     sm = None if m else _STATUS_LINE.match(start)
     if m is None and sm is None:
         if _LOOSE_REQUEST_LINE.match(start):
-            headers = _parse_headers(header_lines, limits, True)
+            headers, _index = _parse_headers(header_lines, limits, True, folded)
             raise SipParseError(f"malformed Request-Line {start[:80]!r}", 400, headers)
         raise SipParseError(f"bad start line {start[:80]!r}", 400, is_request=not start.startswith("SIP/"))
     is_request = m is not None
-    headers = _parse_headers(header_lines, limits, is_request)
-    body = _check_body(headers, body, is_request)
+    headers, index = _parse_headers(header_lines, limits, is_request, folded)
+    body = _check_body(headers, index, body, is_request)
 
     if m:
         method, uri_text, version = m.groups()
@@ -115,8 +119,10 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Request | Res
         if uri.headers:
             # Header fields belong in the message, never in a Request-URI (RFC 3261 19.1.1).
             raise SipParseError("Request-URI with escaped headers", 400, headers)
-        _check_mandatory(headers, method)
-        return Request(headers=headers, body=body, method=method, uri=uri)
+        views = _check_mandatory(headers, index, method)
+        request = Request(headers=headers, body=body, method=method, uri=uri)
+        set_parsed_views(request, *views)
+        return request
 
     assert sm is not None
     version, status_text, reason = sm.groups()
@@ -125,43 +131,71 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Request | Res
     status = int(status_text)
     if not 100 <= status <= 699:
         raise SipParseError("status code out of range", 400, headers, is_request=False)
-    _check_mandatory(headers, None)
-    return Response(headers=headers, body=body, status=status, reason=reason or "")
+    views = _check_mandatory(headers, index, None)
+    response = Response(headers=headers, body=body, status=status, reason=reason or "")
+    set_parsed_views(response, *views)
+    return response
 
 
-def _parse_headers(lines: list[str], limits: Limits, is_request: bool) -> Headers:
-    unfolded: list[str] = []
-    for line in lines:
-        if line[:1] in (" ", "\t"):
-            if not unfolded:
-                raise SipParseError("continuation line before any header")
-            unfolded[-1] += " " + line.strip()
-        else:
-            unfolded.append(line)
+# Every value of each header, by canonical name, in order: built with the header list so
+# the checks below look a header up once instead of scanning the list for each.
+_Index = dict[str, list[str]]
+
+
+def _parse_headers(lines: list[str], limits: Limits, is_request: bool, folded: bool = True) -> tuple[Headers, _Index]:
+    """``folded`` False promises that no line starts with SP or HTAB (nothing to unfold)."""
+    unfolded: list[str] = [] if folded else lines
+    if folded:
+        for line in lines:
+            if line[:1] in (" ", "\t"):
+                if not unfolded:
+                    raise SipParseError("continuation line before any header")
+                unfolded[-1] += " " + line.strip()
+            else:
+                unfolded.append(line)
     if len(unfolded) > limits.max_headers:
         raise SipParseError("too many headers", 400)
     pairs: list[tuple[str, str]] = []
+    index: _Index = {}
+    max_line = limits.max_header_line
     for line in unfolded:
-        if len(line) > limits.max_header_line:
+        if len(line) > max_line:
             raise SipParseError("header line too long", 400, Headers(tuple(pairs)), is_request)
         name, colon, value = line.partition(":")
         name = name.strip()
-        if not colon or not is_token(name):
-            raise SipParseError(f"bad header line {line[:80]!r}", 400, Headers(tuple(pairs)), is_request)
-        name = canonical_name(name)
+        form = HEADER_FORMS.get(name)
+        if form is not None and colon:
+            name, is_list = form  # a known name, so a token
+        else:
+            if not colon or not is_token(name):
+                raise SipParseError(f"bad header line {line[:80]!r}", 400, Headers(tuple(pairs)), is_request)
+            name = canonical_name(name)
+            is_list = name.lower() in LIST_HEADERS
         value = value.strip()
-        if name.lower() in LIST_HEADERS:
+        if is_list:
             try:
-                pairs.extend((name, item) for item in split_commas(value))
+                items = split_commas(value)
             except ParseError as exc:
                 raise SipParseError(str(exc), 400, Headers(tuple(pairs)), is_request) from None
+            if len(items) == 1:
+                pairs.append((name, items[0]))
+            elif items:
+                pairs.extend([(name, item) for item in items])
+            else:
+                continue  # an empty list adds no value: the header stays absent
         else:
             pairs.append((name, value))
-    return Headers(tuple(pairs))
+            items = [value]
+        values = index.get(name)
+        if values is None:
+            index[name] = items
+        else:
+            values.extend(items)
+    return Headers(tuple(pairs)), index
 
 
-def _check_body(headers: Headers, body: bytes, is_request: bool) -> bytes:
-    lengths = headers.get_all("Content-Length")
+def _check_body(headers: Headers, index: _Index, body: bytes, is_request: bool) -> bytes:
+    lengths = index.get("Content-Length")
     if not lengths:
         return body  # allowed over UDP: the datagram ends the body
     if len(set(lengths)) != 1 or not _NUMBER.fullmatch(lengths[0]):
@@ -172,36 +206,43 @@ def _check_body(headers: Headers, body: bytes, is_request: bool) -> bytes:
     return body[:length]
 
 
-def _check_mandatory(headers: Headers, method: str | None) -> None:
+_SINGLE = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Type", "Expires")
+
+
+def _check_mandatory(
+    headers: Headers, index: _Index, method: str | None
+) -> tuple[list[Via], NameAddr, NameAddr, CSeq, list[NameAddr]]:
+    """Refuse what every message must have right; return what was parsed doing so (the
+    message's Vias, From, To, CSeq and Contacts), so that its accessors need not parse again."""
     is_request = method is not None
     for name in _MANDATORY:
-        if headers.get(name) is None:
+        if name not in index:
             raise SipParseError(f"missing {name}", 400, headers, is_request)
-    for single in ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Type", "Expires"):
-        if len(headers.get_all(single)) > 1:
+    for single in _SINGLE:
+        values = index.get(single)
+        if values is not None and len(values) > 1:
             raise SipParseError(f"more than one {single}", 400, headers, is_request)
     try:
-        for via in headers.get_all("Via"):
-            parse_via(via)
-        parse_name_addr(headers.get("From") or "")
-        parse_name_addr(headers.get("To") or "")
-        cseq = parse_cseq(headers.get("CSeq") or "")
-        for contact in headers.get_all("Contact"):
-            parse_name_addr(contact)
+        vias = [parse_via(via) for via in index["Via"]]
+        from_ = parse_name_addr(index["From"][0])
+        to = parse_name_addr(index["To"][0])
+        cseq = parse_cseq(index["CSeq"][0])
+        contacts = [parse_name_addr(contact) for contact in index.get("Contact", ())]
     except ParseError as exc:
         raise SipParseError(str(exc), 400, headers, is_request) from None
     if method is not None and cseq.method != method:
         raise SipParseError("CSeq method does not match the request method", 400, headers)
-    if method is not None and parse_via(headers.get("Via") or "").branch == MAGIC_COOKIE:
+    if method is not None and vias[0].branch == MAGIC_COOKIE:
         # The RFC 3261 cookie with no identifier after it (RFC 4475 3.2.1): refused, since
         # every such request from the peer would otherwise share one transaction.
         raise SipParseError("Via branch has no transaction identifier", 400, headers)
-    max_forwards = headers.get("Max-Forwards")
-    if max_forwards is not None and (not _NUMBER.fullmatch(max_forwards) or int(max_forwards) > 255):
+    max_forwards = index.get("Max-Forwards")
+    if max_forwards is not None and (not _NUMBER.fullmatch(max_forwards[0]) or int(max_forwards[0]) > 255):
         raise SipParseError("bad Max-Forwards", 400, headers, is_request)
-    expires = headers.get("Expires")
-    if expires is not None and not _EXPIRES.fullmatch(expires):
+    expires = index.get("Expires")
+    if expires is not None and not _EXPIRES.fullmatch(expires[0]):
         raise SipParseError("bad Expires", 400, headers, is_request)
+    return vias, from_, to, cseq, contacts
 
 
 def can_answer(headers: Headers | None) -> bool:

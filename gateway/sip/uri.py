@@ -15,6 +15,16 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
 # password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," ).
 _USER = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+$")
 _PASSWORD = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,%]*$")
+# \s is exactly what str.isspace() accepts, one character at a time.
+_SPACE = re.compile(r"\s")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_PORT = re.compile(r"[0-9]{1,5}")
+# The usual SIP URI in one match: lower-case scheme, a user without escapes, ":", ";", "?"
+# or "/", a host name or IPv4 address, parameters without "@" or "?", no headers. It
+# accepts a subset of what parse_uri's general code does, and splits it the same way.
+_PLAIN_SIP_URI = re.compile(
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)@)?([A-Za-z0-9._-]+)(?::([0-9]{1,5}))?((?:;[^;?@\s]+)*)"
+).fullmatch
 
 
 @dataclass(frozen=True)
@@ -79,11 +89,22 @@ class Uri:
 
 
 def parse_uri(text: str) -> Uri:
+    m = _PLAIN_SIP_URI(text)
+    if m is not None:
+        scheme, user, host, port_text, param_text = m.groups()
+        port = int(port_text) if port_text is not None else None
+        if port is None or 0 < port < 65536:
+            params = tuple(_split_param(part) for part in param_text[1:].split(";")) if param_text else ()
+            return Uri(scheme, user, host, port, params, "", password=None)
+    return _parse_uri_general(text)
+
+
+def _parse_uri_general(text: str) -> Uri:
     text = text.strip()
     scheme, sep, rest = text.partition(":")
     if not sep or not _SCHEME.match(scheme):
         raise ParseError(f"not a URI: {text[:80]!r}")
-    if any(ch.isspace() for ch in rest):
+    if _SPACE.search(rest):
         raise ParseError(f"whitespace inside URI {text[:80]!r}")
     scheme = scheme.lower()
     if scheme not in ("sip", "sips"):
@@ -111,13 +132,17 @@ def parse_uri(text: str) -> Uri:
     for part in param_parts:
         if not part:
             raise ParseError(f"empty URI parameter in {text[:80]!r}")
-        key, eq, value = part.partition("=")
-        params.append((key, value if eq else None))
+        params.append(_split_param(part))
     return Uri(scheme, user, host, port, tuple(params), headers, password=password)
 
 
+def _split_param(part: str) -> tuple[str, str | None]:
+    key, eq, value = part.partition("=")
+    return key, value if eq else None
+
+
 def _valid_escapes(s: str) -> bool:
-    return re.search(r"%(?![0-9A-Fa-f]{2})", s) is None
+    return "%" not in s or _BAD_ESCAPE.search(s) is None
 
 
 def unescaped_user(uri: Uri) -> str | None:
@@ -144,7 +169,7 @@ def _split_host_port(hostport: str, original: str) -> tuple[str, int | None]:
         raise ParseError(f"bad host in {original[:80]!r}")
     if port_text is None:
         return host, None
-    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 0 < int(port_text) < 65536:
+    if not _PORT.fullmatch(port_text) or not 0 < int(port_text) < 65536:
         raise ParseError(f"bad port in {original[:80]!r}")
     return host, int(port_text)
 
