@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import cast
 
 from gateway.errors import StartupError
 
 Addr = tuple[str, int]
+
+# A burst of calls (a site's link coming back, a hub's morning) must queue, not be dropped at
+# the socket: a lost INVITE or ACK costs a retransmission 0.5 s later, then more load. The
+# kernel caps this at net.core.rmem_max.
+RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 
 
 class UdpTransport(asyncio.DatagramProtocol):
@@ -50,4 +56,7 @@ async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Addr], No
         )
     except OSError as exc:
         raise StartupError(f"cannot listen for SIP on udp {host}:{port}: {exc.strerror or exc}") from None
+    sock = _transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
     return protocol
