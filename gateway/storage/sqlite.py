@@ -160,9 +160,9 @@ class SqliteDatabase:
         self._thread.join()
 
 
-def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``fn`` inside BEGIN IMMEDIATE ... COMMIT (rolled back on error)."""
-    conn.execute("BEGIN IMMEDIATE")
+def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], begin: str = "BEGIN IMMEDIATE") -> T:
+    """Run ``fn`` inside ``begin`` ... COMMIT (rolled back on error)."""
+    conn.execute(begin)
     try:
         result = fn(conn)
     except BaseException:
@@ -174,11 +174,4 @@ def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T])
 
 def read_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
     """Run ``fn`` inside BEGIN ... COMMIT without taking the write lock: one snapshot for all its reads."""
-    conn.execute("BEGIN")
-    try:
-        result = fn(conn)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
+    return transaction(conn, fn, begin="BEGIN")

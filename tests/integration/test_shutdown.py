@@ -49,7 +49,8 @@ async def pair(tmp_path: Path) -> AsyncIterator[tuple[Path, list[Baresip]]]:
         await asyncio.gather(*(p.stop() for p in phones), return_exceptions=True)
 
 
-async def call_between(gw: GatewayProcess, tmp_path: Path, phones: list[Baresip]) -> tuple[Baresip, Baresip]:
+async def ring_between(gw: GatewayProcess, tmp_path: Path, phones: list[Baresip]) -> tuple[Baresip, Baresip]:
+    """Register alice and bob; alice calls bob, whose phone is ringing when this returns."""
     tone = write_tone(tmp_path / "tone.wav", 1000, 60)
     made = []
     for address in ("alice@acme", "bob@acme"):
@@ -62,6 +63,11 @@ async def call_between(gw: GatewayProcess, tmp_path: Path, phones: list[Baresip]
     alice, bob = made
     await alice.dial("sip:bob@acme")
     await bob.wait_event("CALL_INCOMING")
+    return alice, bob
+
+
+async def call_between(gw: GatewayProcess, tmp_path: Path, phones: list[Baresip]) -> tuple[Baresip, Baresip]:
+    alice, bob = await ring_between(gw, tmp_path, phones)
     await bob.accept()
     await alice.wait_event("CALL_ESTABLISHED")
     return alice, bob
@@ -117,18 +123,7 @@ async def test_kill_9_while_ringing_leaves_a_record_of_the_attempt(pair: tuple[P
     tmp_path, phones = pair
     gw = await own_gateway(tmp_path / "gw")
     try:
-        tone = write_tone(tmp_path / "tone.wav", 1000, 60)
-        made = []
-        for address in ("alice@acme", "bob@acme"):
-            user, domain = address.split("@")
-            p = Baresip(user, tmp_path / user, PhoneAccount(user, domain, PASSWORDS[address], gw.sip_address), tone)
-            phones.append(p)
-            await p.start()
-            await p.wait_registered()
-            made.append(p)
-        alice, bob = made
-        await alice.dial("sip:bob@acme")
-        await bob.wait_event("CALL_INCOMING")
+        await ring_between(gw, tmp_path, phones)
         for _ in range(200):
             if open_calls(gw):
                 break
@@ -214,18 +209,7 @@ async def test_a_call_nobody_answers_ends_at_the_ring_timeout(pair: tuple[Path, 
         gw.add_user(address, SITES[address], PASSWORDS[address])
     await gw.start()
     try:
-        tone = write_tone(tmp_path / "tone.wav", 1000, 60)
-        made = []
-        for address in ("alice@acme", "bob@acme"):
-            user, domain = address.split("@")
-            p = Baresip(user, tmp_path / user, PhoneAccount(user, domain, PASSWORDS[address], gw.sip_address), tone)
-            phones.append(p)
-            await p.start()
-            await p.wait_registered()
-            made.append(p)
-        alice, bob = made
-        await alice.dial("sip:bob@acme")
-        await bob.wait_event("CALL_INCOMING")
+        alice, bob = await ring_between(gw, tmp_path, phones)
         closed = await alice.wait_event("CALL_CLOSED", timeout=15)
         await bob.wait_event("CALL_CLOSED")
         for _ in range(100):
