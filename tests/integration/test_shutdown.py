@@ -28,12 +28,23 @@ def open_calls(gw: GatewayProcess) -> int:
         return int(db.execute("SELECT count(*) FROM open_calls").fetchone()[0])
 
 
-async def own_gateway(folder: Path, extra: str = "") -> GatewayProcess:
+async def first_record(gw: GatewayProcess) -> None:
+    """Wait (up to 5 s) for the gateway to commit a call record."""
+    for _ in range(100):
+        if records(gw):
+            return
+        await asyncio.sleep(0.05)
+
+
+async def own_gateway(folder: Path, extra: str = "", ring_timeout_s: int | None = None) -> GatewayProcess:
     gw = GatewayProcess(
         folder,
         extra_config='[[tenants]]\ndomain = "acme"\ndigest_algorithms = ["MD5"]\n' + extra,
     )
     gw.write_config()
+    if ring_timeout_s is not None:
+        text = gw.config_path.read_text().replace("ring_timeout_s = 30", f"ring_timeout_s = {ring_timeout_s}")
+        gw.config_path.write_text(text)
     for address in ("alice@acme", "bob@acme"):
         gw.add_user(address, SITES[address], PASSWORDS[address])
     await gw.start()
@@ -145,10 +156,7 @@ async def test_max_call_duration_ends_the_call(pair: tuple[Path, list[Baresip]])
         alice, bob = await call_between(gw, tmp_path, phones)
         await alice.wait_event("CALL_CLOSED", timeout=10)
         await bob.wait_event("CALL_CLOSED")
-        for _ in range(100):
-            if records(gw):
-                break
-            await asyncio.sleep(0.05)
+        await first_record(gw)
     finally:
         await gw.stop()
     (record,) = records(gw)
@@ -199,23 +207,12 @@ async def test_contacts_that_stop_answering_options_are_dropped(tmp_path: Path) 
 async def test_a_call_nobody_answers_ends_at_the_ring_timeout(pair: tuple[Path, list[Baresip]]) -> None:
     """The ring timer fires through the SIP service's deadline heap."""
     tmp_path, phones = pair
-    gw = GatewayProcess(
-        tmp_path / "gw",
-        extra_config='[[tenants]]\ndomain = "acme"\ndigest_algorithms = ["MD5"]\n',
-    )
-    gw.write_config()
-    gw.config_path.write_text(gw.config_path.read_text().replace("ring_timeout_s = 30", "ring_timeout_s = 5"))
-    for address in ("alice@acme", "bob@acme"):
-        gw.add_user(address, SITES[address], PASSWORDS[address])
-    await gw.start()
+    gw = await own_gateway(tmp_path / "gw", ring_timeout_s=5)
     try:
         alice, bob = await ring_between(gw, tmp_path, phones)
         closed = await alice.wait_event("CALL_CLOSED", timeout=15)
         await bob.wait_event("CALL_CLOSED")
-        for _ in range(100):
-            if records(gw):
-                break
-            await asyncio.sleep(0.05)
+        await first_record(gw)
     finally:
         await gw.stop()
     assert "480" in closed["param"], closed
