@@ -306,6 +306,7 @@ class LiveBilling:
             for key in due.cut_off:
                 call = self.schedule.calls[key]
                 call.cut_off = True
+                self.schedule.reschedule(call)
                 account = self._meta[key].record.account
                 await self.events.put(CreditExhausted(call.session_id, call.leg, account, now))
             if due.checkpoint:
@@ -313,6 +314,7 @@ class LiveBilling:
                 for key in due.checkpoint:
                     call = self.schedule.calls[key]
                     call.checkpoint_at = now + self.schedule.checkpoint_every
+                    self.schedule.reschedule(call)
                     reserved = call.grant.reserved if call.limited else -1
                     points.append(
                         (call.session_id, call.leg, reserved, to_us(min(now, self.schedule.hang_up_at(call))))
@@ -329,6 +331,7 @@ class LiveBilling:
             call.grant = replace(call.grant, final=True)
         else:
             call.grant, _room = await self._extend(call, meta, view, now)
+        self.schedule.reschedule(call)  # a final grant wakes at its hang-up, which may come sooner
         await self.events.put(
             GrantExtended(call.session_id, call.leg, self.schedule.hang_up_at(call), call.grant.final)
         )

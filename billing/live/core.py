@@ -14,6 +14,9 @@ time, so one call does not hold a balance other calls share.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -84,17 +87,28 @@ class Due:
 
 @dataclass
 class LiveSchedule:
-    """When each open call needs its grant renewed, its state saved, or to be ended."""
+    """When each open call needs its grant renewed, its state saved, or to be ended.
+
+    Calls wait in a heap by their next wake-up, so a tick costs the calls that are due,
+    not every call in progress (a hub holds thousands). A call whose grant, checkpoint
+    or cut-off changed is found at its old place and moved on when that comes due; a
+    change that can make it due *sooner* must be told with ``reschedule``.
+    """
 
     renew_before: timedelta
     checkpoint_every: timedelta
     guard: timedelta
     calls: dict[str, LiveCall] = field(default_factory=dict)
+    _heap: list[tuple[datetime, int, str]] = field(default_factory=list, init=False, repr=False, compare=False)
+    _queued: dict[str, datetime] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _seq: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False, compare=False)
 
     def add(self, call: LiveCall) -> None:
         self.calls[call.key] = call
+        self.reschedule(call)
 
     def remove(self, key: str) -> LiveCall | None:
+        self._queued.pop(key, None)
         return self.calls.pop(key, None)
 
     def hang_up_at(self, call: LiveCall) -> datetime:
@@ -106,9 +120,57 @@ class LiveSchedule:
             return None
         return call.answer + timedelta(seconds=call.grant.seconds) - self.renew_before
 
+    def wake_at(self, call: LiveCall) -> datetime:
+        """The first of the call's checkpoint, renewal or (final grant, not yet cut off) hang-up."""
+        renew_at = self.renew_at(call)
+        if renew_at is not None:
+            return min(call.checkpoint_at, renew_at)
+        if not call.cut_off:
+            return min(call.checkpoint_at, self.hang_up_at(call))
+        return call.checkpoint_at
+
+    def reschedule(self, call: LiveCall) -> None:
+        """Queue ``call`` at its current wake-up (after anything that changed it)."""
+        if self.calls.get(call.key) is not call:
+            return
+        when = self.wake_at(call)
+        if self._queued.get(call.key) == when:
+            return
+        self._queued[call.key] = when
+        heapq.heappush(self._heap, (when, next(self._seq), call.key))
+        if len(self._heap) > 2 * len(self._queued) + 64:  # superseded entries: rebuild
+            self._heap = [(w, next(self._seq), k) for k, w in self._queued.items()]
+            heapq.heapify(self._heap)
+
+    def _settle_top(self) -> None:
+        """Drop superseded entries from the top; move a call that now wakes later to its place."""
+        heap = self._heap
+        while heap:
+            when, _, key = heap[0]
+            if self._queued.get(key) != when:
+                heapq.heappop(heap)
+                continue
+            call = self.calls.get(key)
+            if call is not None and self.wake_at(call) == when:
+                return
+            heapq.heappop(heap)
+            del self._queued[key]
+            if call is not None:
+                self.reschedule(call)
+
     def due(self, now: datetime) -> Due:
+        self._settle_top()
+        keys: list[str] = []
+        while self._heap and self._heap[0][0] <= now:
+            when, _, key = heapq.heappop(self._heap)
+            if self._queued.get(key) == when:
+                del self._queued[key]
+                keys.append(key)
         renew, cut, checkpoint = [], [], []
-        for key, call in self.calls.items():
+        for key in keys:
+            call = self.calls.get(key)
+            if call is None:
+                continue
             renew_at = self.renew_at(call)
             if renew_at is not None and renew_at <= now:
                 renew.append(key)
@@ -116,15 +178,9 @@ class LiveSchedule:
                 cut.append(key)
             if call.checkpoint_at <= now:
                 checkpoint.append(key)
+            self.reschedule(call)  # still due until the controller acts on it
         return Due(tuple(renew), tuple(cut), tuple(checkpoint))
 
     def next_wakeup(self) -> datetime | None:
-        times: list[datetime] = []
-        for call in self.calls.values():
-            times.append(call.checkpoint_at)
-            renew_at = self.renew_at(call)
-            if renew_at is not None:
-                times.append(renew_at)
-            elif not call.cut_off:
-                times.append(self.hang_up_at(call))
-        return min(times, default=None)
+        self._settle_top()
+        return self._heap[0][0] if self._heap else None

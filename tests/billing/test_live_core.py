@@ -91,3 +91,59 @@ def test_grants_never_reserve_more_than_the_credit_offered(
             assert grant.reserved == cost_micros(tariff, "86", "voice", ANSWER, grant.seconds)  # type: ignore[arg-type]
         if grant.final:
             break
+
+
+def _scan(s: LiveSchedule, now: datetime) -> tuple[set[str], set[str], set[str], datetime | None]:
+    """What the schedule must answer: a plain look at every call."""
+    renew, cut, checkpoint, times = set(), set(), set(), []
+    for key, call in s.calls.items():
+        renew_at = s.renew_at(call)
+        if renew_at is not None and renew_at <= now:
+            renew.add(key)
+        elif call.grant.final and not call.cut_off and s.hang_up_at(call) <= now:
+            cut.add(key)
+        if call.checkpoint_at <= now:
+            checkpoint.add(key)
+        times.append(s.wake_at(call))
+    return renew, cut, checkpoint, min(times, default=None)
+
+
+_steps = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "remove", "checkpoint", "extend", "final", "cut_off", "tick"]),
+        st.integers(0, 5),  # which call
+        st.integers(0, 600),  # seconds
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_steps)
+def test_the_schedule_heap_answers_as_a_scan_of_every_call(steps: list[tuple[str, int, int]]) -> None:
+    s = schedule()
+    now = ANSWER
+    for op, n, seconds in steps:
+        key = f"s{n}:a"
+        call = s.calls.get(key)
+        if op == "add" and call is None:
+            at = now + timedelta(seconds=seconds)
+            s.add(LiveCall(f"s{n}", "a", now, Grant(seconds + 1, 0, False), True, at))
+        elif op == "remove":
+            s.remove(key)
+        elif op == "tick":
+            now += timedelta(seconds=seconds)
+        elif call is not None and op == "checkpoint":
+            # Later (as the controller only moves it): found when its old time comes.
+            call.checkpoint_at = max(call.checkpoint_at, now) + timedelta(seconds=seconds)
+        elif call is not None and op == "extend":
+            call.grant = Grant(call.grant.seconds + seconds, 0, call.grant.final)
+        elif call is not None and op == "final":
+            call.grant = Grant(call.grant.seconds, 0, True)  # may wake sooner: told
+            s.reschedule(call)
+        elif call is not None and op == "cut_off":
+            call.cut_off = True
+        renew, cut, checkpoint, first = _scan(s, now)
+        assert s.next_wakeup() == first
+        due = s.due(now)
+        assert (set(due.renew), set(due.cut_off), set(due.checkpoint)) == (renew, cut, checkpoint)
