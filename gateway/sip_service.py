@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import heapq
 import ipaddress
 import itertools
@@ -70,7 +69,7 @@ from gateway.sip.transaction import (
     TransactionTimedOut,
     TxKey,
 )
-from gateway.sip.uas import error_reply_destination, refusal
+from gateway.sip.uas import error_reply_destination, refusal, stable_tag
 from gateway.sip.uri import parse_uri
 from gateway.subscriptions import DialogNotifier, Notify
 from gateway.transport_stream import StreamTransport
@@ -440,7 +439,7 @@ class SipService:
         request = event.request
         method = request.method
         to_tag = request.to.tag
-        refused = refusal(request, allow=ALLOW, to_tag=to_tag or _tag(request))
+        refused = refusal(request, allow=ALLOW, to_tag=to_tag or stable_tag(request))
         if refused is not None:
             self._respond(event.key, refused, now)
         elif method == "CANCEL":
@@ -468,7 +467,9 @@ class SipService:
             extra = [("Retry-After", "30")]
             self._respond(
                 event.key,
-                make_response(request, 503, "Service Unavailable (shutting down)", to_tag=_tag(request), extra=extra),
+                make_response(
+                    request, 503, "Service Unavailable (shutting down)", to_tag=stable_tag(request), extra=extra
+                ),
                 now,
             )
         elif method == "INVITE":
@@ -476,11 +477,13 @@ class SipService:
             self._spawn(self._invite(event))
         elif method == "OPTIONS":
             extra = [("Allow", ALLOW), ("Accept", "application/sdp"), ("Server", self.settings.user_agent)]
-            self._respond(event.key, make_response(request, 200, to_tag=_tag(request), extra=extra), now)
+            self._respond(event.key, make_response(request, 200, to_tag=stable_tag(request), extra=extra), now)
         elif method in ("BYE", "INFO", "UPDATE", "PRACK"):
-            self._respond(event.key, make_response(request, 481, to_tag=_tag(request)), now)
+            self._respond(event.key, make_response(request, 481, to_tag=stable_tag(request)), now)
         else:
-            self._respond(event.key, make_response(request, 405, to_tag=_tag(request), extra=[("Allow", ALLOW)]), now)
+            self._respond(
+                event.key, make_response(request, 405, to_tag=stable_tag(request), extra=[("Allow", ALLOW)]), now
+            )
 
     def _on_cancel(self, event: RequestReceived, now: float) -> None:
         request = event.request
@@ -537,7 +540,7 @@ class SipService:
         now = self._clock.monotonic()
         if self.notifier is None or (request.headers.get("Event") or "").split(";")[0].strip() != "dialog":
             extra = [("Allow-Events", "dialog")] if self.notifier is not None else []
-            self._respond(event.key, make_response(request, 489, to_tag=_tag(request), extra=extra), now)
+            self._respond(event.key, make_response(request, 489, to_tag=stable_tag(request), extra=extra), now)
             self._after(now)
             return
         outcome = await self._authenticate(request, now)
@@ -582,7 +585,7 @@ class SipService:
         now = self._clock.monotonic()
         if isinstance(response_or_call, Response):
             if pending is not None and pending.cancelled:
-                response_or_call = make_response(event.request, 487, to_tag=_tag(event.request))
+                response_or_call = make_response(event.request, 487, to_tag=stable_tag(event.request))
             self._respond(key, response_or_call, now)
             self._after(now)
             return
@@ -614,7 +617,7 @@ class SipService:
         request = event.request
         started = self._clock.monotonic()
         if request.headers.get("Max-Forwards") == "0":
-            return make_response(request, 483, to_tag=_tag(request))
+            return make_response(request, 483, to_tag=stable_tag(request))
         display = request.from_.display.strip('"')
         trunk_in = self.trunks.identify(event.source) if self.trunks is not None else None
         if trunk_in is not None:
@@ -635,19 +638,21 @@ class SipService:
             target_tenant = self._tenant_of_target(request.uri.host, caller.tenant)
             if target_tenant != caller.tenant:
                 log.info("cross-tenant call refused", extra={"caller": caller.address, "target": str(request.uri)})
-                return make_response(request, 403, "Forbidden (other tenant)", to_tag=_tag(request))
+                return make_response(request, 403, "Forbidden (other tenant)", to_tag=stable_tag(request))
         routed = await self._route(request, caller, allow_trunks=trunk_in is None)
         if isinstance(routed, Response):
             return routed
         callee, targets = routed
         if self._call_billing is not None:
-            refused = await self._call_billing.authorize(request, caller, callee, _tag(request))
+            refused = await self._call_billing.authorize(request, caller, callee, stable_tag(request))
             if refused is not None:
                 return refused
         try:
             offer = parse_sdp(sdp_of(request.headers.get("Content-Type") or "", request.body) or b"")
         except SdpError:
-            return make_response(request, 488, "Not Acceptable Here (an SDP offer is required)", to_tag=_tag(request))
+            return make_response(
+                request, 488, "Not Acceptable Here (an SDP offer is required)", to_tag=stable_tag(request)
+            )
         audio_like = max(1, len(offer.media))
         streams: list[MediaStream] = []
         session_id = parse_session_id(request.headers.get("Session-ID")) or uuid.uuid4().hex
@@ -658,7 +663,7 @@ class SipService:
             for s in streams:
                 await s.close()
             log.error("cannot open media", extra={"error": str(exc)})
-            return make_response(request, 503, "Service Unavailable (no media ports)", to_tag=_tag(request))
+            return make_response(request, 503, "Service Unavailable (no media ports)", to_tag=stable_tag(request))
         call = Call(
             session_id=session_id,
             caller=caller,
@@ -735,10 +740,10 @@ class SipService:
         if user is None and dialled.isdigit():
             user = await self._users.by_number(tenant, dialled)
         if user is None:
-            return make_response(request, 404, to_tag=_tag(request))
+            return make_response(request, 404, to_tag=stable_tag(request))
         bindings = await self._locations.get(user.aor, self._clock.monotonic())
         if not bindings:
-            return make_response(request, 480, to_tag=_tag(request))
+            return make_response(request, 480, to_tag=stable_tag(request))
         targets = [ForkTarget(b.contact, self._destination_for(b.contact, b.source)) for b in bindings]
         return _party(user), targets
 
@@ -748,11 +753,11 @@ class SipService:
         assert self.trunks is not None
         trunk = self.trunks.get(name)
         if trunk is None:
-            return make_response(request, 503, f"Service Unavailable (no trunk {name})", to_tag=_tag(request))
+            return make_response(request, 503, f"Service Unavailable (no trunk {name})", to_tag=stable_tag(request))
         why = self.trunks.unavailable_reason(name)
         if why is not None:
             log.warning("call to an unavailable trunk refused", extra={"trunk": name, "reason": why})
-            return make_response(request, 503, f"Service Unavailable ({why})", to_tag=_tag(request))
+            return make_response(request, 503, f"Service Unavailable ({why})", to_tag=stable_tag(request))
         target = ForkTarget(
             contact=f"sip:{number}@{trunk.sip_domain}",
             destination=self.trunks.peer_of(trunk),
@@ -1065,10 +1070,6 @@ class SipService:
 
 def _party(user: User, display: str = "") -> Party:
     return Party(user.username, user.tenant, user.site, display, number=user.number or "")
-
-
-def _tag(request: Request) -> str:
-    return hashlib.sha256(f"{request.call_id}|{request.cseq.number}".encode()).hexdigest()[:12]
 
 
 def _reason(exc: SipParseError) -> str:

@@ -7,7 +7,6 @@ Authentication is checked before anything about the user is revealed.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -17,6 +16,7 @@ from gateway.sip.errors import ParseError
 from gateway.sip.headers import NameAddr, parse_auth_params
 from gateway.sip.message import Request, Response, make_response
 from gateway.sip.peer import Peer
+from gateway.sip.uas import stable_tag
 
 
 @dataclass(frozen=True)
@@ -78,12 +78,7 @@ def challenge_response(
     header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
     status = 407 if proxy else 401
     extra = [(header, value) for value in auth.challenges(realm, now, stale=stale)]
-    return make_response(request, status, to_tag=_tag_for(request), extra=extra)
-
-
-def _tag_for(request: Request) -> str:
-    # A stable tag per request lets retransmitted challenges look the same.
-    return hashlib.sha256(f"{request.call_id}|{request.cseq.number}".encode()).hexdigest()[:12]
+    return make_response(request, status, to_tag=stable_tag(request), extra=extra)
 
 
 def process_register(
@@ -112,7 +107,7 @@ def process_register(
     assert isinstance(result, AuthAccepted)
     if result.username != to_user:
         # Authenticated, but as someone else: no third-party registration.
-        return RegisterOutcome(make_response(request, 403, "Forbidden (not your address)", to_tag=_tag_for(request)))
+        return RegisterOutcome(make_response(request, 403, "Forbidden (not your address)", to_tag=stable_tag(request)))
     aor = f"{to_user}@{tenant}"
     return _update_bindings(request, source, aor, current, policy, now, wall, result.username)
 
@@ -127,7 +122,7 @@ def _update_bindings(
     wall: float,
     username: str,
 ) -> RegisterOutcome:
-    tag = _tag_for(request)
+    tag = stable_tag(request)
     live = [b for b in current if b.expires_at > now]
     contacts = request.contacts
     header_expires = request.headers.get("Expires")

@@ -8,6 +8,7 @@ Also where to send the answer to a request that did not even parse.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 from gateway.sip.headers import Via, split_commas
@@ -99,3 +100,9 @@ def error_reply_destination(top: Via, source: Peer) -> Peer:
         return source
     port = source.port if top.rport is not None else (top.port or 5060)
     return Peer(source.host, port, "UDP")
+
+
+def stable_tag(request: Request) -> str:
+    """The To tag of a response we make ourselves: the same for a retransmitted request,
+    so a retransmitted final response looks the same."""
+    return hashlib.sha256(f"{request.call_id}|{request.cseq.number}".encode()).hexdigest()[:12]
