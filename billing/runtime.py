@@ -47,10 +47,13 @@ class BillingRuntime:
         await self.service.store.close()
 
 
-async def start_billing(config: GatewayConfig, clock: Clock = utc_now) -> BillingRuntime:
-    """Open the store, close calls a crash left open (at their last checkpoint), start the live timer."""
+async def start_billing(config: GatewayConfig, clock: Clock = utc_now, recover: bool = True) -> BillingRuntime:
+    """Open the store, close calls a crash left open (at their last checkpoint), start the live timer.
+
+    ``recover=False`` for extra SIP workers: the node's open calls are theirs and live.
+    """
     service = await open_billing(config, clock)
     live = LiveBilling(service, open_live_spend(config), config.node_name)
-    recovered = await live.recover()
+    recovered = await live.recover() if recover else []
     live.start()
     return BillingRuntime(service, live, recovered)

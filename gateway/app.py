@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from secrets import token_hex
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -25,16 +25,15 @@ from gateway.config import GatewayConfig
 from gateway.errors import StartupError
 from gateway.http import METRICS_REFRESH, add_health_check, create_app
 from gateway.ledger_replication import LedgerReceiver, LedgerSender
-from gateway.location import LocationStore, MemoryLocationStore, RedisLocationStore
+from gateway.location import MemoryLocationStore
 from gateway.logs import setup_logging
 from gateway.media_adapter import open_media
 from gateway.metrics import SipMetrics, process_gauges, register_callbacks
 from gateway.secrets_store import load_or_create
-from gateway.sip.digest import DigestAuthenticator
-from gateway.sip.parser import Limits
-from gateway.sip.registrar import RegistrarPolicy
-from gateway.sip.transaction import TimerConfig
-from gateway.sip_service import SipService, SipSettings
+from gateway.sip.shard import Shard
+from gateway.sip_build import advertised, authenticator, media_share, open_locations, sip_settings
+from gateway.sip_service import SipService
+from gateway.sip_workers import SipWorkerPool
 from gateway.storage.gateway_db import open_gateway_db
 from gateway.tls import client_context, ensure_certificate, server_context
 from gateway.tokens import TokenStore
@@ -57,24 +56,10 @@ class Gateway:
     http_port: int
     https_port: int = 0
     tunnel: GatewayTunnel | None = None
+    workers: SipWorkerPool | None = None
 
 
-def advertised(bind: str, configured: str) -> str:
-    """The address peers should use: configured, else the bind address, else this host's primary one."""
-    if configured:
-        return configured
-    if bind not in ("0.0.0.0", "::"):
-        return bind
-    # A UDP "connect" sends nothing; it only asks the kernel which source address it would use.
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))
-            return str(s.getsockname()[0])
-        except OSError:
-            return "127.0.0.1"
-
-
-async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway:
+async def start_gateway(config: GatewayConfig, stack: AsyncExitStack, config_path: str | Path | None = None) -> Gateway:
     clock = SystemClock()
     data_dir = config.data_path
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -92,16 +77,12 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     users = SqliteUserStore(db)
     stack.callback(users.close)
     cdrs = SqliteCdrStore(db)
-    locations: LocationStore
-    if config.storage.redis_url:
-        locations = RedisLocationStore(config.storage.redis_url)
-    else:
-        locations = MemoryLocationStore()
+    locations = open_locations(config)
     stack.push_async_callback(locations.close)
 
     registry = CollectorRegistry()
     sip_metrics = SipMetrics(registry)
-    media = await open_media(config.media, advertised(config.media.bind, config.media.advertised_address))
+    media = await open_media(media_share(config, 0), advertised(config.media.bind, config.media.advertised_address))
     stack.push_async_callback(media.close)
     # Before SIP: it must outlive the SIP service's shutdown (BYEs to tunnel trunks ride it).
     tunnel = await start_tunnel(config, stack, registry)
@@ -120,37 +101,21 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
                 log.warning("generated a self-signed TLS certificate", extra={"path": str(files.certificate.resolve())})
             server_ssl = server_context(files)
         client_ssl = client_context(sip_cfg.tls_ca_file, sip_cfg.tls_verify_server)
-    settings = SipSettings(
-        node=config.node_name,
-        bind=sip_cfg.bind,
-        port=sip_cfg.udp_port,
-        advertised_address=sip_address,
-        media_address=advertised(config.media.bind, config.media.advertised_address),
-        timers=TimerConfig(t1=sip_cfg.t1_ms / 1000, t2=sip_cfg.t2_ms / 1000, t4=sip_cfg.t4_ms / 1000),
-        policy=RegistrarPolicy(
-            sip_cfg.min_expires, sip_cfg.max_expires, sip_cfg.default_expires, sip_cfg.max_contacts_per_user
-        ),
-        limits=Limits(max_message_bytes=sip_cfg.max_message_bytes),
-        ring_timeout=float(sip_cfg.ring_timeout_s),
-        rtp_timeout=float(config.media.rtp_timeout_s),
-        user_agent=sip_cfg.user_agent,
-        tenant_for_domain=config.tenant_for_domain,
+    workers = None
+    if sip_cfg.workers > 1:
+        workers = SipWorkerPool(config, config_path, run_id=token_hex(6))
+    settings = sip_settings(
+        config,
+        sip_address,
         tcp_port=sip_cfg.tcp_port if "TCP" in sip_cfg.transports else None,
         tls_port=sip_cfg.tls_port if "TLS" in sip_cfg.transports else None,
         server_ssl=server_ssl,
         client_ssl=client_ssl,
-        stream_idle_timeout=float(sip_cfg.stream_idle_timeout_s),
-        checkpoint_interval=sip_cfg.checkpoint_interval_s,
         keepalive_interval=float(sip_cfg.keepalive_interval_s),
-        max_call_duration=config.max_call_duration,
-        dial_plan=lambda tenant: t.dial_plan if (t := config.tenant(tenant)) is not None else (),
+        shard=Shard(0, sip_cfg.workers),
+        worker_run=workers.run_id if workers is not None else "",
     )
-    auth = DigestAuthenticator(
-        secrets.bytes("sip_nonce_secret"),
-        float(sip_cfg.nonce_ttl_s),
-        tuple(sip_cfg.digest_algorithms),
-        per_realm={t.domain: tuple(t.digest_algorithms) for t in config.tenants if t.digest_algorithms},
-    )
+    auth = authenticator(config, secrets.bytes("sip_nonce_secret"))
     sip = SipService(settings, users, locations, cdrs, media, auth, sip_metrics, clock)
     sip.trunks = TrunkManager(tunnel.trunks if tunnel is not None else config.trunks, sip)
     billing = await start_billing(config)
@@ -161,7 +126,7 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         LedgerReceiver(billing.service.store).attach(tunnel.service)
         if config.billing.replicate_to:
             sender = LedgerSender(tunnel.service, config.billing.replicate_to)
-    sip.call_listeners.append(_rate(billing, sender))
+    sip.call_listeners.append(rate_calls(billing, sender))
     await sip.start()
     stack.push_async_callback(sip.stop)
     if tunnel is not None:
@@ -222,6 +187,16 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
         ports = {f"{t.lower()}_port": sip.port_of(t) for t in sip.transports}
         return {"status": "ok", **ports, "calls": sip.calls_in_progress, "connections": sip.open_connections}
 
+    if workers is not None:
+        pool = workers
+
+        async def sip_workers_health() -> dict[str, object]:
+            alive = pool.alive + 1
+            if alive < config.sip.workers:
+                raise RuntimeError(f"{alive} of {config.sip.workers} SIP workers running (restarting the others)")
+            return {"status": "ok", "workers": config.sip.workers, "alive": alive}
+
+        add_health_check(app, "sip_workers", sip_workers_health)
     add_health_check(app, "sip", sip_health)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -231,10 +206,18 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack) -> Gateway
     http_port = _site_port(runner, config.http.port)
     log.info("http listening", extra={"address": f"{config.http.bind}:{http_port}"})
     https_port = await webrtc.serve_https(runner) if webrtc is not None else 0
-    return Gateway(config, sip, runner, http_port, https_port, tunnel)
+    if workers is not None:
+        # Last: the workers need the SIP port bound and the browser phone's agent address.
+        await workers.start(
+            sip.local_port,
+            {t: sip.port_of(t) for t in sip.transports if t != "UDP"},
+            webrtc.agent_address if webrtc is not None else None,
+        )
+        stack.push_async_callback(workers.stop, 0.0)
+    return Gateway(config, sip, runner, http_port, https_port, tunnel, workers)
 
 
-def _rate(billing: BillingRuntime, sender: LedgerSender | None) -> Callable[[CallRecord], Awaitable[None]]:
+def rate_calls(billing: BillingRuntime, sender: LedgerSender | None) -> Callable[[CallRecord], Awaitable[None]]:
     async def rate(record: CallRecord) -> None:
         # The record is already durable; the ledger is idempotent on (session, leg, run).
         try:
@@ -332,7 +315,7 @@ async def serve(config: GatewayConfig, config_path: str | Path | None = None) ->
     reloader = ConfigReloader(config_path, config)
     loop.add_signal_handler(signal.SIGHUP, reloader.reload)
     async with AsyncExitStack() as stack:
-        gateway = await start_gateway(config, stack)
+        gateway = await start_gateway(config, stack, config_path)
         reloader.started(gateway.tunnel.service if gateway.tunnel is not None else None)
         log.info(
             "gateway running",
@@ -346,7 +329,11 @@ async def serve(config: GatewayConfig, config_path: str | Path | None = None) ->
         await stop.wait()
         reloader.stopping()
         log.info("stopping: ending calls in progress", extra={"calls": gateway.sip.calls_in_progress})
-        await gateway.sip.drain(config.sip.shutdown_grace_s)
+        grace = config.sip.shutdown_grace_s
+        if gateway.workers is not None:
+            await asyncio.gather(gateway.sip.drain(grace), gateway.workers.stop(grace))
+        else:
+            await gateway.sip.drain(grace)
         log.info("stopped")
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gateway.sip.client_auth import ClientCredentials, authorization_for
-from gateway.sip.dialog import Dialog, new_call_id, new_tag, via_header
+from gateway.sip.dialog import Dialog, new_tag, via_header
 from gateway.sip.dtmf_info import info_digit
 from gateway.sip.errors import SipProtocolError
 from gateway.sip.headers import NameAddr
@@ -33,6 +33,7 @@ from gateway.sip.sdp import (
     sdp_of,
     telephone_event_payload,
 )
+from gateway.sip.shard import Shard
 from gateway.sip.transaction import TimerConfig, TxKey, client_key
 from gateway.sip.uri import parse_uri
 
@@ -160,6 +161,8 @@ class CallSettings:
     user_agent: str = "Seabridge"
     ring_timeout: float = 60.0
     cancel_grace: float = 32.0
+    # B-leg Call-IDs hash to the worker that owns the call (several SIP workers).
+    shard: Shard = Shard()
 
     def host_for(self, transport: str) -> str:
         for name, host in self.local_hosts:
@@ -264,7 +267,7 @@ class Call:
         actions.append(MediaRemoteChanged("a", tuple(media_endpoints(offer))))
         self._note_events("a", offer)
         b_offer = anchor(offer, self.settings.media_address, [s.b for s in streams], self.b_sdp_version)
-        self.b_call_id = new_call_id(self.settings.media_address)
+        self.b_call_id = self.settings.shard.new_call_id(self.settings.media_address)
         self.b_from_tag = new_tag()
         for target in targets:
             invite = self._b_invite(target, bytes(b_offer))

@@ -20,6 +20,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_config_option(run)
     run.set_defaults(handler=cmd_run)
 
+    worker = sub.add_parser(
+        "sip-worker",
+        help="an extra SIP worker (started by `seabridge run` when [sip] workers > 1)",
+        description="An extra SIP worker process. `seabridge run` starts these itself when [sip] workers > 1; "
+        "they share its SIP port and stop when it stops.",
+    )
+    add_config_option(worker)
+    worker.add_argument("--index", type=int, required=True, help="this worker's number (1..count-1)")
+    worker.add_argument("--count", type=int, required=True, help="SIP workers in all, the gateway included")
+    worker.add_argument("--run", required=True, help="the gateway's run id (names the links between workers)")
+    worker.add_argument("--udp-port", type=int, required=True, help="the gateway's SIP UDP port, shared")
+    worker.add_argument(
+        "--stream-port", action="append", default=[], metavar="TRANSPORT:PORT", help="a TCP/TLS port to advertise"
+    )
+    worker.add_argument("--webrtc-agent", default="", metavar="HOST:PORT", help="the browser phone's SIP agent")
+    worker.set_defaults(handler=cmd_sip_worker)
+
     user = sub.add_parser("user", help="manage users", description="Add, list and remove users.")
     user_sub = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
 
@@ -103,6 +120,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         # A data_dir we cannot write, a certificate we cannot read: the operator can fix these.
         raise CliError(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from None
+
+
+def cmd_sip_worker(args: argparse.Namespace) -> int:
+    from gateway.sip_workers import run_worker
+
+    config = load_config(args.config)
+    if not 1 <= args.index < args.count or args.count != config.sip.workers:
+        raise CliError(f"worker {args.index} of {args.count} does not match sip.workers = {config.sip.workers}")
+    try:
+        return run_worker(config, args)
+    except StartupError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _read_password(args: argparse.Namespace) -> str:

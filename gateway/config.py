@@ -71,6 +71,9 @@ class SipConfig:
     # On SIGTERM, calls are ended with BYE on both legs; wait this long for them to finish.
     shutdown_grace_s: float = field(default=10.0, metadata=bounds(0, 600))
     user_agent: str = "Seabridge"
+    # SIP worker processes sharing the SIP port (SO_REUSEPORT), calls sharded by Call-ID so
+    # both cores of a box work; more than 1 needs [storage] redis_url (shared registrations).
+    workers: int = field(default=1, metadata=bounds(1, 64))
 
     def __post_init__(self) -> None:
         if not self.min_expires <= self.default_expires <= self.max_expires:
@@ -253,6 +256,8 @@ class GatewayConfig:
         if len(names) != len(self.trunks):
             raise InvalidField("trunks", "trunk names must be unique")
         _check_tunnel_trunks(self.trunks, self.tunnel)
+        if self.sip.workers > 1:
+            _check_sip_workers(self)
         for i, tenant in enumerate(self.tenants):
             for j, rule in enumerate(tenant.dial_plan):
                 if rule.trunk not in names:
@@ -297,6 +302,18 @@ class GatewayConfig:
             if t.domain == tenant:
                 return t.timezone
         return "Asia/Shanghai"
+
+
+def _check_sip_workers(config: GatewayConfig) -> None:
+    """What several SIP workers need, and what only a single SIP process can do yet."""
+    if not config.storage.redis_url:
+        raise InvalidField("sip.workers", "several SIP workers share registrations in Redis: set storage.redis_url")
+    if any(t.tunnel_peer for t in config.trunks):
+        raise InvalidField("sip.workers", "trunks through the tunnel (tunnel_peer) need sip.workers = 1")
+    if config.billing.replicate_to:
+        raise InvalidField("sip.workers", "billing.replicate_to (ratings sent to HQ) needs sip.workers = 1")
+    if (config.media.port_max - config.media.port_min + 1) // config.sip.workers < 4:
+        raise InvalidField("sip.workers", "each SIP worker needs at least 4 media ports (media.port_min..port_max)")
 
 
 def _check_tunnel_trunks(trunks: tuple[TrunkConfig, ...], tunnel: TunnelConfig) -> None:

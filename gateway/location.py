@@ -13,6 +13,7 @@ from typing import Protocol
 
 from gateway.sip.peer import Peer
 from gateway.sip.registrar import Binding
+from gateway.storage.redis_client import redis_client
 
 
 class LocationStore(Protocol):
@@ -82,9 +83,7 @@ class RedisLocationStore:
     """
 
     def __init__(self, url: str, prefix: str = "seabridge:loc:") -> None:
-        import redis.asyncio as redis
-
-        self._redis = redis.Redis.from_url(url)
+        self._redis = redis_client(url)
         self._prefix = prefix
         self._last_count = 0
         # This process's monotonic clock mapped to wall-clock time once, so "now" as handed in

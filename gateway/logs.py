@@ -39,8 +39,17 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(level: str, fmt: str) -> None:
+def setup_logging(level: str, fmt: str, stamp: dict[str, object] | None = None) -> None:
+    """``stamp``: fields added to every record (an extra SIP worker logs its number)."""
     handler = logging.StreamHandler(sys.stderr)
+    if stamp:
+        fields = dict(stamp)
+
+        def add_stamp(record: logging.LogRecord) -> bool:
+            record.__dict__.update(fields)
+            return True
+
+        handler.addFilter(add_stamp)
     if fmt == "auto":
         fmt = "text" if sys.stderr.isatty() else "json"
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())

@@ -59,6 +59,7 @@ from gateway.sip.registrar import (
     process_register,
 )
 from gateway.sip.sdp import SdpError, parse_sdp, sdp_of
+from gateway.sip.shard import Shard
 from gateway.sip.transaction import (
     AckReceived,
     Event,
@@ -71,6 +72,7 @@ from gateway.sip.transaction import (
 )
 from gateway.sip.uas import error_reply_destination, refusal, stable_tag
 from gateway.sip.uri import parse_uri
+from gateway.sip_worker_link import WorkerLink
 from gateway.subscriptions import DialogNotifier, Notify
 from gateway.transport_stream import StreamTransport
 from gateway.transport_udp import UdpTransport, open_udp
@@ -113,6 +115,13 @@ class SipSettings:
     dial_plan: Callable[[str], tuple[DialRule, ...]] = lambda tenant: ()
     # Longest a call may last, by tenant (None: no limit).
     max_call_duration: Callable[[str], float | None] = lambda tenant: None
+    # This process's place among several SIP workers ([sip] workers), and the run they share.
+    shard: Shard = Shard()
+    worker_run: str = ""
+    # TCP/TLS ports worker 0 listens on, advertised by the other workers (which have none).
+    stream_ports: tuple[tuple[str, int], ...] = ()
+    # Close calls a crash left open at start (only the first worker: the others' calls are live).
+    recover: bool = True
 
 
 @dataclass
@@ -184,12 +193,17 @@ class SipService:
         self._dialogs_of: dict[Call, set[tuple[str, str]]] = {}
         self._messages_in = metrics.messages.labels("in")
         self._messages_out = metrics.messages.labels("out")
+        self._link: WorkerLink | None = None
 
     # --- life cycle --------------------------------------------------------------------
 
     async def start(self) -> None:
         cfg = self.settings
-        self._transport = await open_udp(cfg.bind, cfg.port, self.datagram_received)
+        sharded = cfg.shard.count > 1
+        self._transport = await open_udp(cfg.bind, cfg.port, self.datagram_received, reuse_port=sharded)
+        if sharded:
+            self._link = WorkerLink(cfg.worker_run, cfg.shard.index, self._received, self._send_stream)
+            await self._link.start()
         listeners = {"udp": f"{cfg.bind}:{self.local_port}"}
         for name, port, server_ssl in (("TCP", cfg.tcp_port, None), ("TLS", cfg.tls_port, cfg.server_ssl)):
             if port is None:
@@ -208,7 +222,7 @@ class SipService:
             listeners[name.lower()] = f"{cfg.bind}:{stream.local_port}"
         self._media.on_timeout(self._media_stopped)
         log.info("sip listening", extra=listeners)
-        for record in await self._cdrs.recover():
+        for record in await self._cdrs.recover() if cfg.recover else ():
             log.warning(
                 "closed a call left open by a crash at its last checkpoint",
                 extra={"session": record.session_id, "end": record.end.isoformat()},
@@ -239,11 +253,13 @@ class SipService:
     def port_of(self, transport: str) -> int:
         if transport == "UDP":
             return self.local_port
-        return self._stream_transports[transport].local_port
+        if transport in self._stream_transports:
+            return self._stream_transports[transport].local_port
+        return dict(self.settings.stream_ports)[transport]
 
     @property
     def transports(self) -> list[str]:
-        return ["UDP", *self._stream_transports]
+        return ["UDP", *self._stream_transports, *(t for t, _ in self.settings.stream_ports)]
 
     def host_for(self, transport: str) -> str:
         host = self.settings.advertised_address
@@ -292,6 +308,8 @@ class SipService:
             await stream.close()
         if self._transport is not None:
             self._transport.close()
+        if self._link is not None:
+            await self._link.close()
 
     def calls_snapshot(self, tenant: str | None = None) -> list[dict[str, object]]:
         """Calls in progress, for the API (a tenant sees only calls its users make or take)."""
@@ -343,10 +361,32 @@ class SipService:
     def datagram_received(self, data: bytes, source: tuple[str, int]) -> None:
         if not data.strip():
             return  # CRLF keep-alive (RFC 5626 section 4.4.1)
-        self._received(data, Peer(source[0], source[1], "UDP"))
+        peer = Peer(source[0], source[1], "UDP")
+        if self._link is not None and self._pass_on(data, peer):
+            return
+        self._received(data, peer)
 
     def _stream_message(self, data: bytes, source: Peer) -> None:
+        if self._link is not None and self._pass_on(data, source):
+            return
         self._received(data, source)
+
+    def _pass_on(self, data: bytes, source: Peer) -> bool:
+        """Hand a message owned by another SIP worker to it; False if it is ours."""
+        assert self._link is not None
+        owner = self.settings.shard.worker_for(data)
+        if owner is None or owner == self.settings.shard.index:
+            return False
+        self._link.forward(owner, data, source)
+        return True
+
+    def _send_stream(self, data: bytes, destination: Peer) -> None:
+        """Another worker's message for a TCP/TLS peer: only this worker holds the connections."""
+        stream = self._stream_transports.get(destination.transport)
+        if stream is None:
+            log.warning("no transport for destination", extra={"peer": str(destination)})
+            return
+        stream.send(data, destination)
 
     def _transport_failed(self, peer: Peer) -> None:
         now = self._clock.monotonic()
@@ -676,6 +716,7 @@ class SipService:
                 media_address=self.settings.media_address,
                 user_agent=self.settings.user_agent,
                 ring_timeout=self.settings.ring_timeout,
+                shard=self.settings.shard,
             ),
             started=started,
             caller_uuid=parse_session_id(request.headers.get("Session-ID")) or "0" * 32,
@@ -791,6 +832,8 @@ class SipService:
         stream = self._stream_transports.get(source.transport)
         if stream is not None and stream.has_connection(source):
             return source
+        if stream is None and self._link is not None:
+            return source  # worker 0 holds the connection; it is the phone's flow
         try:
             uri = parse_uri(contact)
         except SipError:
@@ -1035,11 +1078,10 @@ class SipService:
                 if self._transport is not None:
                     self._transport.send(data, (destination.host, destination.port))
                 continue
-            stream = self._stream_transports.get(destination.transport)
-            if stream is None:
-                log.warning("no transport for destination", extra={"peer": str(destination)})
+            if self._link is not None and destination.transport not in self._stream_transports:
+                self._link.send_via(0, data, destination)
                 continue
-            stream.send(data, destination)
+            self._send_stream(data, destination)
 
     def _rearm(self, now: float) -> None:
         heap = self._deadlines

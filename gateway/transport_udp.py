@@ -48,11 +48,14 @@ class UdpTransport(asyncio.DatagramProtocol):
         return str(host), int(port)
 
 
-async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Addr], None]) -> UdpTransport:
+async def open_udp(
+    host: str, port: int, on_datagram: Callable[[bytes, Addr], None], reuse_port: bool = False
+) -> UdpTransport:
+    """``reuse_port``: several SIP workers share the port; the kernel spreads datagrams by source."""
     loop = asyncio.get_running_loop()
     try:
         _transport, protocol = await loop.create_datagram_endpoint(
-            lambda: UdpTransport(on_datagram), local_addr=(host, port)
+            lambda: UdpTransport(on_datagram), local_addr=(host, port), reuse_port=reuse_port or None
         )
     except OSError as exc:
         raise StartupError(f"cannot listen for SIP on udp {host}:{port}: {exc.strerror or exc}") from None

@@ -29,6 +29,13 @@ def test_example_configs_validate(path: Path) -> None:
         ({"tenants": [{"aliases": []}]}, "tenants[0].domain", "required"),
         ({"storage": {"backend": "postgresql"}}, "storage.postgres_dsn", "needs postgres_dsn"),
         ({"media": {"port_min": 30000, "port_max": 30001}}, "media", "port_max"),
+        ({"sip": {"workers": 2}}, "sip.workers", "set storage.redis_url"),
+        ({"sip": {"workers": 65}}, "sip.workers", "at most 64"),
+        (
+            {"sip": {"workers": 8}, "storage": {"redis_url": "redis://127.0.0.1"}, "media": {"port_max": 20020}},
+            "sip.workers",
+            "at least 4 media ports",
+        ),
     ],
 )
 def test_bad_values_name_their_key(data: dict[str, object], key: str, fragment: str) -> None:
@@ -55,6 +62,7 @@ def test_every_command_has_help() -> None:
     for args in (
         ("--help",),
         ("run", "--help"),
+        ("sip-worker", "--help"),
         ("user", "--help"),
         ("user", "add", "--help"),
         ("user", "list", "--help"),

@@ -165,9 +165,9 @@ class RedisLiveSpend:
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "seabridge:billing:") -> RedisLiveSpend:
-        import redis.asyncio
+        from gateway.storage.redis_client import redis_client
 
-        return cls(redis.asyncio.Redis.from_url(url, decode_responses=True), prefix)
+        return cls(redis_client(url, decode_responses=True), prefix)
 
     async def open(self, call: str, node: str, chain: Sequence[str], limits: Mapping[str, int | None]) -> str | None:
         wanted = {a: v for a, v in limits.items() if v is not None}

@@ -1,0 +1,205 @@
+"""Extra SIP worker processes (``[sip] workers = N``): started, watched and stopped by the gateway.
+
+Worker 0 is the gateway itself (HTTP, TCP/TLS, trunks' registrations, presence, TV, tunnel).
+Workers 1..N-1 run only the SIP service over UDP: registrar, B2BUA, media relay on their
+slice of the port range, call records and live billing, sharing the gateway's database,
+its Redis (registrations, live spend) and its nonce secret. Each holds a pipe from the
+gateway on stdin: if the gateway dies, even by SIGKILL, the pipe closes and the worker
+ends its calls and exits, so no orphan keeps the SIP port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from billing.runtime import start_billing
+from gateway.cdr_store import SqliteCdrStore
+from gateway.clock import SystemClock
+from gateway.config import GatewayConfig
+from gateway.errors import StartupError
+from gateway.logs import setup_logging
+from gateway.media_adapter import open_media
+from gateway.metrics import SipMetrics
+from gateway.secrets_store import load_or_create
+from gateway.sip.shard import Shard
+from gateway.sip_build import advertised, authenticator, media_share, open_locations, sip_settings
+from gateway.sip_service import SipService
+from gateway.storage.gateway_db import open_gateway_db
+from gateway.trunks import TrunkManager
+from gateway.users import SqliteUserStore
+
+log = logging.getLogger("seabridge.sip.workers")
+
+# A worker that dies is started again after this long (doubling while it keeps dying).
+RESTART_DELAY_S = 1.0
+RESTART_DELAY_MAX_S = 30.0
+
+
+class SipWorkerPool:
+    """The gateway's side: one child process per extra worker, restarted if it dies."""
+
+    def __init__(self, config: GatewayConfig, config_path: str | Path | None, run_id: str) -> None:
+        if config_path is None:
+            raise StartupError("sip.workers > 1 needs the gateway started with --config (the workers read it)")
+        self.config = config
+        self.config_path = str(config_path)
+        self.run_id = run_id
+        self._argv: list[str] = []
+        self._procs: dict[int, asyncio.subprocess.Process] = {}
+        self._watchers: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    @property
+    def alive(self) -> int:
+        return sum(1 for p in self._procs.values() if p.returncode is None)
+
+    async def start(self, udp_port: int, stream_ports: dict[str, int], webrtc_agent: tuple[str, int] | None) -> None:
+        argv = [
+            sys.executable, "-m", "gateway.cli", "sip-worker", "--config", self.config_path,
+            "--count", str(self.config.sip.workers), "--run", self.run_id, "--udp-port", str(udp_port),
+        ]  # fmt: skip
+        for name, port in stream_ports.items():
+            argv += ["--stream-port", f"{name}:{port}"]
+        if webrtc_agent is not None:
+            argv += ["--webrtc-agent", f"{webrtc_agent[0]}:{webrtc_agent[1]}"]
+        self._argv = argv
+        for index in range(1, self.config.sip.workers):
+            await self._spawn(index)
+        for index in range(1, self.config.sip.workers):
+            self._watchers.append(asyncio.create_task(self._watch(index)))
+
+    async def _spawn(self, index: int) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            *self._argv, "--index", str(index), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        # The worker prints "ready" once its SIP socket is bound: until then it cannot take calls.
+        line = await proc.stdout.readline()
+        if line.strip() != b"ready":
+            await proc.wait()
+            raise StartupError(f"SIP worker {index} did not start (exit status {proc.returncode}); see its log above")
+        self._procs[index] = proc
+        log.info("sip worker started", extra={"worker": index, "pid": proc.pid})
+
+    async def _watch(self, index: int) -> None:
+        delay = RESTART_DELAY_S
+        while not self._stopping:
+            status = await self._procs[index].wait()
+            if self._stopping:
+                return
+            log.error("sip worker died: restarting it", extra={"worker": index, "status": status, "delay_s": delay})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESTART_DELAY_MAX_S)
+            try:
+                await self._spawn(index)
+            except StartupError as exc:
+                log.error("sip worker restart failed", extra={"worker": index, "error": str(exc)})
+
+    async def stop(self, grace: float) -> None:
+        """SIGTERM: each worker ends its calls (BYE on both legs, records written), then exits."""
+        self._stopping = True
+        for task in self._watchers:
+            task.cancel()
+        for proc in self._procs.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for index, proc in self._procs.items():
+            try:
+                async with asyncio.timeout(grace + 5.0):
+                    await proc.wait()
+            except TimeoutError:
+                log.error("sip worker did not stop: killing it", extra={"worker": index})
+                proc.kill()
+                await proc.wait()
+
+
+# --- the worker's side ------------------------------------------------------------------
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+async def serve_worker(config: GatewayConfig, args: argparse.Namespace) -> None:
+    shard = Shard(args.index, args.count)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the gateway alone re-reads its config
+
+    def parent_gone() -> None:
+        if not os.read(sys.stdin.fileno(), 4096):
+            loop.remove_reader(sys.stdin.fileno())
+            stop.set()
+
+    loop.add_reader(sys.stdin.fileno(), parent_gone)
+    async with AsyncExitStack() as stack:
+        clock = SystemClock()
+        secrets = load_or_create(config.data_path, ("sip_nonce_secret",))
+        db = open_gateway_db(config)
+        stack.callback(db.close)
+        users = SqliteUserStore(db)
+        stack.callback(users.close)
+        cdrs = SqliteCdrStore(db)
+        locations = open_locations(config)
+        stack.push_async_callback(locations.close)
+        media = await open_media(
+            media_share(config, shard.index), advertised(config.media.bind, config.media.advertised_address)
+        )
+        stack.push_async_callback(media.close)
+        settings = sip_settings(
+            config,
+            advertised(config.sip.bind, config.sip.advertised_address),
+            port=args.udp_port,
+            shard=shard,
+            worker_run=args.run,
+            stream_ports=tuple((name, int(port)) for name, port in (s.split(":") for s in args.stream_port)),
+        )
+        sip = SipService(
+            settings,
+            users,
+            locations,
+            cdrs,
+            media,
+            authenticator(config, secrets.bytes("sip_nonce_secret")),
+            SipMetrics(CollectorRegistry()),
+            clock,
+        )
+        # Calls to and from trunks, but no registration or OPTIONS probes: worker 0 does those.
+        sip.trunks = TrunkManager(config.trunks, sip)
+        from gateway.app import rate_calls  # the gateway's module imports this one
+
+        billing = await start_billing(config, recover=False)
+        stack.push_async_callback(billing.stop)
+        sip.billing = billing.live
+        sip.call_listeners.append(rate_calls(billing, None))
+        if args.webrtc_agent:
+            sip.set_webrtc_agent(_address(args.webrtc_agent))
+        await sip.start()
+        stack.push_async_callback(sip.stop)
+        print("ready", flush=True)
+        log.info("sip worker running", extra={"worker": shard.index, "port": sip.local_port})
+        await stop.wait()
+        await sip.drain(config.sip.shutdown_grace_s)
+
+
+def run_worker(config: GatewayConfig, args: argparse.Namespace) -> int:
+    setup_logging(config.log.level, config.log.format, stamp={"worker": args.index})
+    try:
+        import uvloop
+
+        uvloop.run(serve_worker(config, args))
+    except ImportError:
+        asyncio.run(serve_worker(config, args))
+    return 0

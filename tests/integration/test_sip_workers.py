@@ -1,0 +1,150 @@
+"""Several SIP worker processes on one port ([sip] workers = 2), with a real redis-server and sipp.
+
+Calls are sharded by Call-ID; the kernel spreads datagrams by source, so messages that land
+on the wrong worker are passed on. These tests check what a user sees: every call completes
+and is recorded once, both workers carry calls, a dead worker comes back, and no worker
+outlives the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from tests.integration.conftest import PASSWORDS
+from tests.integration.test_sip_calls import call_records, wait_for_record
+from tests.support.gateway import GatewayProcess
+from tests.support.services import redis_server
+from tests.support.sipp import Sipp
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+def sharded(folder: Path, redis_url: str) -> GatewayProcess:
+    gw = GatewayProcess(
+        folder,
+        extra_config=f'[storage]\nredis_url = "{redis_url}"\n\n[[tenants]]\ndomain = "acme"\ndigest_algorithms = ["MD5"]\n',
+        sip_extra="workers = 2",
+        log_level="info",
+    )
+    gw.write_config()
+    for address in ("alice@acme", "bob@acme"):
+        gw.add_user(address, "site-a", PASSWORDS[address])
+    return gw
+
+
+@pytest_asyncio.fixture(scope="module")
+async def gateway(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> AsyncIterator[GatewayProcess]:
+    gw = sharded(tmp_path_factory.mktemp("workers"), redis_url)
+    await gw.start()
+    try:
+        yield gw
+    finally:
+        await gw.stop()
+
+
+def worker_pids(gw: GatewayProcess) -> list[int]:
+    return [r["pid"] for r in gw.log_records() if r.get("msg") == "sip worker started"]
+
+
+async def until(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.1)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) counts as gone.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ", 1)[1][0] != "Z"
+
+
+async def calls(gw: GatewayProcess, folder: Path, count: int) -> None:
+    """bob answers on a sipp UAS registered to the gateway; alice calls ``count`` times (digest auth)."""
+    uas_port = Sipp(gw.sip_address, folder, "uas").local_port
+    keys = {"user": "bob", "domain": "acme", "password": PASSWORDS["bob@acme"], "expires": "600", "expected": "200"}
+    reg = await Sipp(gw.sip_address, folder / "reg", "register.xml", local_port=uas_port, keys=keys).run()
+    assert reg.ok, reg.output
+    uas = Sipp(gw.sip_address, folder / "uas", "uas", local_port=uas_port, calls=count, extra=("-aa",))
+    await uas.start()
+    try:
+        uac = await Sipp(
+            gw.sip_address,
+            folder / "uac",
+            "uac_auth.xml",
+            calls=count,
+            rate=20,
+            keys={"user": "alice", "domain": "acme", "password": PASSWORDS["alice@acme"], "callee": "bob", "hold": "100"},
+            extra=("-l", "20"),
+        ).run(timeout=120)
+        assert uac.ok, uac.output[-3000:]
+    finally:
+        await uas.stop()
+
+
+async def test_calls_are_shared_by_the_workers_and_each_is_recorded_once(
+    gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    health = await gateway.wait_healthy()
+    assert health["sip_workers"] == {"status": "ok", "workers": 2, "alive": 2}
+    before = len(call_records(gateway))
+    await calls(gateway, tmp_path, 60)
+    rows = await wait_for_record(gateway, before + 60, timeout=30)
+    new = rows[before:]
+    assert len(new) == 60 and all(r["disposition"] == "answered" for r in new)
+    assert len({r["session_id"] for r in new}) == 60
+    # Both processes set calls up: the extra worker stamps its log lines with its number.
+    placed = [r for r in gateway.log_records() if r.get("msg") == "call"]
+    by_worker = {r.get("worker", 0) for r in placed}
+    assert by_worker == {0, 1}, by_worker
+
+
+async def test_a_worker_that_dies_is_started_again(gateway: GatewayProcess, tmp_path: Path) -> None:
+    first = worker_pids(gateway)[-1]
+    os.kill(first, signal.SIGKILL)
+    await until(lambda: worker_pids(gateway)[-1] != first)
+    health = await gateway.wait_healthy()
+    assert health["sip_workers"]["alive"] == 2
+    before = len(call_records(gateway))
+    await calls(gateway, tmp_path, 20)
+    await wait_for_record(gateway, before + 20, timeout=30)
+
+
+async def test_no_worker_outlives_a_killed_gateway(tmp_path: Path, redis_url: str) -> None:
+    gw = sharded(tmp_path / "gw", redis_url)
+    await gw.start()
+    try:
+        (pid,) = worker_pids(gw)
+        assert alive(pid)
+        await gw.stop(signal.SIGKILL)  # no chance to stop its workers: they notice the pipe close
+        await until(lambda: not alive(pid))
+    finally:
+        await gw.stop()
+
+
+async def test_a_stopped_gateway_stops_its_workers_and_frees_the_port(tmp_path: Path, redis_url: str) -> None:
+    gw = sharded(tmp_path / "gw", redis_url)
+    await gw.start()
+    (pid,) = worker_pids(gw)
+    assert await gw.stop() == 0
+    await until(lambda: not alive(pid), timeout=5)
+    # Restart on the same port: nothing of the old run still holds it.
+    await gw.start()
+    try:
+        assert len(worker_pids(gw)) == 2
+    finally:
+        await gw.stop()
