@@ -88,7 +88,13 @@ async def calls(gw: GatewayProcess, folder: Path, count: int) -> None:
             "uac_auth.xml",
             calls=count,
             rate=20,
-            keys={"user": "alice", "domain": "acme", "password": PASSWORDS["alice@acme"], "callee": "bob", "hold": "100"},
+            keys={
+                "user": "alice",
+                "domain": "acme",
+                "password": PASSWORDS["alice@acme"],
+                "callee": "bob",
+                "hold": "100",
+            },
             extra=("-l", "20"),
         ).run(timeout=120)
         assert uac.ok, uac.output[-3000:]
