@@ -6,17 +6,23 @@ the callee; and authenticated REGISTERs. Kamailio runs as a stateful proxy with 
 authentication, usrloc in memory and record-routing, so ACK and BYE cross it as they cross
 our B2BUA. Seabridge also anchors media (a relay stream per call) and writes call records.
 
+Seabridge runs as it would on a busy box: one SIP worker per core ([sip] workers, calls
+sharded by Call-ID), sharing registrations and live spend in a private redis-server that
+the bench starts; ``--sip-workers 1`` measures the single-process default (no Redis).
+
 For each system the rate is raised step by step; the best rate at which at most 1% of the
 calls failed is reported, then the ratio Seabridge / Kamailio (target >= 0.5). Not part of
 the test suite: run it from the repository root, on an otherwise idle machine:
 
-    PYTHONPATH=. .venv/bin/python bench/signalling_bench.py [--rates 100,200,400,800] [--seconds 8]
+    PYTHONPATH=. .venv/bin/python bench/signalling_bench.py [--rates 100,200,400,800] [--seconds 8] [--sip-workers N]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import re
 import secrets
 import shutil
@@ -28,6 +34,7 @@ from pathlib import Path
 
 from tests.support.gateway import GatewayProcess
 from tests.support.ports import free_port
+from tests.support.services import redis_server
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "tests" / "sipp"
 PASSWORD = "bench-" + secrets.token_hex(6)
@@ -220,11 +227,39 @@ async def registrations_per_second(name: str, target: tuple[str, int], count: in
     return ok / elapsed if elapsed else 0.0
 
 
+async def seabridge(args: argparse.Namespace, rates: list[int], folder: Path, shared: str) -> tuple[list[Step], float]:
+    """The system under test on its defaults (no debug logging), with ``args.sip_workers`` SIP workers."""
+    gw = GatewayProcess(
+        folder / "seabridge",
+        extra_config=shared + '[[tenants]]\ndomain = "acme"\ndigest_algorithms = ["MD5"]\n',
+        sip_extra=f"workers = {args.sip_workers}",
+        # Production timers and a production-sized relay port range (the test harness shrinks
+        # both: 200 ports would cap the gateway at 50 calls in progress).
+        media_range=(30000, 39999),
+        t1_ms=500,
+        log_level="warning",
+    )
+    gw.write_config()
+    text = gw.config_path.read_text()
+    text = text.replace("t2_ms = 400\n", "").replace("t4_ms = 500\n", "").replace("checkpoint_interval_s = 0.5\n", "")
+    gw.config_path.write_text(text)
+    for user in ("alice", "bob"):
+        gw.add_user(f"{user}@acme", "bench", PASSWORD)
+    await gw.start()
+    print("under test: seabridge run --config", gw.config_path)
+    try:
+        regs = await registrations_per_second("seabridge", gw.sip_address, args.registrations, folder)
+        return await calls_per_second("seabridge", gw.sip_address, rates, args.seconds, folder), regs
+    finally:
+        await gw.stop()
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rates", default="100,200,400,600,800,1000")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each load step")
     parser.add_argument("--registrations", type=int, default=5000)
+    parser.add_argument("--sip-workers", type=int, default=os.cpu_count() or 1, help="default: one per core")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     for tool in ("sipp", "kamailio"):
@@ -256,28 +291,11 @@ async def main() -> int:
         await kamailio.wait()
 
     # Seabridge, the system under test, on its defaults (no debug logging).
-    gw = GatewayProcess(
-        folder / "seabridge",
-        extra_config='[[tenants]]\ndomain = "acme"\ndigest_algorithms = ["MD5"]\n',
-        # Production timers and a production-sized relay port range (the test harness shrinks
-        # both: 200 ports would cap the gateway at 50 calls in progress).
-        media_range=(30000, 39999),
-        t1_ms=500,
-        log_level="warning",
-    )
-    gw.write_config()
-    text = gw.config_path.read_text()
-    text = text.replace("t2_ms = 400\n", "").replace("t4_ms = 500\n", "").replace("checkpoint_interval_s = 0.5\n", "")
-    gw.config_path.write_text(text)
-    for user in ("alice", "bob"):
-        gw.add_user(f"{user}@acme", "bench", PASSWORD)
-    await gw.start()
-    print("under test: seabridge run --config", gw.config_path)
-    try:
-        regs = await registrations_per_second("seabridge", gw.sip_address, args.registrations, folder)
-        results["seabridge"] = (await calls_per_second("seabridge", gw.sip_address, rates, args.seconds, folder), regs)
-    finally:
-        await gw.stop()
+    with contextlib.ExitStack() as services:
+        shared = ""
+        if args.sip_workers > 1:
+            shared = f'[storage]\nredis_url = "{services.enter_context(redis_server())}"\n'
+        results["seabridge"] = await seabridge(args, rates, folder, shared)
 
     def best(steps: list[Step]) -> float:
         good = [s.ok / s.seconds for s in steps if s.good]
@@ -290,7 +308,8 @@ async def main() -> int:
         return 1
     print()
     print(
-        f"call set-ups/s at <=1% failures: seabridge {s_calls:.0f}, kamailio {k_calls:.0f}, "
+        f"call set-ups/s at <=1% failures: seabridge ({args.sip_workers} SIP workers) {s_calls:.0f}, "
+        f"kamailio {k_calls:.0f}, "
         f"ratio {s_calls / k_calls:.2f} (target >= 0.5)"
     )
     print(
