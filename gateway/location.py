@@ -13,7 +13,7 @@ from typing import Protocol
 
 from gateway.sip.peer import Peer
 from gateway.sip.registrar import Binding
-from gateway.storage.redis_client import redis_client
+from gateway.storage.resp import RespClient
 
 
 class LocationStore(Protocol):
@@ -83,7 +83,7 @@ class RedisLocationStore:
     """
 
     def __init__(self, url: str, prefix: str = "seabridge:loc:") -> None:
-        self._redis = redis_client(url)
+        self._redis = RespClient(url)
         self._prefix = prefix
         self._last_count = 0
         # This process's monotonic clock mapped to wall-clock time once, so "now" as handed in
@@ -91,7 +91,7 @@ class RedisLocationStore:
         self._wall_offset = time.time() - time.monotonic()
 
     async def get(self, aor: str, now: float) -> tuple[Binding, ...]:
-        raw = await self._redis.get(self._prefix + aor)
+        raw = await self._redis.execute("GET", self._prefix + aor)
         if raw is None:
             return ()
         wall = now + self._wall_offset
@@ -116,7 +116,7 @@ class RedisLocationStore:
     async def put(self, aor: str, bindings: tuple[Binding, ...], now: float) -> None:
         key = self._prefix + aor
         if not bindings:
-            await self._redis.delete(key)
+            await self._redis.execute("DEL", key)
             return
         wall = now + self._wall_offset
         items = [
@@ -132,7 +132,7 @@ class RedisLocationStore:
             for b in bindings
         ]
         ttl = max(1, int(max(b.expires_at for b in bindings) - now) + 1)
-        await self._redis.set(key, json.dumps(items), ex=ttl)
+        await self._redis.execute("SET", key, json.dumps(items), "EX", ttl)
 
     async def count(self, now: float) -> int:
         total = 0

@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
+
+from gateway.storage.resp import Arg, RespClient, Script
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ class MemoryLiveSpend:
 # with its node, chain and reservation; per node a set of its calls. Each operation
 # is one Lua script, so the checks and the changes are atomic across gateways.
 
-_OPEN = """
+_OPEN = Script("""
 local call, node, chain = ARGV[1], ARGV[2], cjson.decode(ARGV[3])
 local limits = cjson.decode(ARGV[4])
 local p = KEYS[1]
@@ -117,9 +119,9 @@ for _, a in ipairs(chain) do redis.call('SADD', p .. 'open:' .. a, call) end
 redis.call('HSET', p .. 'call:' .. call, 'node', node, 'chain', ARGV[3], 'reserved', 0)
 redis.call('SADD', p .. 'node:' .. node, call)
 return ''
-"""
+""")
 
-_RESERVE = """
+_RESERVE = Script("""
 local call, delta = ARGV[1], tonumber(ARGV[2])
 local ceilings = cjson.decode(ARGV[3])
 local p = KEYS[1]
@@ -134,9 +136,9 @@ end
 for _, a in ipairs(chain) do redis.call('INCRBY', p .. 'reserved:' .. a, delta) end
 redis.call('HINCRBY', p .. 'call:' .. call, 'reserved', delta)
 return 1
-"""
+""")
 
-_CLOSE = """
+_CLOSE = Script("""
 local call = ARGV[1]
 local p = KEYS[1]
 local key = p .. 'call:' .. call
@@ -150,47 +152,41 @@ end
 redis.call('SREM', p .. 'node:' .. redis.call('HGET', key, 'node'), call)
 redis.call('DEL', key)
 return held
-"""
+""")
 
 
 class RedisLiveSpend:
     """Live spend shared by every gateway that uses the same Redis (keys under ``prefix``)."""
 
-    def __init__(self, client: Any, prefix: str = "seabridge:billing:") -> None:
+    def __init__(self, client: RespClient, prefix: str = "seabridge:billing:") -> None:
         self._r = client
         self._p = prefix
-        self._open = client.register_script(_OPEN)
-        self._reserve = client.register_script(_RESERVE)
-        self._close = client.register_script(_CLOSE)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "seabridge:billing:") -> RedisLiveSpend:
-        from gateway.storage.redis_client import redis_client
-
-        return cls(redis_client(url, decode_responses=True), prefix)
+        return cls(RespClient(url, decode=True), prefix)
 
     async def open(self, call: str, node: str, chain: Sequence[str], limits: Mapping[str, int | None]) -> str | None:
         wanted = {a: v for a, v in limits.items() if v is not None}
-        refused = await self._open(keys=[self._p], args=[call, node, json.dumps(list(chain)), json.dumps(wanted)])
+        refused = await self._r.run_script(_OPEN, [self._p], [call, node, json.dumps(list(chain)), json.dumps(wanted)])
         return str(refused) or None
 
     async def reserve(self, call: str, delta: int, ceilings: Mapping[str, int | None]) -> bool:
         wanted = {a: v for a, v in ceilings.items() if v is not None}
-        return bool(await self._reserve(keys=[self._p], args=[call, delta, json.dumps(wanted)]))
+        return bool(await self._r.run_script(_RESERVE, [self._p], [call, delta, json.dumps(wanted)]))
 
     async def close(self, call: str) -> int:
-        return int(await self._close(keys=[self._p], args=[call]))
+        return int(await self._r.run_script(_CLOSE, [self._p], [call]))
 
     async def usage(self, accounts: Sequence[str]) -> dict[str, Usage]:
-        pipe = self._r.pipeline(transaction=True)
+        commands: list[list[Arg]] = []
         for a in accounts:
-            pipe.scard(self._p + "open:" + a)
-            pipe.get(self._p + "reserved:" + a)
-        values = await pipe.execute()
+            commands += [["SCARD", self._p + "open:" + a], ["GET", self._p + "reserved:" + a]]
+        values = await self._r.transaction(commands)
         return {a: Usage(int(values[2 * i]), int(values[2 * i + 1] or 0)) for i, a in enumerate(accounts)}
 
     async def calls_of(self, node: str) -> list[str]:
-        return sorted(await self._r.smembers(self._p + "node:" + node))
+        return sorted(await self._r.execute("SMEMBERS", self._p + "node:" + node))
 
     async def aclose(self) -> None:
         await self._r.aclose()

@@ -51,13 +51,14 @@ class Shard:
         (a message we cannot read is answered by the parser where it landed)."""
         if self.count == 1:
             return None
-        head = data.split(b"\r\n\r\n", 1)[0]
-        cseq = _CSEQ_METHOD.search(head)
-        call_id = _CALL_ID.search(head)
+        end = data.find(b"\r\n\r\n")
+        end = len(data) if end < 0 else end  # the headers only: a body cannot steer a message
+        cseq = _CSEQ_METHOD.search(data, 0, end)
+        call_id = _CALL_ID.search(data, 0, end)
         if cseq is None or call_id is None or not call_id.group(1):
             return None
         method = cseq.group(1).upper()
-        if head.startswith(b"SIP/"):
+        if data.startswith(b"SIP/"):
             return 0 if method in _FIRST_WORKER_RESPONSES else self.owner(call_id.group(1))
         if method in _FIRST_WORKER_REQUESTS:
             return 0

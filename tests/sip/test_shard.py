@@ -53,7 +53,8 @@ def test_header_forms_read_like_the_parser_reads_them() -> None:
     owner = TWO.owner(b"xyz@h")
     compact = canonical.replace(b"Call-ID: xyz@h", b"i:xyz@h")
     shouting = canonical.replace(b"Call-ID: xyz@h", b"CALL-ID :   xyz@h  ").replace(b"CSeq: 1", b"cseq:   1")
-    for variant in (compact, shouting):
+    last = canonical.replace(b"Call-ID: xyz@h\r\n", b"").replace(b"\r\n\r\n", b"\r\nCall-ID: xyz@h\r\n\r\n", 1)
+    for variant in (compact, shouting, last):
         assert parse_message(variant).call_id == "xyz@h"
         assert TWO.worker_for(variant) == owner
 

@@ -1,0 +1,269 @@
+"""A lean Redis client: one pipelined connection, RESP2, only what the gateway's stores use.
+
+Why not redis-py: on this machine each of its asyncio commands costs about 130-170 µs of
+the caller's CPU (a connection checked out of a pool, a lock, a stream reader per reply),
+and a call set-up makes five or six. Here concurrent commands share one connection: each
+is written at once and its reply matched by order (Redis answers a connection's commands
+in order), so a command costs a write and a little parsing. ``bench/redis_client_bench.py``
+measures both clients in the same run.
+
+Scope: commands as argument lists (``execute``), MULTI/EXEC blocks (``transaction``), Lua
+scripts by SHA with a fallback to EVAL (``Script``), SCAN iteration. URLs
+``redis://[[user]:password@]host[:port][/db]``. A lost connection fails the commands in
+flight with ``RedisConnectionError``; the next command reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
+
+
+class RedisError(Exception):
+    """An error reply from the server (the text Redis sent)."""
+
+
+class RedisConnectionError(ConnectionError):
+    """The connection failed or was lost before the reply came."""
+
+
+Arg = str | bytes | int | float
+
+
+def encode_command(args: Sequence[Arg]) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        else:
+            data = str(arg).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+INCOMPLETE = object()
+
+
+class ReplyParser:
+    """RESP2 replies from a byte stream: feed bytes, take whole replies in order."""
+
+    def __init__(self, decode: bool = False) -> None:
+        self._buffer = bytearray()
+        self._pos = 0
+        self._decode = decode
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:
+            del self._buffer[: self._pos]
+            self._pos = 0
+        self._buffer += data
+
+    def next_reply(self) -> Any:
+        """The next whole reply (an error reply is returned as a RedisError), or INCOMPLETE."""
+        start = self._pos
+        reply = self._parse()
+        if reply is INCOMPLETE:
+            self._pos = start
+        return reply
+
+    def _line(self) -> bytes | None:
+        end = self._buffer.find(b"\r\n", self._pos)
+        if end < 0:
+            return None
+        line = bytes(self._buffer[self._pos : end])
+        self._pos = end + 2
+        return line
+
+    def _parse(self) -> Any:
+        line = self._line()
+        if line is None:
+            return INCOMPLETE
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode() if self._decode else rest
+        if kind == b"-":
+            return RedisError(rest.decode(errors="replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            length = int(rest)
+            if length < 0:
+                return None
+            if len(self._buffer) < self._pos + length + 2:
+                return INCOMPLETE
+            data = bytes(self._buffer[self._pos : self._pos + length])
+            self._pos += length + 2
+            return data.decode() if self._decode else data
+        if kind == b"*":
+            count = int(rest)
+            if count < 0:
+                return None
+            items = []
+            for _ in range(count):
+                item = self._parse()
+                if item is INCOMPLETE:
+                    return INCOMPLETE
+                items.append(item)
+            return items
+        raise RedisConnectionError(f"not a RESP reply: {line[:40]!r}")
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, decode: bool) -> None:
+        self.parser = ReplyParser(decode)
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.lost: Exception | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        parser = self.parser
+        parser.feed(data)
+        while self.waiting:
+            try:
+                reply = parser.next_reply()
+            except RedisConnectionError as exc:
+                assert self.transport is not None
+                self.transport.close()
+                self._fail(exc)
+                return
+            if reply is INCOMPLETE:
+                return
+            future = self.waiting.popleft()
+            if future.done():
+                continue  # its caller was cancelled; the reply still had to be read
+            if isinstance(reply, RedisError):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(RedisConnectionError(f"connection to Redis lost: {exc or 'closed by the server'}"))
+
+    def _fail(self, exc: Exception) -> None:
+        self.lost = exc
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(exc)
+
+
+class Script:
+    """A Lua script run by its SHA1 (EVALSHA), loaded with EVAL when the server lacks it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+class RespClient:
+    def __init__(self, url: str, decode: bool = False) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "redis":
+            raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r} (redis://host:port/db)")
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 6379
+        self._username = unquote(parts.username) if parts.username else ""
+        self._password = unquote(parts.password) if parts.password else ""
+        path = parts.path.strip("/")
+        self._db = int(path) if path else 0
+        self._decode = decode
+        self._conn: _Connection | None = None
+        self._connecting: asyncio.Future[_Connection] | None = None
+
+    async def _connection(self) -> _Connection:
+        conn = self._conn
+        if conn is not None and conn.lost is None:
+            return conn
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+            try:
+                self._conn = await asyncio.shield(self._connecting)
+            finally:
+                self._connecting = None
+            return self._conn
+        return await asyncio.shield(self._connecting)
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await loop.create_connection(lambda: _Connection(self._decode), self._host, self._port)
+        except OSError as exc:
+            raise RedisConnectionError(f"cannot connect to Redis at {self._host}:{self._port}: {exc}") from None
+        hello: list[list[Arg]] = []
+        if self._password:
+            auth: list[Arg] = ["AUTH", self._username, self._password] if self._username else ["AUTH", self._password]
+            hello.append(auth)
+        if self._db:
+            hello.append(["SELECT", self._db])
+        try:
+            for command in hello:
+                await self._send(conn, command)
+        except BaseException:
+            assert conn.transport is not None
+            conn.transport.close()
+            raise
+        return conn
+
+    @staticmethod
+    def _send(conn: _Connection, args: Sequence[Arg]) -> asyncio.Future[Any]:
+        if conn.lost is not None or conn.transport is None:
+            raise RedisConnectionError(str(conn.lost or "not connected"))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        conn.waiting.append(future)
+        conn.transport.write(encode_command(args))
+        return future
+
+    async def execute(self, *args: Arg) -> Any:
+        conn = await self._connection()
+        return await self._send(conn, args)
+
+    async def transaction(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        """MULTI, the commands, EXEC: written in one go; the EXEC reply is the commands' replies."""
+        conn = await self._connection()
+        if conn.lost is not None or conn.transport is None:
+            raise RedisConnectionError(str(conn.lost or "not connected"))
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(len(commands) + 2)]
+        conn.waiting.extend(futures)
+        conn.transport.write(b"".join(encode_command(c) for c in (["MULTI"], *commands, ["EXEC"])))
+        # +OK, +QUEUED per command (an error there makes EXEC fail too), then EXEC's array.
+        replies = await asyncio.gather(*futures, return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        if replies[-1] is None:
+            raise RedisError("transaction aborted")
+        return cast(list[Any], replies[-1])
+
+    async def run_script(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        try:
+            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except RedisError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            return await self.execute("EVAL", script.source, len(keys), *keys, *args)
+
+    async def scan_iter(self, match: str, count: int = 500) -> AsyncIterator[Any]:
+        cursor: Any = "0"
+        while True:
+            cursor, keys = await self.execute("SCAN", cursor, "MATCH", match, "COUNT", count)
+            for key in keys:
+                yield key
+            if cursor in (b"0", "0"):
+                return
+
+    async def aclose(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.transport is not None:
+            conn.transport.close()
