@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from gateway.sip.errors import ParseError
 from gateway.sip.uri import Uri, parse_uri
@@ -292,7 +292,7 @@ class NameAddr:
         return get_param(self.params, "tag")
 
     def with_tag(self, tag: str) -> NameAddr:
-        return replace(self, params=set_param(self.params, "tag", tag))
+        return NameAddr(self.uri, self.display, set_param(self.params, "tag", tag), self.wildcard)
 
     def param(self, name: str) -> str | None:
         return get_param(self.params, name)
@@ -394,7 +394,8 @@ class Via:
         return get_param(self.params, "rport")
 
     def with_param(self, name: str, value: str | None) -> Via:
-        return replace(self, params=set_param(self.params, name, value))
+        # Direct construction, not dataclasses.replace: the received/rport stamp of every request.
+        return Via(self.transport, self.host, self.port, set_param(self.params, name, value))
 
     def __str__(self) -> str:
         port = f":{self.port}" if self.port is not None else ""

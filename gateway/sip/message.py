@@ -10,7 +10,7 @@ message the values it parsed doing so (``set_parsed_views``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from gateway.sip.headers import (
@@ -204,7 +204,9 @@ class Request(_Message):
         return self._serialize(f"{self.method} {self.uri} SIP/2.0")
 
     def with_headers(self, headers: Headers) -> Request:
-        return replace(self, headers=headers)
+        # Not dataclasses.replace: it inspects the fields on every call, and every request we
+        # send is made this way.
+        return Request(headers, self.body, self.method, self.uri)
 
 
 @dataclass(frozen=True)
@@ -216,7 +218,7 @@ class Response(_Message):
         return self._serialize(f"SIP/2.0 {self.status} {self.reason}")
 
     def with_headers(self, headers: Headers) -> Response:
-        return replace(self, headers=headers)
+        return Response(headers, self.body, self.status, self.reason)
 
     @property
     def is_provisional(self) -> bool:

@@ -26,11 +26,29 @@ T = TypeVar("T")
 _MAX_GROUP = 256
 
 
-@dataclass
+@dataclass(slots=True)
 class _Job:
     fn: Callable[[sqlite3.Connection], Any]
-    future: Future[Any]
     grouped: bool
+    # run_sync (the CLI, start-up) waits on a thread future; the loop's callers on an asyncio
+    # future, settled from here with call_soon_threadsafe (one wake-up per commit group,
+    # instead of a thread future, a condition variable and a chained asyncio future per job).
+    future: Future[Any] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    waiter: asyncio.Future[Any] | None = None
+
+
+Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+def _resolve(outcomes: list[Outcome]) -> None:
+    for waiter, result, error in outcomes:
+        if waiter.cancelled():
+            continue
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(result)
 
 
 class SqliteDatabase:
@@ -85,11 +103,24 @@ class SqliteDatabase:
 
     @staticmethod
     def _settle(job: _Job, result: Any = None, error: BaseException | None = None) -> None:
-        if job.future.set_running_or_notify_cancel():
-            if error is not None:
-                job.future.set_exception(error)
-            else:
-                job.future.set_result(result)
+        SqliteDatabase._settle_all([(job, result, error)])
+
+    @staticmethod
+    def _settle_all(outcomes: list[tuple[_Job, Any, BaseException | None]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+        for job, result, error in outcomes:
+            if job.waiter is not None and job.loop is not None:
+                by_loop.setdefault(job.loop, []).append((job.waiter, result, error))
+            elif job.future is not None and job.future.set_running_or_notify_cancel():
+                if error is not None:
+                    job.future.set_exception(error)
+                else:
+                    job.future.set_result(result)
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, settled)
+            except RuntimeError:
+                pass  # the loop is closed: nobody is waiting any more
 
     def _execute(self, job: _Job) -> None:
         try:
@@ -126,31 +157,37 @@ class SqliteDatabase:
             for job in group:
                 self._settle(job, error=exc)
             return
-        for job, result, error in outcomes:
-            self._settle(job, result, error)
+        self._settle_all(outcomes)
 
     # --- callers ------------------------------------------------------------------------
 
-    def _submit(self, fn: Callable[[sqlite3.Connection], T], grouped: bool) -> Future[T]:
+    def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"database {self.path} is closed")
-        future: Future[T] = Future()
-        self._jobs.put(_Job(fn, future, grouped))
-        return future
 
     def run_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the database thread and wait (for the CLI and start-up)."""
-        return self._submit(fn, grouped=False).result()
+        self._check_open()
+        future: Future[T] = Future()
+        self._jobs.put(_Job(fn, False, future=future))
+        return future.result()
+
+    def _submit(self, fn: Callable[[sqlite3.Connection], T], grouped: bool) -> asyncio.Future[T]:
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(fn, grouped, loop=loop, waiter=waiter))
+        return waiter
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.wrap_future(self._submit(fn, grouped=False))
+        return await self._submit(fn, grouped=False)
 
     async def run_grouped(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a transaction shared with other grouped writes queued at the same time.
 
         ``fn`` must not begin or commit a transaction itself.
         """
-        return await asyncio.wrap_future(self._submit(fn, grouped=True))
+        return await self._submit(fn, grouped=True)
 
     def close(self) -> None:
         if self._closed:
