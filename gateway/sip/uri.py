@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from urllib.parse import unquote
 
 from gateway.sip.errors import ParseError
@@ -88,7 +89,11 @@ class Uri:
         return "".join(out)
 
 
+@lru_cache(maxsize=4096)
 def parse_uri(text: str) -> Uri:
+    """A URI from its text; cached, since the same URIs (a phone's Contact, the Request-URIs
+    of a busy extension, our own address) come back in message after message, and a Uri is
+    immutable."""
     m = _PLAIN_SIP_URI(text)
     if m is not None:
         scheme, user, host, port_text, param_text = m.groups()
