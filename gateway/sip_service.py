@@ -513,8 +513,12 @@ class SipService:
                 now,
             )
         elif method == "INVITE":
-            self._pending[event.key] = _Pending()
-            self._spawn(self._invite(event))
+            challenge = self._challenge_at_once(event, now)
+            if challenge is not None:
+                self._respond(event.key, challenge, now)
+            else:
+                self._pending[event.key] = _Pending()
+                self._spawn(self._invite(event))
         elif method == "OPTIONS":
             extra = [("Allow", ALLOW), ("Accept", "application/sdp"), ("Server", self.settings.user_agent)]
             self._respond(event.key, make_response(request, 200, to_tag=stable_tag(request), extra=extra), now)
@@ -650,6 +654,17 @@ class SipService:
             actions += call.on_cancel(now)
         self._act(call, actions, now)
         self._after(now)
+
+    def _challenge_at_once(self, event: RequestReceived, now: float) -> Response | None:
+        """The 407 for an INVITE that brings no credentials, answered before anything is sent:
+        no task, and the transaction's 100 Trying, still queued, is not sent at all."""
+        request = event.request
+        if request.headers.get("Max-Forwards") == "0" or "Proxy-Authorization" in request.headers:
+            return None  # _set_up answers these
+        if self.trunks is not None and self.trunks.identify(event.source) is not None:
+            return None  # trunks are trusted by address
+        tenant = self.settings.tenant_for_domain(request.from_.uri.host)
+        return challenge_response(request, self._auth, tenant, now, proxy=True)
 
     async def _set_up(
         self, event: RequestReceived

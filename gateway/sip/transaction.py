@@ -300,6 +300,10 @@ class TransactionLayer:
         self._heap: list[tuple[float, int, TxKey, Input]] = []
         self._seq = itertools.count()
         self._outgoing: list[tuple[bytes, Peer]] = []
+        # Automatic 100 Trying still queued (index in _outgoing), and those a response queued
+        # after them made pointless: the TU answered before anything left, so only its answer goes.
+        self._trying: dict[TxKey, int] = {}
+        self._superseded: set[int] = set()
 
     # --- introspection -------------------------------------------------------
 
@@ -312,6 +316,10 @@ class TransactionLayer:
 
     def take_outgoing(self) -> list[tuple[bytes, Peer]]:
         out, self._outgoing = self._outgoing, []
+        if self._superseded:
+            out = [m for i, m in enumerate(out) if i not in self._superseded]
+            self._superseded.clear()
+        self._trying.clear()
         return out
 
     def next_deadline(self) -> float | None:
@@ -373,6 +381,7 @@ class TransactionLayer:
         if kind is Kind.SERVER_INVITE:
             # Answer at once so the caller stops retransmitting over a slow link.
             self.respond(key, make_response(request, 100), now)
+            self._trying[key] = len(self._outgoing) - 1
         return [RequestReceived(key, request, source, cancels)]
 
     # --- TU input ------------------------------------------------------------
@@ -511,6 +520,9 @@ class TransactionLayer:
             assert response is not None
             tx.last_response = response
             tx.last_response_bytes = bytes(response)
+            trying = self._trying.pop(tx.key, None)
+            if trying is not None and response.status > 100:
+                self._superseded.add(trying)
             self._outgoing.append((tx.last_response_bytes, tx.destination))
         elif action is Action.RESEND_RESPONSE:
             if tx.last_response_bytes:

@@ -110,6 +110,39 @@ def test_server_invite_sends_100_and_absorbs_retransmissions() -> None:
     assert len(layer.take_outgoing()) == 1  # the 100 again
 
 
+def test_an_answer_before_anything_left_goes_without_its_100_trying() -> None:
+    layer = TransactionLayer()
+    (event,) = layer.receive(request(), PEER, now=0.0)
+    assert isinstance(event, RequestReceived)
+    layer.respond(event.key, make_response(event.request, 407, to_tag="x"), now=0.0)
+    ((data, _),) = layer.take_outgoing()
+    assert data.startswith(b"SIP/2.0 407 ")
+    # A retransmitted INVITE gets the final answer again, not a 100.
+    assert layer.receive(request(), PEER, now=0.5) == []
+    ((again, _),) = layer.take_outgoing()
+    assert again == data
+
+
+def test_the_100_trying_stays_once_it_has_left() -> None:
+    layer = TransactionLayer()
+    (event,) = layer.receive(request(), PEER, now=0.0)
+    assert isinstance(event, RequestReceived)
+    ((trying, _),) = layer.take_outgoing()
+    layer.respond(event.key, make_response(event.request, 180, to_tag="x"), now=0.1)
+    ((ringing, _),) = layer.take_outgoing()
+    assert trying.startswith(b"SIP/2.0 100 ") and ringing.startswith(b"SIP/2.0 180 ")
+
+
+def test_other_transactions_keep_their_100_trying() -> None:
+    layer = TransactionLayer()
+    (first,) = layer.receive(request(branch="z9hG4bK-one"), PEER, now=0.0)
+    (second,) = layer.receive(request(branch="z9hG4bK-two", call_id="two@h"), PEER, now=0.0)
+    assert isinstance(first, RequestReceived) and isinstance(second, RequestReceived)
+    layer.respond(first.key, make_response(first.request, 407, to_tag="x"), now=0.0)
+    sent = [data.split(b"\r\n", 1)[0] for data, _ in layer.take_outgoing()]
+    assert sent == [b"SIP/2.0 100 Trying", b"SIP/2.0 407 Proxy Authentication Required"]
+
+
 def test_server_invite_failure_retransmits_until_ack() -> None:
     layer = TransactionLayer(TimerConfig(t1=0.5, t2=4.0))
     req = request()
