@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
 from gateway.api_auth import require_scope, tenant_filter
 from gateway.sip_service import SipService
 
 SIP = web.AppKey("sip", SipService)
+# With several SIP workers: the calls the others carry, by tenant (None: all).
+CallsOf = Callable[[str | None], Awaitable[list[dict[str, object]]]]
+OTHER_WORKERS_CALLS: web.AppKey[CallsOf] = web.AppKey("other_workers_calls")
 
 
 def setup_api(app: web.Application, sip: SipService) -> None:
@@ -26,7 +31,11 @@ async def registrations(request: web.Request) -> web.Response:
 async def calls(request: web.Request) -> web.Response:
     scope = await require_scope(request)
     tenant = tenant_filter(request, scope)
-    return web.json_response({"calls": request.app[SIP].calls_snapshot(tenant)})
+    found = request.app[SIP].calls_snapshot(tenant)
+    others = request.app.get(OTHER_WORKERS_CALLS)
+    if others is not None:
+        found = sorted(found + await others(tenant), key=lambda c: str(c["start"]))
+    return web.json_response({"calls": found})
 
 
 async def trunks(request: web.Request) -> web.Response:

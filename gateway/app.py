@@ -16,14 +16,14 @@ from prometheus_client import CollectorRegistry
 
 from billing.http import add_billing_routes
 from billing.runtime import BillingRuntime, start_billing
-from gateway.api import setup_api
+from gateway.api import OTHER_WORKERS_CALLS, setup_api
 from gateway.api_auth import TOKENS, require_scope
 from gateway.cdr import CallRecord
 from gateway.cdr_store import SqliteCdrStore
 from gateway.clock import SystemClock
 from gateway.config import GatewayConfig
 from gateway.errors import StartupError
-from gateway.http import METRICS_REFRESH, add_health_check, create_app
+from gateway.http import METRICS_FROM_WORKERS, METRICS_REFRESH, add_health_check, create_app
 from gateway.ledger_replication import LedgerReceiver, LedgerSender
 from gateway.location import MemoryLocationStore
 from gateway.logs import setup_logging
@@ -159,6 +159,10 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack, config_pat
     app = create_app(registry)
     app[TOKENS] = TokenStore(db)
     setup_api(app, sip)
+    if workers is not None:
+        # The other SIP workers' metrics and calls, asked for at scrape and API time.
+        app[METRICS_FROM_WORKERS].append(workers.metrics)
+        app[OTHER_WORKERS_CALLS] = workers.calls
     if tunnel is not None:
         tunnel.add_routes(app)
 

@@ -10,10 +10,14 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from gateway.metrics_merge import merge_exposition
+
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 HEALTH_CHECKS = web.AppKey("health_checks", dict)
 # Async callables run before each scrape, for values that need I/O to read (relay workers).
 METRICS_REFRESH = web.AppKey("metrics_refresh", list)
+# Async callables returning other processes' exposition text, as (worker label, text) pairs.
+METRICS_FROM_WORKERS = web.AppKey("metrics_from_workers", list)
 STARTED_AT = web.AppKey("started_at", float)
 
 HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
@@ -24,6 +28,7 @@ def create_app(registry: CollectorRegistry) -> web.Application:
     app[REGISTRY] = registry
     app[HEALTH_CHECKS] = {}
     app[METRICS_REFRESH] = []
+    app[METRICS_FROM_WORKERS] = []
     app[STARTED_AT] = time.monotonic()
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
@@ -51,4 +56,7 @@ async def metrics(request: web.Request) -> web.Response:
     for refresh in request.app[METRICS_REFRESH]:
         await refresh()
     data = generate_latest(request.app[REGISTRY])
+    others = [pair for fetch in request.app[METRICS_FROM_WORKERS] for pair in await fetch()]
+    if others:
+        data = merge_exposition(data.decode(), others)
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})

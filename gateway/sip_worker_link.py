@@ -38,6 +38,11 @@ def link_address(run_id: str, index: int) -> str:
     return f"\0seabridge-sip-{run_id}-{index}"
 
 
+def control_address(run_id: str, index: int) -> str:
+    """Where a worker answers worker 0's questions (its metrics, its calls)."""
+    return f"\0seabridge-sipctl-{run_id}-{index}"
+
+
 def encode_frame(kind: bytes, peer: Peer, data: bytes) -> bytes:
     return b"%s %s %s %d\n" % (kind, peer.transport.encode(), peer.host.encode(), peer.port) + data
 

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
+import socket
 import sys
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from billing.runtime import start_billing
 from gateway.cdr_store import SqliteCdrStore
@@ -28,11 +31,12 @@ from gateway.config import GatewayConfig
 from gateway.errors import StartupError
 from gateway.logs import setup_logging
 from gateway.media_adapter import open_media
-from gateway.metrics import SipMetrics
+from gateway.metrics import SipMetrics, process_gauges, register_callbacks
 from gateway.secrets_store import load_or_create
 from gateway.sip.shard import Shard
 from gateway.sip_build import advertised, authenticator, media_share, open_locations, sip_settings
 from gateway.sip_service import SipService
+from gateway.sip_worker_link import control_address
 from gateway.storage.gateway_db import open_gateway_db
 from gateway.trunks import TrunkManager
 from gateway.users import SqliteUserStore
@@ -42,6 +46,8 @@ log = logging.getLogger("seabridge.sip.workers")
 # A worker that dies is started again after this long (doubling while it keeps dying).
 RESTART_DELAY_S = 1.0
 RESTART_DELAY_MAX_S = 30.0
+# A scrape or an API call waits this long for a worker's answer, then goes on without it.
+ANSWER_WITHIN_S = 2.0
 
 
 class SipWorkerPool:
@@ -104,6 +110,42 @@ class SipWorkerPool:
             except StartupError as exc:
                 log.error("sip worker restart failed", extra={"worker": index, "error": str(exc)})
 
+    async def ask(self, question: str) -> list[tuple[int, bytes]]:
+        """Each running worker's answer to ``question`` ("metrics", "calls [tenant]"); a worker
+        that does not answer in time (restarting, stuck) is left out."""
+
+        async def one(index: int) -> tuple[int, bytes] | None:
+            loop = asyncio.get_running_loop()
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            writer = None
+            try:
+                async with asyncio.timeout(ANSWER_WITHIN_S):
+                    await loop.sock_connect(sock, control_address(self.run_id, index))
+                    reader, writer = await asyncio.open_unix_connection(sock=sock)
+                    writer.write(question.encode() + b"\n")
+                    return index, await reader.read()
+            except (OSError, TimeoutError) as exc:
+                log.warning(
+                    "sip worker did not answer", extra={"worker": index, "question": question, "error": str(exc)}
+                )
+                return None
+            finally:
+                if writer is not None:
+                    writer.close()
+                else:
+                    sock.close()
+
+        answers = await asyncio.gather(*(one(i) for i, p in self._procs.items() if p.returncode is None))
+        return [a for a in answers if a is not None]
+
+    async def metrics(self) -> list[tuple[str, str]]:
+        return [(str(i), text.decode()) for i, text in await self.ask("metrics")]
+
+    async def calls(self, tenant: str | None) -> list[dict[str, object]]:
+        question = "calls" if tenant is None else f"calls {tenant}"
+        return [call for _, text in await self.ask(question) for call in json.loads(text)]
+
     async def stop(self, grace: float) -> None:
         """SIGTERM: each worker ends its calls (BYE on both legs, records written), then exits."""
         self._stopping = True
@@ -123,6 +165,25 @@ class SipWorkerPool:
 
 
 # --- the worker's side ------------------------------------------------------------------
+
+
+async def serve_control(address: str, answer: Callable[[str], Awaitable[bytes]]) -> asyncio.AbstractServer:
+    """One question per connection, one answer, then close: worker 0 asks at scrape time."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(address)  # bound here: uvloop rejects abstract-namespace paths
+    sock.setblocking(False)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            question = (await reader.readline()).decode(errors="replace").strip()
+            writer.write(await answer(question))
+            await writer.drain()
+        except Exception:
+            log.exception("sip worker control question failed")
+        finally:
+            writer.close()
+
+    return await asyncio.start_unix_server(handle, sock=sock)
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -158,6 +219,8 @@ async def serve_worker(config: GatewayConfig, args: argparse.Namespace) -> None:
             media_share(config, shard.index), advertised(config.media.bind, config.media.advertised_address)
         )
         stack.push_async_callback(media.close)
+        registry = CollectorRegistry()
+        relayed = [0]
         settings = sip_settings(
             config,
             advertised(config.sip.bind, config.sip.advertised_address),
@@ -173,7 +236,7 @@ async def serve_worker(config: GatewayConfig, args: argparse.Namespace) -> None:
             cdrs,
             media,
             authenticator(config, secrets.bytes("sip_nonce_secret")),
-            SipMetrics(CollectorRegistry()),
+            SipMetrics(registry),
             clock,
         )
         # Calls to and from trunks, but no registration or OPTIONS probes: worker 0 does those.
@@ -188,6 +251,22 @@ async def serve_worker(config: GatewayConfig, args: argparse.Namespace) -> None:
             sip.set_webrtc_agent(_address(args.webrtc_agent))
         await sip.start()
         stack.push_async_callback(sip.stop)
+        register_callbacks(
+            registry,
+            gauges=process_gauges(loop),
+            counters={"seabridge_rtp_packets_relayed": ("RTP/RTCP packets relayed", lambda: float(relayed[0]))},
+        )
+
+        async def answer(question: str) -> bytes:
+            if question == "metrics":
+                relayed[0] = await media.total_packets_relayed()
+                return generate_latest(registry)
+            if question == "calls" or question.startswith("calls "):
+                return json.dumps(sip.calls_snapshot(question[6:] or None)).encode()
+            return b""
+
+        control = await serve_control(control_address(args.run, shard.index), answer)
+        stack.callback(control.close)
         print("ready", flush=True)
         log.info("sip worker running", extra={"worker": shard.index, "port": sip.local_port})
         await stop.wait()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ import pytest_asyncio
 
 from tests.integration.conftest import PASSWORDS
 from tests.integration.test_sip_calls import call_records, wait_for_record
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, seabridge
 from tests.support.services import redis_server
 from tests.support.sipp import Sipp
 
@@ -73,8 +73,15 @@ def alive(pid: int) -> bool:
         return stat.read().split(") ", 1)[1][0] != "Z"
 
 
-async def calls(gw: GatewayProcess, folder: Path, count: int) -> None:
-    """bob answers on a sipp UAS registered to the gateway; alice calls ``count`` times (digest auth)."""
+async def calls(
+    gw: GatewayProcess,
+    folder: Path,
+    count: int,
+    hold_ms: int = 100,
+    while_up: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """bob answers on a sipp UAS registered to the gateway; alice calls ``count`` times (digest auth).
+    ``while_up`` runs once the calls are being placed, before they end."""
     uas_port = Sipp(gw.sip_address, folder, "uas").local_port
     keys = {"user": "bob", "domain": "acme", "password": PASSWORDS["bob@acme"], "expires": "600", "expected": "200"}
     reg = await Sipp(gw.sip_address, folder / "reg", "register.xml", local_port=uas_port, keys=keys).run()
@@ -82,7 +89,7 @@ async def calls(gw: GatewayProcess, folder: Path, count: int) -> None:
     uas = Sipp(gw.sip_address, folder / "uas", "uas", local_port=uas_port, calls=count, extra=("-aa",))
     await uas.start()
     try:
-        uac = await Sipp(
+        uac = Sipp(
             gw.sip_address,
             folder / "uac",
             "uac_auth.xml",
@@ -93,11 +100,15 @@ async def calls(gw: GatewayProcess, folder: Path, count: int) -> None:
                 "domain": "acme",
                 "password": PASSWORDS["alice@acme"],
                 "callee": "bob",
-                "hold": "100",
+                "hold": str(hold_ms),
             },
-            extra=("-l", "20"),
-        ).run(timeout=120)
-        assert uac.ok, uac.output[-3000:]
+            extra=("-l", str(max(20, count))),
+        )
+        await uac.start()
+        if while_up is not None:
+            await while_up()
+        result = await uac.wait(timeout=120)
+        assert result.ok, result.output[-3000:]
     finally:
         await uas.stop()
 
@@ -117,6 +128,31 @@ async def test_calls_are_shared_by_the_workers_and_each_is_recorded_once(
     placed = [r for r in gateway.log_records() if r.get("msg") == "call"]
     by_worker = {r.get("worker", 0) for r in placed}
     assert by_worker == {0, 1}, by_worker
+    # One /metrics page: worker 1's samples carry worker="1", and together they count every call.
+    metrics = await gateway.metrics()
+    answered = {k: v for k, v in metrics.items() if k.startswith('seabridge_calls_total{disposition="answered"')}
+    assert any('worker="1"' in k for k in answered) and any("worker" not in k for k in answered), answered
+    assert sum(answered.values()) == len([r for r in rows if r["disposition"] == "answered"])
+
+
+async def test_the_api_lists_calls_in_progress_on_every_worker(gateway: GatewayProcess, tmp_path: Path) -> None:
+    admin = seabridge("token", "create", "--admin", "--label", "test", config=gateway.config_path)
+    assert admin.returncode == 0, admin.stderr
+    bearer = admin.stdout.strip()
+    seen: list[int] = []
+
+    async def count_calls() -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while loop.time() < deadline:
+            listed = (await gateway.api_get("/api/calls", bearer))["calls"]
+            seen.append(sum(1 for c in listed if c["state"] == "confirmed"))
+            if seen[-1] == 20:
+                return
+            await asyncio.sleep(0.2)
+
+    await calls(gateway, tmp_path, 20, hold_ms=6000, while_up=count_calls)
+    assert max(seen) == 20, seen  # all twenty at once, though each worker holds only its own
 
 
 async def test_a_worker_that_dies_is_started_again(gateway: GatewayProcess, tmp_path: Path) -> None:
