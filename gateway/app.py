@@ -160,9 +160,7 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack, config_pat
     app[TOKENS] = TokenStore(db)
     setup_api(app, sip)
     if workers is not None:
-        # The other SIP workers' metrics and calls, asked for at scrape and API time.
-        app[METRICS_FROM_WORKERS].append(workers.metrics)
-        app[OTHER_WORKERS_CALLS] = workers.calls
+        _wire_workers(app, sip, workers, config.sip.workers)
     if tunnel is not None:
         tunnel.add_routes(app)
 
@@ -191,16 +189,6 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack, config_pat
         ports = {f"{t.lower()}_port": sip.port_of(t) for t in sip.transports}
         return {"status": "ok", **ports, "calls": sip.calls_in_progress, "connections": sip.open_connections}
 
-    if workers is not None:
-        pool = workers
-
-        async def sip_workers_health() -> dict[str, object]:
-            alive = pool.alive + 1
-            if alive < config.sip.workers:
-                raise RuntimeError(f"{alive} of {config.sip.workers} SIP workers running (restarting the others)")
-            return {"status": "ok", "workers": config.sip.workers, "alive": alive}
-
-        add_health_check(app, "sip_workers", sip_workers_health)
     add_health_check(app, "sip", sip_health)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -219,6 +207,26 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack, config_pat
         )
         stack.push_async_callback(workers.stop, 0.0)
     return Gateway(config, sip, runner, http_port, https_port, tunnel, workers)
+
+
+def _wire_workers(app: web.Application, sip: SipService, workers: SipWorkerPool, count: int) -> None:
+    """The other SIP workers, seen through worker 0: metrics and calls (asked at scrape and API
+    time), their health, and their calls closed if one dies."""
+    app[METRICS_FROM_WORKERS].append(workers.metrics)
+    app[OTHER_WORKERS_CALLS] = workers.calls
+
+    async def close_dead_worker_calls() -> None:
+        await sip.recover_dead_worker_calls(workers.session_ids)
+
+    workers.on_death = close_dead_worker_calls
+
+    async def sip_workers_health() -> dict[str, object]:
+        alive = workers.alive + 1
+        if alive < count:
+            raise RuntimeError(f"{alive} of {count} SIP workers running (restarting the others)")
+        return {"status": "ok", "workers": count, "alive": alive}
+
+    add_health_check(app, "sip_workers", sip_workers_health)
 
 
 def rate_calls(billing: BillingRuntime, sender: LedgerSender | None) -> Callable[[CallRecord], Awaitable[None]]:

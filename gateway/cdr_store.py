@@ -10,11 +10,15 @@ so every call is recorded exactly once, closed at its last checkpoint.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol
 
 from gateway.cdr import CALL_RECORD_COLUMNS, CallRecord
 from gateway.storage.sqlite import SqliteDatabase, transaction
+
+# The Session-IDs of calls other processes still carry (several SIP workers).
+LiveSessions = Callable[[], Awaitable[set[str]]]
 
 _COLUMNS_SQL = """
     session_id  TEXT NOT NULL,
@@ -62,8 +66,12 @@ class CdrStore(Protocol):
         """Remember a call in progress as the record it would get if the gateway died now."""
         ...
 
-    async def recover(self) -> list[CallRecord]:
-        """Close calls left open by a crash at their last checkpoint; returns the new records."""
+    async def recover(self, live: LiveSessions | None = None) -> list[CallRecord]:
+        """Close calls left open by a crash at their last checkpoint; returns the new records.
+
+        ``live``: the Session-IDs of calls still carried by other processes, asked for after
+        the checkpoints were read (a call started since has no checkpoint in that read).
+        """
         ...
 
     async def list(self, tenant: str | None = None, limit: int = 1000) -> list[CallRecord]: ...
@@ -88,6 +96,13 @@ def row_to_record(row: tuple[Any, ...]) -> CallRecord:
             values[name] = datetime.fromisoformat(values[name])
     values["ingress"] = bool(values["ingress"])
     return CallRecord(**values)
+
+
+_KEY_INDEXES = tuple(CALL_RECORD_COLUMNS.index(c) for c in ("session_id", "leg", "node"))
+
+
+def _key_of_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(row[i] for i in _KEY_INDEXES)
 
 
 def _key(record: CallRecord) -> tuple[str, str, str]:
@@ -118,16 +133,27 @@ class SqliteCdrStore:
 
         await self._db.run_grouped(q)
 
-    async def recover(self) -> list[CallRecord]:
+    async def recover(self, live: LiveSessions | None = None) -> list[CallRecord]:
+        if live is None:
+            keys = None
+        else:
+            found = await self._db.run(lambda c: c.execute("SELECT session_id, leg, node FROM open_calls").fetchall())
+            carried = await live()
+            keys = [tuple(k) for k in found if k[0] not in carried]
+
         def q(conn: sqlite3.Connection) -> list[CallRecord]:
             def move(c: sqlite3.Connection) -> list[CallRecord]:
-                rows = c.execute(f"SELECT {_QUOTED} FROM open_calls").fetchall()
+                if keys is None:
+                    rows = c.execute(f"SELECT {_QUOTED} FROM open_calls").fetchall()
+                else:
+                    where = "WHERE session_id=? AND leg=? AND node=?"
+                    rows = [r for k in keys for r in c.execute(f"SELECT {_QUOTED} FROM open_calls {where}", k)]
                 recovered = []
                 for row in rows:
                     cur = c.execute(f"INSERT OR IGNORE INTO call_records ({_QUOTED}) VALUES ({_PLACEHOLDERS})", row)
                     if cur.rowcount == 1:
                         recovered.append(row_to_record(row))
-                c.execute("DELETE FROM open_calls")
+                    c.execute("DELETE FROM open_calls WHERE session_id=? AND leg=? AND node=?", _key_of_row(row))
                 return recovered
 
             return transaction(conn, move)

@@ -311,6 +311,29 @@ class SipService:
         if self._link is not None:
             await self._link.close()
 
+    def session_ids(self) -> set[str]:
+        """Every call this process still carries, to its record's last write."""
+        return {call.session_id for call in self._calls}
+
+    async def recover_dead_worker_calls(self, others: Callable[[], Awaitable[set[str]]]) -> None:
+        """A SIP worker died: close its calls at their last checkpoint, as a restart would.
+
+        Its calls are those with a checkpoint that no process still carries (``others``: the
+        other live workers' Session-IDs, asked for after the checkpoints were read)."""
+
+        async def live() -> set[str]:
+            return self.session_ids() | await others()
+
+        if self.billing is not None:
+            await self.billing.recover(live)
+        for record in await self._cdrs.recover(live):
+            log.warning(
+                "closed a call of a sip worker that died, at its last checkpoint",
+                extra={"session": record.session_id, "end": record.end.isoformat()},
+            )
+            for listener in self.call_listeners:
+                await listener(record)
+
     def calls_snapshot(self, tenant: str | None = None) -> list[dict[str, object]]:
         """Calls in progress, for the API (a tenant sees only calls its users make or take)."""
         now = self._clock.monotonic()

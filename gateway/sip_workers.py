@@ -63,6 +63,8 @@ class SipWorkerPool:
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
+        # Run when a worker has died, before it is started again (its calls are closed).
+        self.on_death: Callable[[], Awaitable[None]] | None = None
 
     @property
     def alive(self) -> int:
@@ -103,6 +105,11 @@ class SipWorkerPool:
             if self._stopping:
                 return
             log.error("sip worker died: restarting it", extra={"worker": index, "status": status, "delay_s": delay})
+            if self.on_death is not None:
+                try:
+                    await self.on_death()
+                except Exception:
+                    log.exception("closing the calls of a dead sip worker failed; a restart will close them")
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESTART_DELAY_MAX_S)
             try:
@@ -141,6 +148,9 @@ class SipWorkerPool:
 
     async def metrics(self) -> list[tuple[str, str]]:
         return [(str(i), text.decode()) for i, text in await self.ask("metrics")]
+
+    async def session_ids(self) -> set[str]:
+        return {sid for _, text in await self.ask("sessions") for sid in json.loads(text)}
 
     async def calls(self, tenant: str | None) -> list[dict[str, object]]:
         question = "calls" if tenant is None else f"calls {tenant}"
@@ -261,6 +271,8 @@ async def serve_worker(config: GatewayConfig, args: argparse.Namespace) -> None:
             if question == "metrics":
                 relayed[0] = await media.total_packets_relayed()
                 return generate_latest(registry)
+            if question == "sessions":
+                return json.dumps(sorted(sip.session_ids())).encode()
             if question == "calls" or question.startswith("calls "):
                 return json.dumps(sip.calls_snapshot(question[6:] or None)).encode()
             return b""

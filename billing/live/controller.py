@@ -22,7 +22,7 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -371,16 +371,26 @@ class LiveBilling:
 
     # After a crash.
 
-    async def recover(self) -> list[Rating]:
-        """Close every call this node had open when it stopped, at its last checkpoint; charge each once."""
+    async def recover(self, live: Callable[[], Awaitable[set[str]]] | None = None) -> list[Rating]:
+        """Close every call this node had open when it stopped, at its last checkpoint; charge each once.
+
+        ``live``: with several SIP workers, one died: the Session-IDs the others still carry
+        (asked for after the open calls were read) are left alone.
+        """
         ratings = []
-        for sid, leg, rec, _chain, reserved, checkpoint_us in await self.service.store.open_calls(self.node):
+        found = await self.service.store.open_calls(self.node)
+        reserved_keys = await self.spend.calls_of(self.node)
+        carried = await live() if live is not None else set()
+        for sid, leg, rec, _chain, reserved, checkpoint_us in found:
+            if sid in carried:
+                continue
             record = row_to_record(tuple(json.loads(rec)))
             end = max(from_us(checkpoint_us), record.answer or record.start)
             final = replace(record, end=end, ended_by="system", disposition="answered")
             rating, _new = await self.service.call_ended(final, cap=None if reserved < 0 else reserved, close_open=True)
             ratings.append(rating)
             await self.spend.close(f"{sid}:{leg}")
-        for key in await self.spend.calls_of(self.node):  # reservations left in a shared Redis
-            await self.spend.close(key)
+        for key in reserved_keys:  # reservations left in a shared Redis
+            if key.rpartition(":")[0] not in carried:
+                await self.spend.close(key)
         return ratings

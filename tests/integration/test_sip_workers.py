@@ -9,6 +9,7 @@ outlives the gateway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -188,5 +189,41 @@ async def test_a_stopped_gateway_stops_its_workers_and_frees_the_port(tmp_path: 
     await gw.start()
     try:
         assert len(worker_pids(gw)) == 2
+    finally:
+        await gw.stop()
+
+
+async def test_the_calls_of_a_worker_that_dies_are_recorded_once_it_is_gone(tmp_path: Path, redis_url: str) -> None:
+    gw = sharded(tmp_path / "gw", redis_url)
+    await gw.start()
+    admin = seabridge("token", "create", "--admin", "--label", "test", config=gw.config_path)
+    bearer = admin.stdout.strip()
+    count = 16  # spread by Call-ID: all on one worker once in 2**16 runs
+
+    async def kill_worker_one_mid_call() -> None:
+        async def all_up() -> bool:
+            listed = (await gw.api_get("/api/calls", bearer))["calls"]
+            return sum(1 for c in listed if c["state"] == "confirmed") == count
+
+        async with asyncio.timeout(30):
+            while not await all_up():
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)  # a checkpoint or two (every 0.5 s here)
+        os.kill(worker_pids(gw)[-1], signal.SIGKILL)
+
+    try:
+        with contextlib.suppress(AssertionError):  # the dead worker's calls end badly for sipp (481 to BYE)
+            await calls(gw, tmp_path, count, hold_ms=8000, while_up=kill_worker_one_mid_call)
+        placed = {r["session"]: r.get("worker", 0) for r in gw.log_records() if r.get("msg") == "call"}
+        assert len(placed) == count and set(placed.values()) == {0, 1}
+        rows = await wait_for_record(gw, count, timeout=30)
+        by_session = {r["session_id"]: r for r in rows}
+        assert len(rows) == count and set(by_session) == set(placed)  # each call recorded, once
+        for session, worker in placed.items():
+            # Worker 1's calls end at its last checkpoint, by the system; worker 0's as the caller hung up.
+            assert (by_session[session]["ended_by"] == "system") == (worker == 1), (worker, dict(by_session[session]))
+        assert any(
+            r.get("msg") == "closed a call of a sip worker that died, at its last checkpoint" for r in gw.log_records()
+        )
     finally:
         await gw.stop()
