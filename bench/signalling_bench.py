@@ -256,7 +256,7 @@ async def seabridge(args: argparse.Namespace, rates: list[int], folder: Path, sh
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rates", default="100,200,400,600,800,1000")
+    parser.add_argument("--rates", default="100,200,300,400,500,600,800,1000")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each load step")
     parser.add_argument("--registrations", type=int, default=5000)
     parser.add_argument("--sip-workers", type=int, default=os.cpu_count() or 1, help="default: one per core")

@@ -202,7 +202,7 @@ class SipService:
         sharded = cfg.shard.count > 1
         self._transport = await open_udp(cfg.bind, cfg.port, self.datagram_received, reuse_port=sharded)
         if sharded:
-            self._link = WorkerLink(cfg.worker_run, cfg.shard.index, self._received, self._send_stream)
+            self._link = WorkerLink(cfg.worker_run, cfg.shard.index, self._received, self._send_for_worker)
             await self._link.start()
         listeners = {"udp": f"{cfg.bind}:{self.local_port}"}
         for name, port, server_ssl in (("TCP", cfg.tcp_port, None), ("TLS", cfg.tls_port, cfg.server_ssl)):
@@ -402,6 +402,17 @@ class SipService:
             return False
         self._link.forward(owner, data, source)
         return True
+
+    def _send_for_worker(self, data: bytes, destination: Peer) -> None:
+        """Another worker's message for a TCP/TLS peer, sent over the connection we hold.
+
+        The worker named the phone's flow; if that connection is gone, a request goes where
+        its Request-URI (the binding's Contact) says, as _destination_for would have chosen."""
+        stream = self._stream_transports.get(destination.transport)
+        if stream is not None and not stream.has_connection(destination) and not data.startswith(b"SIP/"):
+            request_uri = data.split(b" ", 2)[1].decode(errors="replace") if data.count(b" ") >= 2 else ""
+            destination = _peer_of_contact(request_uri, destination.transport) or destination
+        self._send_stream(data, destination)
 
     def _send_stream(self, data: bytes, destination: Peer) -> None:
         """Another worker's message for a TCP/TLS peer: only this worker holds the connections."""
@@ -872,13 +883,7 @@ class SipService:
             return source
         if stream is None and self._link is not None:
             return source  # worker 0 holds the connection; it is the phone's flow
-        try:
-            uri = parse_uri(contact)
-        except SipError:
-            return source
-        transport = (uri.param("transport") or source.transport).upper()
-        default_port = 5061 if transport == "TLS" else 5060
-        return Peer(uri.host.strip("[]"), uri.port or default_port, transport)
+        return _peer_of_contact(contact, source.transport) or source
 
     def _tenant_of_target(self, host: str, caller_tenant: str) -> str:
         bare = host.strip("[]")
@@ -1146,6 +1151,17 @@ class SipService:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("sip task failed", exc_info=task.exception())
+
+
+def _peer_of_contact(contact: str, transport: str) -> Peer | None:
+    """Where a Contact URI says to send (its transport parameter, else ``transport``)."""
+    try:
+        uri = parse_uri(contact)
+    except SipError:
+        return None
+    transport = (uri.param("transport") or transport).upper()
+    default_port = 5061 if transport == "TLS" else 5060
+    return Peer(uri.host.strip("[]"), uri.port or default_port, transport)
 
 
 def _party(user: User, display: str = "") -> Party:

@@ -39,7 +39,7 @@ def sharded(folder: Path, redis_url: str) -> GatewayProcess:
         log_level="info",
     )
     gw.write_config()
-    for address in ("alice@acme", "bob@acme"):
+    for address in ("alice@acme", "bob@acme", "carol@acme"):
         gw.add_user(address, "site-a", PASSWORDS[address])
     return gw
 
@@ -154,6 +154,44 @@ async def test_the_api_lists_calls_in_progress_on_every_worker(gateway: GatewayP
 
     await calls(gateway, tmp_path, 20, hold_ms=6000, while_up=count_calls)
     assert max(seen) == 20, seen  # all twenty at once, though each worker holds only its own
+
+
+async def test_a_phone_on_tcp_is_reached_from_every_worker(gateway: GatewayProcess, tmp_path: Path) -> None:
+    # Only worker 0 holds TCP connections: calls that belong to worker 1 reach carol through it,
+    # and her answers come back to worker 1 the same way.
+    count = 16
+    uas = Sipp(gateway.sip_address, tmp_path / "uas", "uas", calls=count, extra=("-t", "t1", "-aa"))
+    keys = {"user": "carol", "domain": "acme", "password": PASSWORDS["carol@acme"], "expires": "600", "expected": "200"}
+    reg = await Sipp(
+        gateway.sip_address, tmp_path / "reg", "register.xml", local_port=uas.local_port, keys=keys, extra=("-t", "t1")
+    ).run()
+    assert reg.ok, reg.output[-2000:]
+    before = len(call_records(gateway))
+    await uas.start()
+    try:
+        uac = await Sipp(
+            gateway.sip_address,
+            tmp_path / "uac",
+            "uac_auth.xml",
+            calls=count,
+            rate=16,
+            keys={
+                "user": "alice",
+                "domain": "acme",
+                "password": PASSWORDS["alice@acme"],
+                "callee": "carol",
+                "hold": "200",
+            },
+            extra=("-l", str(count)),
+        ).run()
+        assert uac.ok, uac.output[-3000:]
+    finally:
+        await uas.stop()
+    rows = (await wait_for_record(gateway, before + count, timeout=30))[before:]
+    assert all(r["disposition"] == "answered" for r in rows)
+    sessions = {r["session_id"] for r in rows}
+    placed = {r["session"]: r.get("worker", 0) for r in gateway.log_records() if r.get("msg") == "call"}
+    assert {placed[s] for s in sessions} == {0, 1}
 
 
 async def test_a_worker_that_dies_is_started_again(gateway: GatewayProcess, tmp_path: Path) -> None:
