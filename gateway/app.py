@@ -27,20 +27,17 @@ from gateway.http import METRICS_FROM_WORKERS, METRICS_REFRESH, add_health_check
 from gateway.ledger_replication import LedgerReceiver, LedgerSender
 from gateway.location import MemoryLocationStore
 from gateway.logs import setup_logging
-from gateway.media_adapter import open_media
 from gateway.metrics import SipMetrics, process_gauges, register_callbacks
 from gateway.secrets_store import load_or_create
 from gateway.sip.shard import Shard
-from gateway.sip_build import advertised, authenticator, media_share, open_locations, sip_settings
+from gateway.sip_build import advertised, authenticator, open_media_share, open_sip_stores, sip_settings
 from gateway.sip_service import SipService
 from gateway.sip_workers import SipWorkerPool
-from gateway.storage.gateway_db import open_gateway_db
 from gateway.tls import client_context, ensure_certificate, server_context
 from gateway.tokens import TokenStore
 from gateway.trunks import TrunkManager
 from gateway.tunnel.reload import ConfigReloader
 from gateway.tunnel_gateway import GatewayTunnel, start_tunnel
-from gateway.users import SqliteUserStore
 from gateway.webrtc.wiring import start_webrtc
 
 log = logging.getLogger("seabridge")
@@ -72,18 +69,12 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack, config_pat
     else:
         log.info("secrets loaded", extra={"path": str(secrets.path.resolve())})
 
-    db = open_gateway_db(config)
-    stack.callback(db.close)
-    users = SqliteUserStore(db)
-    stack.callback(users.close)
-    cdrs = SqliteCdrStore(db)
-    locations = open_locations(config)
-    stack.push_async_callback(locations.close)
+    stores = open_sip_stores(config, stack)
+    db, users, cdrs, locations = stores.db, stores.users, stores.cdrs, stores.locations
 
     registry = CollectorRegistry()
     sip_metrics = SipMetrics(registry)
-    media = await open_media(media_share(config, 0), advertised(config.media.bind, config.media.advertised_address))
-    stack.push_async_callback(media.close)
+    media = await open_media_share(config, 0, stack)
     # Before SIP: it must outlive the SIP service's shutdown (BYEs to tunnel trunks ride it).
     tunnel = await start_tunnel(config, stack, registry)
 

@@ -5,15 +5,22 @@ from __future__ import annotations
 import dataclasses
 import socket
 import ssl
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 
+from gateway.cdr_store import SqliteCdrStore
 from gateway.config import GatewayConfig, MediaConfig
 from gateway.location import LocationStore, MemoryLocationStore, RedisLocationStore
+from gateway.media_adapter import RelayAllocator, open_media
 from gateway.sip.digest import DigestAuthenticator
 from gateway.sip.parser import Limits
 from gateway.sip.registrar import RegistrarPolicy
 from gateway.sip.shard import SINGLE_PROCESS, Shard
 from gateway.sip.transaction import TimerConfig
 from gateway.sip_service import SipSettings
+from gateway.storage.gateway_db import open_gateway_db
+from gateway.storage.sqlite import SqliteDatabase
+from gateway.users import SqliteUserStore
 
 
 def advertised(bind: str, configured: str) -> str:
@@ -91,6 +98,33 @@ def open_locations(config: GatewayConfig) -> LocationStore:
     if config.storage.redis_url:
         return RedisLocationStore(config.storage.redis_url)
     return MemoryLocationStore()
+
+
+@dataclass(frozen=True)
+class SipStores:
+    """What the SIP service reads and writes, opened for this process (closed with ``stack``)."""
+
+    db: SqliteDatabase
+    users: SqliteUserStore
+    cdrs: SqliteCdrStore
+    locations: LocationStore
+
+
+def open_sip_stores(config: GatewayConfig, stack: AsyncExitStack) -> SipStores:
+    db = open_gateway_db(config)
+    stack.callback(db.close)
+    users = SqliteUserStore(db)
+    stack.callback(users.close)
+    locations = open_locations(config)
+    stack.push_async_callback(locations.close)
+    return SipStores(db, users, SqliteCdrStore(db), locations)
+
+
+async def open_media_share(config: GatewayConfig, index: int, stack: AsyncExitStack) -> RelayAllocator:
+    """The relay over SIP worker ``index``'s slice of the media ports (closed with ``stack``)."""
+    media = await open_media(media_share(config, index), advertised(config.media.bind, config.media.advertised_address))
+    stack.push_async_callback(media.close)
+    return media
 
 
 def media_share(config: GatewayConfig, index: int) -> MediaConfig:

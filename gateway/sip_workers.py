@@ -25,21 +25,17 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 
 from billing.runtime import start_billing
-from gateway.cdr_store import SqliteCdrStore
 from gateway.clock import SystemClock
 from gateway.config import GatewayConfig
 from gateway.errors import StartupError
 from gateway.logs import setup_logging
-from gateway.media_adapter import open_media
 from gateway.metrics import SipMetrics, process_gauges, register_callbacks
 from gateway.secrets_store import load_or_create
 from gateway.sip.shard import Shard
-from gateway.sip_build import advertised, authenticator, media_share, open_locations, sip_settings
+from gateway.sip_build import advertised, authenticator, open_media_share, open_sip_stores, sip_settings
 from gateway.sip_service import SipService
 from gateway.sip_worker_link import control_address
-from gateway.storage.gateway_db import open_gateway_db
 from gateway.trunks import TrunkManager
-from gateway.users import SqliteUserStore
 
 log = logging.getLogger("seabridge.sip.workers")
 
@@ -218,17 +214,8 @@ async def serve_worker(config: GatewayConfig, args: argparse.Namespace) -> None:
     async with AsyncExitStack() as stack:
         clock = SystemClock()
         secrets = load_or_create(config.data_path, ("sip_nonce_secret",))
-        db = open_gateway_db(config)
-        stack.callback(db.close)
-        users = SqliteUserStore(db)
-        stack.callback(users.close)
-        cdrs = SqliteCdrStore(db)
-        locations = open_locations(config)
-        stack.push_async_callback(locations.close)
-        media = await open_media(
-            media_share(config, shard.index), advertised(config.media.bind, config.media.advertised_address)
-        )
-        stack.push_async_callback(media.close)
+        stores = open_sip_stores(config, stack)
+        media = await open_media_share(config, shard.index, stack)
         registry = CollectorRegistry()
         relayed = [0]
         settings = sip_settings(
@@ -241,9 +228,9 @@ async def serve_worker(config: GatewayConfig, args: argparse.Namespace) -> None:
         )
         sip = SipService(
             settings,
-            users,
-            locations,
-            cdrs,
+            stores.users,
+            stores.locations,
+            stores.cdrs,
             media,
             authenticator(config, secrets.bytes("sip_nonce_secret")),
             SipMetrics(registry),

@@ -80,14 +80,26 @@ async def calls(
     count: int,
     hold_ms: int = 100,
     while_up: Callable[[], Awaitable[None]] | None = None,
+    callee: str = "bob",
+    callee_transport: tuple[str, ...] = (),
 ) -> None:
-    """bob answers on a sipp UAS registered to the gateway; alice calls ``count`` times (digest auth).
-    ``while_up`` runs once the calls are being placed, before they end."""
+    """The callee answers on a sipp UAS registered to the gateway (``callee_transport``: sipp's
+    -t option for it); alice calls ``count`` times over UDP with digest auth. ``while_up`` runs
+    once the calls are being placed, before they end."""
     uas_port = Sipp(gw.sip_address, folder, "uas").local_port
-    keys = {"user": "bob", "domain": "acme", "password": PASSWORDS["bob@acme"], "expires": "600", "expected": "200"}
-    reg = await Sipp(gw.sip_address, folder / "reg", "register.xml", local_port=uas_port, keys=keys).run()
+    keys = {"user": callee, "domain": "acme", "password": PASSWORDS[f"{callee}@acme"], "expires": "600"}
+    reg = await Sipp(
+        gw.sip_address,
+        folder / "reg",
+        "register.xml",
+        local_port=uas_port,
+        keys={**keys, "expected": "200"},
+        extra=callee_transport,
+    ).run()
     assert reg.ok, reg.output
-    uas = Sipp(gw.sip_address, folder / "uas", "uas", local_port=uas_port, calls=count, extra=("-aa",))
+    uas = Sipp(
+        gw.sip_address, folder / "uas", "uas", local_port=uas_port, calls=count, extra=(*callee_transport, "-aa")
+    )
     await uas.start()
     try:
         uac = Sipp(
@@ -100,7 +112,7 @@ async def calls(
                 "user": "alice",
                 "domain": "acme",
                 "password": PASSWORDS["alice@acme"],
-                "callee": "bob",
+                "callee": callee,
                 "hold": str(hold_ms),
             },
             extra=("-l", str(max(20, count))),
@@ -160,33 +172,8 @@ async def test_a_phone_on_tcp_is_reached_from_every_worker(gateway: GatewayProce
     # Only worker 0 holds TCP connections: calls that belong to worker 1 reach carol through it,
     # and her answers come back to worker 1 the same way.
     count = 16
-    uas = Sipp(gateway.sip_address, tmp_path / "uas", "uas", calls=count, extra=("-t", "t1", "-aa"))
-    keys = {"user": "carol", "domain": "acme", "password": PASSWORDS["carol@acme"], "expires": "600", "expected": "200"}
-    reg = await Sipp(
-        gateway.sip_address, tmp_path / "reg", "register.xml", local_port=uas.local_port, keys=keys, extra=("-t", "t1")
-    ).run()
-    assert reg.ok, reg.output[-2000:]
     before = len(call_records(gateway))
-    await uas.start()
-    try:
-        uac = await Sipp(
-            gateway.sip_address,
-            tmp_path / "uac",
-            "uac_auth.xml",
-            calls=count,
-            rate=16,
-            keys={
-                "user": "alice",
-                "domain": "acme",
-                "password": PASSWORDS["alice@acme"],
-                "callee": "carol",
-                "hold": "200",
-            },
-            extra=("-l", str(count)),
-        ).run()
-        assert uac.ok, uac.output[-3000:]
-    finally:
-        await uas.stop()
+    await calls(gateway, tmp_path, count, callee="carol", callee_transport=("-t", "t1"))
     rows = (await wait_for_record(gateway, before + count, timeout=30))[before:]
     assert all(r["disposition"] == "answered" for r in rows)
     sessions = {r["session_id"] for r in rows}
