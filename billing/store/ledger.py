@@ -248,7 +248,7 @@ class LedgerStore:
                         spent[a.id] = await _spent_since(tx, a, since_us)
             return ChainView(chain, plans, balance, spent)
 
-        return await self.db.run(body, write=False)
+        return await self.db.run(body, write=False, quick=True)
 
     async def list_accounts(self, tenant: str | None = None) -> list[Account]:
         where, args = ("WHERE tenant = ?", (tenant,)) if tenant else ("", ())

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from gateway.storage.sqlite import SqliteDatabase, read_transaction
+from gateway.storage.sqlite_reader import SqliteReader
 
 Row = tuple[Any, ...]
 T = TypeVar("T")
@@ -46,8 +47,11 @@ Body = Callable[[Tx], Coroutine[Any, Any, T]]
 class Database(Protocol):
     name: str
 
-    async def run(self, body: Body[T], *, write: bool = True) -> T:
-        """Run ``body(tx)`` as one transaction (read-only unless ``write``); its result."""
+    async def run(self, body: Body[T], *, write: bool = True, quick: bool = False) -> T:
+        """Run ``body(tx)`` as one transaction (read-only unless ``write``); its result.
+
+        ``quick``: a read of a few rows by key, on the hot path of every call; an engine
+        may serve it without leaving the event loop's thread."""
         ...
 
     async def close(self) -> None: ...
@@ -92,12 +96,17 @@ class SqliteBillingDatabase:
 
     def __init__(self, path: Path, schema: str) -> None:
         self._db = SqliteDatabase(path, schema)
+        self._reader = SqliteReader(self._db)
 
     @property
     def sqlite(self) -> SqliteDatabase:
         return self._db
 
-    async def run(self, body: Body[T], *, write: bool = True) -> T:
+    async def run(self, body: Body[T], *, write: bool = True, quick: bool = False) -> T:
+        if quick and not write:
+            # WAL readers never wait for the writer: a few key lookups cost less here than
+            # the hop to the database thread and back (see gateway/storage/sqlite_reader.py).
+            return await self._reader.read(lambda c: _complete(body, c))
         if write:
             # Grouped: writes queued together share one commit (one fsync), each in its own
             # savepoint, and every caller's future resolves only after that commit.
@@ -110,6 +119,7 @@ class SqliteBillingDatabase:
         return self._db.run_sync(fn)
 
     async def close(self) -> None:
+        self._reader.close()
         await asyncio.get_running_loop().run_in_executor(None, self._db.close)
 
 
@@ -171,7 +181,7 @@ class PostgresBillingDatabase:
         async with self._pool.acquire() as conn, conn.transaction(readonly=not write):
             yield _PgTx(conn, self._cache)
 
-    async def run(self, body: Body[T], *, write: bool = True) -> T:
+    async def run(self, body: Body[T], *, write: bool = True, quick: bool = False) -> T:
         async with self.transaction(write) as tx:
             return await body(tx)
 

@@ -10,9 +10,12 @@ The SIP service makes several such lookups per call (caller, callee), so they co
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from gateway.storage.sqlite import SqliteDatabase
+from gateway.storage.sqlite import SqliteDatabase, read_transaction
+
+T = TypeVar("T")
 
 
 class SqliteReader:
@@ -35,6 +38,10 @@ class SqliteReader:
     async def fetch_one(self, sql: str, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = (await self._connection()).execute(sql, args).fetchone()
         return row
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` in one read transaction: several statements see one snapshot."""
+        return read_transaction(await self._connection(), fn)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -24,11 +24,21 @@ D = Decimal
 
 
 class Hops:
-    """Counts jobs sent to the database thread and write commits (each one fsync) it runs."""
+    """Counts reads served on the loop's thread, jobs sent to the database thread, and write
+    commits (each one fsync) it runs."""
 
     def __init__(self, db: SqliteBillingDatabase) -> None:
+        self.reads = 0
         self.jobs = 0
         self.commits = 0
+        reader = db._reader
+        read = reader.read
+
+        async def counted_read(fn: Callable[[Any], Any]) -> Any:
+            self.reads += 1
+            return await read(fn)
+
+        reader.read = counted_read  # type: ignore[method-assign]
         inner = db.sqlite
         submit = inner._submit
 
@@ -49,9 +59,9 @@ class Hops:
         inner.run_sync(lambda c: c.set_trace_callback(trace))
         self.take()
 
-    def take(self) -> tuple[int, int]:
-        out = (self.jobs, self.commits)
-        self.jobs = self.commits = 0
+    def take(self) -> tuple[int, int, int]:
+        out = (self.reads, self.jobs, self.commits)
+        self.reads = self.jobs = self.commits = 0
         return out
 
 
@@ -66,16 +76,17 @@ async def test_a_call_costs_one_read_at_set_up_and_one_read_and_one_write_at_ans
         if payment == "postpaid":
             await live.service.ensure_account("alice@acme", site="kinshasa", payment="postpaid", replace_existing=True)
         assert isinstance(store.db, SqliteBillingDatabase)
+        await store.chain_view("alice@acme")  # the loop's read connection opens on first use
         hops = Hops(store.db)
         record = call(T0, 30)
         assert (await live.authorize("alice@acme", "+8613800000000", "voice", T0)).allowed
-        assert hops.take() == (1, 0)
+        assert hops.take() == (1, 0, 0)  # the chain's limits and plans, read on the loop
         assert (await live.call_answered(replace(record, end=T0))).allowed
-        assert hops.take() == (2, 1)  # the reads of the decision; the checkpoint
+        assert hops.take() == (1, 1, 1)  # the reads of the decision; the checkpoint
         live.service.forget_cached()  # a real call outlasts the rating cache
         rating = await live.call_ended(record)
         assert rating.charged == 3 * 10**5  # 30 s at 0.01/s
-        assert hops.take() == (2, 1)  # the reads for rating; the charge with the checkpoint's removal
+        assert hops.take() == (1, 1, 1)  # the reads for rating; the charge with the checkpoint's removal
         assert await store.open_calls("kinshasa-gw") == []
     finally:
         await store.close()
