@@ -232,7 +232,9 @@ async def seabridge(args: argparse.Namespace, rates: list[int], folder: Path, sh
     gw = GatewayProcess(
         folder / "seabridge",
         extra_config=shared + '[[tenants]]\ndomain = "acme"\ndigest_algorithms = ["MD5"]\n',
-        sip_extra=f"workers = {args.sip_workers}",
+        # No OPTIONS keep-alives (Kamailio sends none): sipp's UAS would count one as a call
+        # and stop a call short, leaving the last INVITE of a step to ring out.
+        sip_extra=f"workers = {args.sip_workers}\nkeepalive_interval_s = 0",
         # Production timers and a production-sized relay port range (the test harness shrinks
         # both: 200 ports would cap the gateway at 50 calls in progress).
         media_range=(30000, 39999),
