@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import struct
 from collections.abc import Callable
@@ -36,6 +37,20 @@ _MAX_QUEUED_BYTES = 16 * 1024 * 1024
 def link_address(run_id: str, index: int) -> str:
     """An abstract-namespace name: nothing on disk to clean up, gone with the process."""
     return f"\0seabridge-sip-{run_id}-{index}"
+
+
+def same_user(transport: asyncio.BaseTransport) -> bool:
+    """Whether the process at the other end of a Unix connection runs as our user.
+
+    Abstract-namespace sockets have no file permissions: any local process could connect and
+    hand a worker SIP "received from" any address (a trusted trunk's, say). Only the
+    gateway's own processes, which run as its user, may.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return bool(uid == os.getuid())
 
 
 def control_address(run_id: str, index: int) -> str:
@@ -62,11 +77,18 @@ class _FrameReader(asyncio.Protocol):
         self._deliver = deliver
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
+        self._trusted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        self._trusted = same_user(transport)
+        if not self._trusted:
+            log.error("refused a sip worker link from another user")
+            transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if not self._trusted:
+            return
         buffer = self._buffer
         buffer += data
         offset = 0

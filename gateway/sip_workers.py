@@ -34,7 +34,7 @@ from gateway.secrets_store import load_or_create
 from gateway.sip.shard import Shard
 from gateway.sip_build import advertised, authenticator, open_media_share, open_sip_stores, sip_settings
 from gateway.sip_service import SipService
-from gateway.sip_worker_link import control_address
+from gateway.sip_worker_link import control_address, same_user
 from gateway.trunks import TrunkManager
 
 log = logging.getLogger("seabridge.sip.workers")
@@ -180,6 +180,10 @@ async def serve_control(address: str, answer: Callable[[str], Awaitable[bytes]])
     sock.setblocking(False)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not same_user(writer.transport):
+            log.error("refused a sip worker control connection from another user")
+            writer.close()
+            return
         try:
             question = (await reader.readline()).decode(errors="replace").strip()
             writer.write(await answer(question))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 
 from gateway.sip.peer import Peer
-from gateway.sip_worker_link import WorkerLink, decode_frame, encode_frame
+from gateway.sip_worker_link import WorkerLink, decode_frame, encode_frame, link_address
 
 
 def test_frames_carry_the_peer_and_the_message_unchanged() -> None:
@@ -73,6 +74,35 @@ async def test_a_missing_worker_costs_a_dropped_message_not_a_crash() -> None:
         second.forward(5, b"BYE", Peer("127.0.0.1", 5070, "UDP"))  # no worker 5
         await _until(lambda: second.dropped == 1)
         assert second.forwarded == 0
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_process_of_another_user_cannot_hand_a_worker_messages() -> None:
+    # Abstract sockets have no file permissions: the link checks the peer's uid itself.
+    assert os.getuid() == 0, "the test suite runs as root (scripts/test installs packages)"
+    run = secrets.token_hex(4)
+    first, second, got, _ = await _links(run)
+    try:
+        intruder = (
+            "import socket, struct\n"
+            f"s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.connect({link_address(run, 0)!r})\n"
+            "frame = b'R UDP 10.0.0.1 5060\\nINVITE sip:x@y SIP/2.0\\r\\n\\r\\n'\n"
+            "s.sendall(struct.pack('!I', len(frame)) + frame)\n"
+            "s.settimeout(5)\n"
+            "try:\n    assert s.recv(1) == b''\n"  # the worker closes the connection at once
+            "except ConnectionResetError:\n    pass\n"
+        )
+        # The system's python: the test's own lives under /root, which nobody cannot read.
+        proc = await asyncio.create_subprocess_exec(
+            "/usr/bin/python3", "-c", intruder, user=65534, group=65534, cwd="/", stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+        assert proc.returncode == 0, err.decode()
+        second.forward(0, b"OPTIONS sip:x@y SIP/2.0", Peer("127.0.0.1", 5070, "UDP"))  # ours still arrive
+        await _until(lambda: len(got) == 1)
+        assert got == [(b"OPTIONS sip:x@y SIP/2.0", Peer("127.0.0.1", 5070, "UDP"))]
     finally:
         await first.close()
         await second.close()
