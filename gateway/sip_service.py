@@ -584,7 +584,10 @@ class SipService:
         domain = request.to.uri.host
         tenant = self.settings.tenant_for_domain(domain)
         username = request.to.uri.user or ""
-        user = await self._users.get(tenant, username) if username else None
+        # A REGISTER without credentials is only challenged (the same challenge whether the
+        # user exists or not): neither the user nor the bindings need reading for it.
+        answering = credentials_of(request) is not None
+        user = await self._users.get(tenant, username) if username and answering else None
         now = self._clock.monotonic()
         aor = f"{username}@{tenant}"
         current = await self._locations.get(aor, now) if user is not None else ()
