@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 
 _next_block = itertools.count(0)
+# Two test runs on one machine start at different places in the range.
+_next_free = itertools.count(os.getpid() * 7919 % 2000)
+FREE_BASE = 61000
+FREE_LIMIT = 65000
 # Below the relay tests (20000-32000) and the kernel's ephemeral range (32768+), so nothing else takes them.
 BLOCK_BASE = 10000
 BLOCK_LIMIT = 20000
@@ -13,18 +18,26 @@ BLOCK_SIZE = 200
 
 
 def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP on ``host`` (SIP listeners use both)."""
-    while True:
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind((host, 0))
-            port = int(s.getsockname()[1])
+    """A port free for both UDP and TCP on ``host`` and on the next port (SIP listens on both, TLS on +1).
+
+    Ports come from above the kernel's ephemeral range (32768-60999): a port the kernel picked
+    for us and we released could be handed to any outgoing connection before the service under
+    test binds it, and the test would fail on a clash it did not make.
+    """
+    del kind  # both UDP and TCP are checked
+    pairs = (FREE_LIMIT - FREE_BASE) // 2
+    for _ in range(pairs):
+        # Pairs, so one caller's port + 1 is never the next caller's port.
+        port = FREE_BASE + 2 * (next(_next_free) % pairs)
         if _is_free(port, host) and _is_free(port + 1, host):
             return port
+    raise RuntimeError(f"no free port pair in {FREE_BASE}-{FREE_LIMIT} on {host}")
 
 
 def _is_free(port: int, host: str) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(socket.AF_INET, kind) as s:
+        with socket.socket(family, kind) as s:
             try:
                 s.bind((host, port))
             except OSError:

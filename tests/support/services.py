@@ -21,13 +21,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support import ports
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return ports.free_port()
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:

@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 from collections.abc import Callable
 from typing import Any
 
 from gateway.configschema import load_section
 from gateway.tunnel.config import TunnelConfig
+from tests.support import ports
 
 
 def free_port() -> int:
     """A port free for both TCP and UDP on 127.0.0.1 (the tunnel listens on both)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
+    return ports.free_port()
 
 
 FAST = {

@@ -21,14 +21,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from tests.support import ports
+
 FRAME = 3600  # 25 fps in 90 kHz ticks
 AUDIO_FRAME = 1920  # AAC, 1024 samples at 48 kHz
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return ports.free_port(kind)
 
 
 def ffmpeg_channel_args(
