@@ -1,4 +1,4 @@
-"""Free ports for test services: single ports from the kernel, blocks from a range nobody else uses."""
+"""Free ports for test services: single ports above the kernel's ephemeral range, blocks from a range nobody else uses."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import socket
 
 _next_block = itertools.count(0)
 # Two test runs on one machine start at different places in the range.
-_next_free = itertools.count(os.getpid() * 7919 % 2000)
+_next_free = itertools.count(os.getpid() * 7919 % 1000)
 FREE_BASE = 61000
 FREE_LIMIT = 65000
+FREE_STRIDE = 4
 # Below the relay tests (20000-32000) and the kernel's ephemeral range (32768+), so nothing else takes them.
 BLOCK_BASE = 10000
 BLOCK_LIMIT = 20000
@@ -18,20 +19,21 @@ BLOCK_SIZE = 200
 
 
 def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP on ``host`` and on the next port (SIP listens on both, TLS on +1).
+    """A port free for both UDP and TCP on ``host``, with the three ports after it (SIP listens on both, TLS on +1).
 
     Ports come from above the kernel's ephemeral range (32768-60999): a port the kernel picked
     for us and we released could be handed to any outgoing connection before the service under
     test binds it, and the test would fail on a clash it did not make.
     """
     del kind  # both UDP and TCP are checked
-    pairs = (FREE_LIMIT - FREE_BASE) // 2
-    for _ in range(pairs):
-        # Pairs, so one caller's port + 1 is never the next caller's port.
-        port = FREE_BASE + 2 * (next(_next_free) % pairs)
-        if _is_free(port, host) and _is_free(port + 1, host):
+    slots = (FREE_LIMIT - FREE_BASE) // FREE_STRIDE
+    for _ in range(slots):
+        # Whole slots, so the ports a caller derives from its own (SIP's TLS on +1, sipp's
+        # media on +1..+3) are never the next caller's port.
+        port = FREE_BASE + FREE_STRIDE * (next(_next_free) % slots)
+        if all(_is_free(p, host) for p in range(port, port + FREE_STRIDE)):
             return port
-    raise RuntimeError(f"no free port pair in {FREE_BASE}-{FREE_LIMIT} on {host}")
+    raise RuntimeError(f"no four free ports in {FREE_BASE}-{FREE_LIMIT} on {host}")
 
 
 def _is_free(port: int, host: str) -> bool:
