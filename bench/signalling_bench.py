@@ -258,7 +258,9 @@ async def seabridge(args: argparse.Namespace, rates: list[int], folder: Path, sh
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rates", default="100,200,300,400,500,600,800,1000")
+    # Up to well past Kamailio's ceiling here (it passed 1600/s and failed 2000/s): a baseline
+    # that passes the top step is reported as a floor, and the ratio would flatter us.
+    parser.add_argument("--rates", default="100,200,300,400,500,600,800,1000,1300,1600,2000,2500")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each load step")
     parser.add_argument("--registrations", type=int, default=5000)
     parser.add_argument("--sip-workers", type=int, default=os.cpu_count() or 1, help="default: one per core")
@@ -309,6 +311,9 @@ async def main() -> int:
         print("FAIL: the Kamailio baseline did no work", file=sys.stderr)
         return 1
     print()
+    for name, (steps, _regs) in results.items():
+        if steps and steps[-1].good and steps[-1].rate == rates[-1]:
+            print(f"note: {name} passed the top step ({rates[-1]}/s): its figure is a floor, not its ceiling")
     print(
         f"call set-ups/s at <=1% failures: seabridge ({args.sip_workers} SIP workers) {s_calls:.0f}, "
         f"kamailio {k_calls:.0f}, "
