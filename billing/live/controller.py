@@ -219,12 +219,12 @@ class LiveBilling:
         tariff = None if isinstance(found, str) else found
         if tariff is None and not cfg.authorize_unrated:
             return Authorization(False, str(found), 0)
-        refused = await self.spend.open(key, self.node, [a.id for a in chain], {a.id: a.max_concurrent for a in chain})
-        if refused is not None:
-            return Authorization(False, f"concurrent call limit reached at {refused}", 0)
+        opened = await self.spend.open(key, self.node, [a.id for a in chain], {a.id: a.max_concurrent for a in chain})
+        if opened.refused is not None:
+            return Authorization(False, f"concurrent call limit reached at {opened.refused}", 0)
         meta = _Meta(record, tuple(a.id for a in chain), tariff, number)
         call = LiveCall(record.session_id, record.leg, record.answer, Grant(0, 0, False), False, record.answer)
-        grant, room = await self._extend(call, meta, view, record.answer)
+        grant, room = await self._extend(call, meta, view, record.answer, opened.usage)
         if grant.seconds == 0:
             await self.spend.close(key)
             return Authorization(False, room.binding or "no credit", 0)
@@ -246,7 +246,10 @@ class LiveBilling:
         self._wake.set()
         return Authorization(True, "", grant.seconds, self.schedule.hang_up_at(call))
 
-    async def _extend(self, call: LiveCall, meta: _Meta, view: ChainView, now: datetime) -> tuple[Grant, _Room]:
+    async def _extend(
+        self, call: LiveCall, meta: _Meta, view: ChainView, now: datetime, usage: Mapping[str, Usage] | None = None
+    ) -> tuple[Grant, _Room]:
+        """The call's next slice; ``usage`` as read with the view, if it was (else it is read here)."""
         cfg = self.service.config
         key = f"{call.session_id}:{call.leg}"
         for attempt in range(3):  # another gateway may reserve between our read and our write
@@ -255,7 +258,8 @@ class LiveBilling:
                 if fresh is None:
                     break
                 view = fresh
-            room = self._room(view, await self._usage(view.chain))
+                usage = None
+            room = self._room(view, usage if usage is not None else await self._usage(view.chain))
             try:
                 grant = next_grant(
                     meta.tariff, meta.number, meta.record.category, call.answer, call.grant, room.extra,

@@ -5,7 +5,8 @@ tenant's balance cannot be spent twice from two sites at once. Both keep the
 same three atomic operations:
 
 - ``open``: count a call on every account of its chain, unless one of them is
-  at its concurrent-call limit;
+  at its concurrent-call limit, and say what every account of the chain now
+  holds (the answer's first reservation needs it: no second round trip);
 - ``reserve``: move a call's reservation by ``delta`` on every account, unless
   that would take an account past its ceiling (what the database says it may
   still spend);
@@ -28,10 +29,18 @@ class Usage:
     reserved: int  # micro-units
 
 
+@dataclass(frozen=True)
+class Opened:
+    """What ``open`` did: ``refused`` names the account at its limit (then nothing changed);
+    otherwise ``usage`` is every account of the chain just after the call was counted."""
+
+    refused: str | None
+    usage: dict[str, Usage]
+
+
 class LiveSpend(Protocol):
-    async def open(self, call: str, node: str, chain: Sequence[str], limits: Mapping[str, int | None]) -> str | None:
-        """Register ``call``; None, or the account whose concurrent-call limit refused it (then "
-        "nothing changed)."""
+    async def open(self, call: str, node: str, chain: Sequence[str], limits: Mapping[str, int | None]) -> Opened:
+        """Register ``call`` on every account of ``chain`` unless one is at its concurrent-call limit."""
         ...
 
     async def reserve(self, call: str, delta: int, ceilings: Mapping[str, int | None]) -> bool:
@@ -58,17 +67,16 @@ class MemoryLiveSpend:
         self._open: dict[str, set[str]] = {}
         self._reserved: dict[str, int] = {}
 
-    async def open(self, call: str, node: str, chain: Sequence[str], limits: Mapping[str, int | None]) -> str | None:
-        if call in self._calls:
-            return None
-        for account in chain:
-            limit = limits.get(account)
-            if limit is not None and len(self._open.get(account, ())) >= limit:
-                return account
-        self._calls[call] = (node, tuple(chain), 0)
-        for account in chain:
-            self._open.setdefault(account, set()).add(call)
-        return None
+    async def open(self, call: str, node: str, chain: Sequence[str], limits: Mapping[str, int | None]) -> Opened:
+        if call not in self._calls:
+            for account in chain:
+                limit = limits.get(account)
+                if limit is not None and len(self._open.get(account, ())) >= limit:
+                    return Opened(account, {})
+            self._calls[call] = (node, tuple(chain), 0)
+            for account in chain:
+                self._open.setdefault(account, set()).add(call)
+        return Opened(None, await self.usage(chain))
 
     async def reserve(self, call: str, delta: int, ceilings: Mapping[str, int | None]) -> bool:
         node, chain, held = self._calls[call]
@@ -110,15 +118,21 @@ _OPEN = Script("""
 local call, node, chain = ARGV[1], ARGV[2], cjson.decode(ARGV[3])
 local limits = cjson.decode(ARGV[4])
 local p = KEYS[1]
-if redis.call('EXISTS', p .. 'call:' .. call) == 1 then return '' end
-for _, a in ipairs(chain) do
-  local limit = limits[a]
-  if limit and redis.call('SCARD', p .. 'open:' .. a) >= limit then return a end
+if redis.call('EXISTS', p .. 'call:' .. call) == 0 then
+  for _, a in ipairs(chain) do
+    local limit = limits[a]
+    if limit and redis.call('SCARD', p .. 'open:' .. a) >= limit then return {a} end
+  end
+  for _, a in ipairs(chain) do redis.call('SADD', p .. 'open:' .. a, call) end
+  redis.call('HSET', p .. 'call:' .. call, 'node', node, 'chain', ARGV[3], 'reserved', 0)
+  redis.call('SADD', p .. 'node:' .. node, call)
 end
-for _, a in ipairs(chain) do redis.call('SADD', p .. 'open:' .. a, call) end
-redis.call('HSET', p .. 'call:' .. call, 'node', node, 'chain', ARGV[3], 'reserved', 0)
-redis.call('SADD', p .. 'node:' .. node, call)
-return ''
+local usage = {''}
+for _, a in ipairs(chain) do
+  usage[#usage + 1] = redis.call('SCARD', p .. 'open:' .. a)
+  usage[#usage + 1] = tonumber(redis.call('GET', p .. 'reserved:' .. a) or '0')
+end
+return usage
 """)
 
 _RESERVE = Script("""
@@ -166,10 +180,12 @@ class RedisLiveSpend:
     def from_url(cls, url: str, prefix: str = "seabridge:billing:") -> RedisLiveSpend:
         return cls(RespClient(url, decode=True), prefix)
 
-    async def open(self, call: str, node: str, chain: Sequence[str], limits: Mapping[str, int | None]) -> str | None:
+    async def open(self, call: str, node: str, chain: Sequence[str], limits: Mapping[str, int | None]) -> Opened:
         wanted = {a: v for a, v in limits.items() if v is not None}
-        refused = await self._r.run_script(_OPEN, [self._p], [call, node, json.dumps(list(chain)), json.dumps(wanted)])
-        return str(refused) or None
+        reply = await self._r.run_script(_OPEN, [self._p], [call, node, json.dumps(list(chain)), json.dumps(wanted)])
+        if reply[0]:
+            return Opened(str(reply[0]), {})
+        return Opened(None, {a: Usage(int(reply[1 + 2 * i]), int(reply[2 + 2 * i])) for i, a in enumerate(chain)})
 
     async def reserve(self, call: str, delta: int, ceilings: Mapping[str, int | None]) -> bool:
         wanted = {a: v for a, v in ceilings.items() if v is not None}

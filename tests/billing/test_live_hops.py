@@ -4,6 +4,7 @@ and the ordering of a call's answer and end, which the B2BUA sends from separate
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from billing.live.spend import LiveSpend, MemoryLiveSpend
+from billing.live.spend import LiveSpend, MemoryLiveSpend, RedisLiveSpend
 from billing.store.ledger import LedgerStore
 from billing.store.open import open_store
 from billing.store.sql import SqliteBillingDatabase, SqliteBodyError, Tx
@@ -160,4 +161,60 @@ async def test_a_charge_and_a_failed_write_queued_together_fail_alone(tmp_path: 
         assert isinstance(results[3], Exception)
         assert (await live.service.balance("alice@acme")).balance == 10**6 - 3 * 3 * 10**5
     finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("payment", "at_set_up", "at_answer"),
+    [
+        # No limit anywhere in the chain: nothing to read before the call; at answer it is
+        # counted, and its first slice reserved (a limit set during the call must see it).
+        ("postpaid", [], ["run_script", "run_script"]),
+        # Credit to watch: what the chain holds sizes the first try; the answer's open reads it
+        # again in the same script (no second trip), then reserves the first slice.
+        ("prepaid", ["transaction"], ["run_script", "run_script"]),
+    ],
+)
+async def test_a_call_costs_at_most_one_redis_round_trip_per_step_and_one_to_reserve(
+    tmp_path: Path, clock: FakeClock, redis_url: str, payment: str, at_set_up: list[str], at_answer: list[str]
+) -> None:
+    store = await open_store("sqlite", sqlite_path=tmp_path / "b.db")
+    shared = RedisLiveSpend.from_url(redis_url, prefix=f"t{secrets.token_hex(4)}:")
+    trips: list[str] = []
+    depth = [0]
+    client = shared._r
+    for name in ("execute", "transaction", "run_script"):
+        inner = getattr(client, name)
+
+        async def counted(*args: Any, _inner: Any = inner, _name: str = name) -> Any:
+            if not depth[0]:  # a script's EVALSHA (and its EVAL retry) is the script's own trip
+                trips.append(_name)
+            depth[0] += 1
+            try:
+                return await _inner(*args)
+            finally:
+                depth[0] -= 1
+
+        setattr(client, name, counted)
+    try:
+        live = make_live(store, shared, clock)
+        await prepaid(live)
+        if payment == "postpaid":
+            await live.service.ensure_account("alice@acme", site="kinshasa", payment="postpaid", replace_existing=True)
+        record = call(T0, 30)
+        assert (await live.authorize("alice@acme", "+8613800000000", "voice", T0)).allowed
+        assert trips == at_set_up
+        trips.clear()
+        assert (await live.call_answered(replace(record, end=T0))).allowed
+        assert trips == at_answer
+        trips.clear()
+        assert (await shared.usage(["alice@acme"]))["alice@acme"].open_calls == 1
+        trips.clear()
+        live.service.forget_cached()
+        rating = await live.call_ended(record)
+        assert rating.charged == 3 * 10**5
+        assert trips == ["run_script"]  # close, releasing the reservation
+        assert await shared.calls_of("kinshasa-gw") == []
+    finally:
+        await shared.aclose()
         await store.close()
