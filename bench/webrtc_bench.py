@@ -424,7 +424,7 @@ async def rtpengine_transcoding(calls: int, seconds: float) -> float:
             "lo/127.0.0.1",
             "-n",
             f"127.0.0.1:{ng_port}",
-            f"--listen-cli=127.0.0.1:{free_port(socket.SOCK_STREAM)}",
+            f"--listen-cli=127.0.0.1:{free_port()}",
             "-m",
             str(first),
             "-M",

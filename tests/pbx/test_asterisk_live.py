@@ -118,7 +118,7 @@ async def test_click_to_call_from_hq_to_a_site_user_over_http(
     add_pbx_routes(app, service, auth)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = free_port(kind=1)
+    port = free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     hq_phone = phone(asterisk, tmp_path / "2001", ext(asterisk, "2001").port, ring_ms=300)

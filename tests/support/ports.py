@@ -18,14 +18,13 @@ BLOCK_LIMIT = 20000
 BLOCK_SIZE = 200
 
 
-def free_port(kind: int = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     """A port free for both UDP and TCP on ``host``, with the three ports after it (SIP listens on both, TLS on +1).
 
     Ports come from above the kernel's ephemeral range (32768-60999): a port the kernel picked
     for us and we released could be handed to any outgoing connection before the service under
     test binds it, and the test would fail on a clash it did not make.
     """
-    del kind  # both UDP and TCP are checked
     slots = (FREE_LIMIT - FREE_BASE) // FREE_STRIDE
     for _ in range(slots):
         # Whole slots, so the ports a caller derives from its own (SIP's TLS on +1, sipp's

@@ -13,11 +13,12 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from tv_gateway import CLOCK_GROUP, FAST, GROUP, Gateway
-from tv_peers import HlsOrigin, MulticastNamespace, free_port
+from tv_peers import HlsOrigin, MulticastNamespace
 
 from gateway.config import parse_config
 from media.tv.service import TvService
 from media.tv.web import add_tv_routes, add_tv_status_route
+from tests.support.ports import free_port
 
 
 def make_ts(

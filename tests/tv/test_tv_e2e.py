@@ -22,7 +22,6 @@ from tv_peers import (
     MulticastNamespace,
     SplicedSender,
     ffprobe,
-    free_port,
     timeline_problems,
     udp_sender,
     vlc_play,
@@ -31,6 +30,7 @@ from tv_peers import (
 
 from media.tv.tokens import issue
 from media.tv.ts import PACKET_SIZE
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.peers
 

@@ -21,14 +21,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tests.support import ports
-
 FRAME = 3600  # 25 fps in 90 kHz ticks
 AUDIO_FRAME = 1920  # AAC, 1024 samples at 48 kHz
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    return ports.free_port(kind)
 
 
 def ffmpeg_channel_args(
