@@ -21,13 +21,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support import ports
+from tests.support.ports import free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def free_port() -> int:
-    return ports.free_port()
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:

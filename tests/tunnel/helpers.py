@@ -9,13 +9,7 @@ from typing import Any
 
 from gateway.configschema import load_section
 from gateway.tunnel.config import TunnelConfig
-from tests.support import ports
-
-
-def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (the tunnel listens on both)."""
-    return ports.free_port()
-
+from tests.support.ports import free_port  # noqa: F401  (tunnel tests import it from here)
 
 FAST = {
     "probe_interval_ms": 100,
