@@ -152,6 +152,9 @@ class SipService:
         self._metrics = metrics
         self._clock = clock
         self._txn = TransactionLayer(settings.timers)
+        # Read at scrape time: setting them on every event cost a lock each, many times a call.
+        metrics.calls_in_progress.set_function(lambda: len(self._calls))
+        metrics.transactions.set_function(lambda: len(self._txn))
         self._transport: UdpTransport | None = None
         self._stream_transports: dict[str, StreamTransport] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -674,7 +677,6 @@ class SipService:
         self._calls.add(call)
         self._idle.clear()
         self._media_kinds[call] = kinds
-        self._metrics.calls_in_progress.set(len(self._calls))
         self._by_key[key] = call
         self._keys_of[call] = [key]
         self._media_streams[call] = streams
@@ -1101,8 +1103,6 @@ class SipService:
             for dialog_id in self._dialogs_of.pop(call, ()):
                 if self._by_dialog.get(dialog_id) is call:
                     del self._by_dialog[dialog_id]
-        self._metrics.calls_in_progress.set(len(self._calls))
-        self._metrics.transactions.set(len(self._txn))
         if not self._calls:
             self._idle.set()
 
@@ -1115,8 +1115,11 @@ class SipService:
             log.debug("response dropped", extra={"error": str(exc)})
 
     def _flush(self) -> None:
-        for data, destination in self._txn.take_outgoing():
-            self._messages_out.inc()
+        outgoing = self._txn.take_outgoing()
+        if not outgoing:
+            return
+        self._messages_out.inc(len(outgoing))
+        for data, destination in outgoing:
             if log.isEnabledFor(logging.DEBUG):
                 first = data.split(b"\r\n", 1)[0].decode(errors="replace")
                 log.debug("sip out", extra={"peer": str(destination), "first_line": first})

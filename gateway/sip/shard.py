@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from gateway.sip.dialog import new_call_id
 
 # Header names are case-insensitive; "i" is Call-ID's compact form (RFC 3261 section 7.3.3).
-_CALL_ID = re.compile(rb"^(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
-_CSEQ_METHOD = re.compile(rb"^cseq[ \t]*:[ \t]*\d+[ \t]+([A-Za-z]+)", re.IGNORECASE | re.MULTILINE)
+# A header follows a line break (the first line is the start line): a literal "\n" to scan
+# for is twice as fast as "^", which is tried at every position.
+_CALL_ID = re.compile(rb"\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
+_CSEQ_METHOD = re.compile(rb"\ncseq[ \t]*:[ \t]*\d+[ \t]+([A-Za-z]+)", re.IGNORECASE)
 
 # Served by worker 0 alone: presence lives there, and it alone registers with trunks and
 # sends keep-alives, so responses to REGISTER and OPTIONS are its own.

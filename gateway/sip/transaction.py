@@ -42,6 +42,8 @@ class TimerConfig:
 
 
 class Kind(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash runs Python code
+
     CLIENT_INVITE = "client-invite"
     CLIENT_NON_INVITE = "client-non-invite"
     SERVER_INVITE = "server-invite"
@@ -49,6 +51,8 @@ class Kind(enum.Enum):
 
 
 class State(enum.Enum):
+    __hash__ = object.__hash__
+
     CALLING = "calling"
     TRYING = "trying"
     PROCEEDING = "proceeding"
@@ -60,6 +64,8 @@ class State(enum.Enum):
 
 
 class Input(enum.Enum):
+    __hash__ = object.__hash__
+
     PROVISIONAL = "1xx received"
     SUCCESS = "2xx received"
     FAILURE = "3xx-6xx received"
@@ -84,6 +90,8 @@ class Input(enum.Enum):
 
 
 class Action(enum.Enum):
+    __hash__ = object.__hash__
+
     PASS_UP = "pass response to TU"
     PASS_ACK = "pass ACK to TU"
     SEND_ACK = "send ACK for non-2xx"
