@@ -131,6 +131,11 @@ class SqliteDatabase:
             self._settle(job, result)
 
     def _execute_group(self, group: list[_Job]) -> None:
+        if len(group) == 1:
+            # Alone, the job's own transaction isolates it: the savepoint's two statements
+            # would each cost a GIL hand-off with the event loop, for nothing.
+            self._execute_alone(group[0])
+            return
         try:
             conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
@@ -158,6 +163,23 @@ class SqliteDatabase:
                 self._settle(job, error=exc)
             return
         self._settle_all(outcomes)
+
+    def _execute_alone(self, job: _Job) -> None:
+        try:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            self._settle(job, error=exc)
+            return
+        try:
+            result = job.fn(conn)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._settle(job, error=exc)
+        else:
+            self._settle(job, result)
 
     # --- callers ------------------------------------------------------------------------
 
