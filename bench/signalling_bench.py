@@ -11,7 +11,10 @@ sharded by Call-ID), sharing registrations and live spend in a private redis-ser
 the bench starts; ``--sip-workers 1`` measures the single-process default (no Redis).
 
 For each system the rate is raised step by step; the best rate at which at most 1% of the
-calls failed is reported, then the ratio Seabridge / Kamailio (target >= 0.5). Not part of
+calls failed is reported, then the ratio Seabridge / Kamailio (target >= 0.5). Each step also
+reports the CPU the system used per call (its processes and threads, Seabridge's redis-server
+included, sipp not), compared at the highest rate both passed: a steadier figure than the
+ladder on a shared machine, and the one to watch when optimising. Not part of
 the test suite: run it from the repository root, on an otherwise idle machine:
 
     PYTHONPATH=. .venv/bin/python bench/signalling_bench.py [--rates 100,200,400,800] [--seconds 8] [--sip-workers N]
@@ -29,6 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +93,54 @@ request_route {{
 """
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds of all its threads) from /proc, or None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def tree_cpu_seconds(roots: list[int]) -> float:
+    """CPU used so far by these processes and every process they started (all threads)."""
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := _proc_stat(int(entry))) is not None:
+            parents[int(entry)], used[int(entry)] = stat
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    total, todo, seen = 0.0, [r for r in roots if r in used], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += used[pid]
+        todo.extend(children.get(pid, ()))
+    return total
+
+
+def pid_of_redis(url: str) -> int:
+    """The private redis-server behind ``url`` (its process title names its port)."""
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                title = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if title.startswith(b"redis-server") and f":{port}".encode() in title:
+                return int(entry)
+    raise SystemExit(f"no redis-server found for port {port}")
+
+
 @dataclass
 class Step:
     rate: int
@@ -96,6 +148,12 @@ class Step:
     ok: int
     failed: int
     seconds: float
+    # CPU the system under test used during the step (its processes, all threads), in seconds.
+    cpu_seconds: float | None = None
+
+    @property
+    def cpu_ms_per_call(self) -> float | None:
+        return None if self.cpu_seconds is None or not self.ok else 1000 * self.cpu_seconds / self.ok
 
     @property
     def good(self) -> bool:
@@ -169,9 +227,18 @@ def counts(output: str) -> tuple[int, int]:
 
 
 async def calls_per_second(
-    name: str, target: tuple[str, int], rates: list[int], seconds: float, folder: Path
+    name: str,
+    target: tuple[str, int],
+    rates: list[int],
+    seconds: float,
+    folder: Path,
+    cpu: Callable[[], float] | None = None,
 ) -> list[Step]:
-    """Register a sipp UAS as bob, then call it at each rate; stop at the first rate that fails."""
+    """Register a sipp UAS as bob, then call it at each rate; stop at the first rate that fails.
+
+    ``cpu`` reads the CPU seconds the system under test has used so far (not sipp's): each
+    step reports CPU per call, which is far steadier than the rate ladder on a noisy machine.
+    """
     steps: list[Step] = []
     for rate in rates:
         calls = int(rate * seconds)
@@ -194,10 +261,12 @@ async def calls_per_second(
         )
         uac = render("bench_uac.xml", work, user="alice", domain="acme", password=PASSWORD, callee="bob")
         started = time.monotonic()
+        cpu_before = cpu() if cpu is not None else None
         _, out = await run(
             sipp_args(target, uac, free_port(), calls, rate, {"user": "alice", "domain": "acme", "callee": "bob"}), work
         )
         elapsed = time.monotonic() - started
+        cpu_used = cpu() - cpu_before if cpu is not None and cpu_before is not None else None
         if uas.returncode is None:
             uas.terminate()
         await uas.wait()
@@ -205,9 +274,11 @@ async def calls_per_second(
         # calls must not also ring a sipp that is gone (Kamailio's lookup() picks one contact).
         await run(sipp_args(target, reg, uas_port, 1, 1, {"user": "bob", "domain": "acme", "expires": "0"}), work)
         ok, failed = counts(out)
-        step = Step(rate, calls, ok, failed, elapsed)
+        step = Step(rate, calls, ok, failed, elapsed, cpu_used)
         steps.append(step)
-        print(f"  {name:10} rate {rate:5}/s: {ok} ok, {failed} failed of {calls} in {elapsed:.1f} s")
+        per_call = step.cpu_ms_per_call
+        cpu_text = f", {per_call:.2f} ms CPU per call" if per_call is not None else ""
+        print(f"  {name:10} rate {rate:5}/s: {ok} ok, {failed} failed of {calls} in {elapsed:.1f} s{cpu_text}")
         if not step.good:
             break
     return steps
@@ -227,7 +298,9 @@ async def registrations_per_second(name: str, target: tuple[str, int], count: in
     return ok / elapsed if elapsed else 0.0
 
 
-async def seabridge(args: argparse.Namespace, rates: list[int], folder: Path, shared: str) -> tuple[list[Step], float]:
+async def seabridge(
+    args: argparse.Namespace, rates: list[int], folder: Path, shared: str, helpers: list[int]
+) -> tuple[list[Step], float]:
     """The system under test on its defaults (no debug logging), with ``args.sip_workers`` SIP workers."""
     gw = GatewayProcess(
         folder / "seabridge",
@@ -251,7 +324,12 @@ async def seabridge(args: argparse.Namespace, rates: list[int], folder: Path, sh
     print("under test: seabridge run --config", gw.config_path)
     try:
         regs = await registrations_per_second("seabridge", gw.sip_address, args.registrations, folder)
-        return await calls_per_second("seabridge", gw.sip_address, rates, args.seconds, folder), regs
+        assert gw.process is not None
+        roots = [gw.process.pid, *helpers]  # the gateway, its workers and relays, and its redis-server
+        steps = await calls_per_second(
+            "seabridge", gw.sip_address, rates, args.seconds, folder, cpu=lambda: tree_cpu_seconds(roots)
+        )
+        return steps, regs
     finally:
         await gw.stop()
 
@@ -287,7 +365,14 @@ async def main() -> int:
             raise SystemExit(f"kamailio did not start: {(folder / 'kamailio.log').read_text()[-2000:]}")
         regs = await registrations_per_second("kamailio", ("127.0.0.1", kport), args.registrations, folder)
         results["kamailio"] = (
-            await calls_per_second("kamailio", ("127.0.0.1", kport), rates, args.seconds, folder),
+            await calls_per_second(
+                "kamailio",
+                ("127.0.0.1", kport),
+                rates,
+                args.seconds,
+                folder,
+                cpu=lambda: tree_cpu_seconds([kamailio.pid]),
+            ),
             regs,
         )
     finally:
@@ -296,10 +381,11 @@ async def main() -> int:
 
     # Seabridge, the system under test, on its defaults (no debug logging).
     with contextlib.ExitStack() as services:
-        shared = ""
+        shared, helpers = "", []
         if args.sip_workers > 1:
-            shared = f'[storage]\nredis_url = "{services.enter_context(redis_server())}"\n'
-        results["seabridge"] = await seabridge(args, rates, folder, shared)
+            url = services.enter_context(redis_server())
+            shared, helpers = f'[storage]\nredis_url = "{url}"\n', [pid_of_redis(url)]
+        results["seabridge"] = await seabridge(args, rates, folder, shared, helpers)
 
     def best(steps: list[Step]) -> float:
         good = [s.ok / s.seconds for s in steps if s.good]
@@ -322,6 +408,21 @@ async def main() -> int:
     print(
         f"registrations/s:                 seabridge {s_regs:.0f}, kamailio {k_regs:.0f}, ratio {s_regs / k_regs:.2f}"
     )
+    # CPU per call falls as the rate rises (more work per wake-up): compare at one rate.
+    both = [
+        (k, s)
+        for k in results["kamailio"][0]
+        for s in results["seabridge"][0]
+        if k.rate == s.rate and k.good and s.good and k.cpu_ms_per_call and s.cpu_ms_per_call
+    ]
+    if both:
+        k_step, s_step = both[-1]
+        assert k_step.cpu_ms_per_call is not None and s_step.cpu_ms_per_call is not None
+        print(
+            f"CPU per call set-up at {k_step.rate}/s:     seabridge {s_step.cpu_ms_per_call:.2f} ms "
+            f"(gateway, workers, relays, redis-server), kamailio {k_step.cpu_ms_per_call:.2f} ms, "
+            f"ratio {k_step.cpu_ms_per_call / s_step.cpu_ms_per_call:.2f} (sipp not counted)"
+        )
     shutil.rmtree(folder, ignore_errors=True)
     return 0
 
