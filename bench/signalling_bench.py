@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from tests.support.gateway import GatewayProcess
 from tests.support.ports import free_port
 from tests.support.services import redis_server
@@ -93,51 +95,26 @@ request_route {{
 """
 
 
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds of all its threads) from /proc, or None if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS
-
-
 def tree_cpu_seconds(roots: list[int]) -> float:
     """CPU used so far by these processes and every process they started (all threads)."""
-    parents: dict[int, int] = {}
-    used: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (stat := _proc_stat(int(entry))) is not None:
-            parents[int(entry)], used[int(entry)] = stat
-    children: dict[int, list[int]] = {}
-    for pid, parent in parents.items():
-        children.setdefault(parent, []).append(pid)
-    total, todo, seen = 0.0, [r for r in roots if r in used], set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        total += used[pid]
-        todo.extend(children.get(pid, ()))
+    total = 0.0
+    for root in roots:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            parent = psutil.Process(root)
+            for proc in (parent, *parent.children(recursive=True)):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
     return total
 
 
 def pid_of_redis(url: str) -> int:
     """The private redis-server behind ``url`` (its process title names its port)."""
     port = url.rsplit(":", 1)[1].split("/")[0]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                title = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            if title.startswith(b"redis-server") and f":{port}".encode() in title:
-                return int(entry)
+    for proc in psutil.process_iter(["cmdline"]):
+        title = " ".join(proc.info["cmdline"] or ())
+        if title.startswith("redis-server") and f":{port}" in title:
+            return int(proc.pid)
     raise SystemExit(f"no redis-server found for port {port}")
 
 
