@@ -14,7 +14,9 @@ For each system the rate is raised step by step; the best rate at which at most 
 calls failed is reported, then the ratio Seabridge / Kamailio (target >= 0.5). Each step also
 reports the CPU the system used per call (its processes and threads, Seabridge's redis-server
 included, sipp not), compared at the highest rate both passed: a steadier figure than the
-ladder on a shared machine, and the one to watch when optimising. Not part of
+ladder on a shared machine, and the one to watch when optimising. It is split into main
+threads (Seabridge's event loops, Kamailio's processes), other threads (Seabridge's database
+threads) and redis-server. Not part of
 the test suite: run it from the repository root, on an otherwise idle machine:
 
     PYTHONPATH=. .venv/bin/python bench/signalling_bench.py [--rates 100,200,400,800] [--seconds 8] [--sip-workers N]
@@ -95,17 +97,26 @@ request_route {{
 """
 
 
-def tree_cpu_seconds(roots: list[int]) -> float:
-    """CPU used so far by these processes and every process they started (all threads)."""
-    total = 0.0
+def tree_cpu_seconds(roots: list[int]) -> dict[str, float]:
+    """CPU used so far by these processes and every process they started, in seconds, split
+    into each process's main thread (for the gateway: its event loop; for Kamailio: everything,
+    its processes are single-threaded), its other threads (the gateway's database threads)
+    and redis-server: where the time goes, not only how much."""
+    parts = {"main threads": 0.0, "other threads": 0.0, "redis-server": 0.0}
     for root in roots:
         with contextlib.suppress(psutil.NoSuchProcess):
             parent = psutil.Process(root)
             for proc in (parent, *parent.children(recursive=True)):
                 with contextlib.suppress(psutil.NoSuchProcess):
                     times = proc.cpu_times()
-                    total += times.user + times.system
-    return total
+                    used = times.user + times.system  # threads that have ended included
+                    if proc.name().startswith("redis-server"):
+                        parts["redis-server"] += used
+                        continue
+                    main = next((t.user_time + t.system_time for t in proc.threads() if t.id == proc.pid), used)
+                    parts["main threads"] += main
+                    parts["other threads"] += used - main
+    return parts
 
 
 def pid_of_redis(url: str) -> int:
@@ -125,8 +136,13 @@ class Step:
     ok: int
     failed: int
     seconds: float
-    # CPU the system under test used during the step (its processes, all threads), in seconds.
-    cpu_seconds: float | None = None
+    # CPU the system under test used during the step (its processes, all threads), in seconds,
+    # by part (see tree_cpu_seconds).
+    cpu_parts: dict[str, float] | None = None
+
+    @property
+    def cpu_seconds(self) -> float | None:
+        return None if self.cpu_parts is None else sum(self.cpu_parts.values())
 
     @property
     def cpu_ms_per_call(self) -> float | None:
@@ -209,7 +225,7 @@ async def calls_per_second(
     rates: list[int],
     seconds: float,
     folder: Path,
-    cpu: Callable[[], float] | None = None,
+    cpu: Callable[[], dict[str, float]] | None = None,
 ) -> list[Step]:
     """Register a sipp UAS as bob, then call it at each rate; stop at the first rate that fails.
 
@@ -243,7 +259,11 @@ async def calls_per_second(
             sipp_args(target, uac, free_port(), calls, rate, {"user": "alice", "domain": "acme", "callee": "bob"}), work
         )
         elapsed = time.monotonic() - started
-        cpu_used = cpu() - cpu_before if cpu is not None and cpu_before is not None else None
+        cpu_used = (
+            {part: used - cpu_before[part] for part, used in cpu().items()}
+            if cpu is not None and cpu_before is not None
+            else None
+        )
         if uas.returncode is None:
             uas.terminate()
         await uas.wait()
@@ -254,7 +274,11 @@ async def calls_per_second(
         step = Step(rate, calls, ok, failed, elapsed, cpu_used)
         steps.append(step)
         per_call = step.cpu_ms_per_call
-        cpu_text = f", {per_call:.2f} ms CPU per call" if per_call is not None else ""
+        cpu_text = ""
+        if per_call is not None and step.cpu_parts is not None:
+            parts = step.cpu_parts.items()
+            split = ", ".join(f"{part} {1000 * used / max(ok, 1):.2f}" for part, used in parts if used > 0)
+            cpu_text = f", {per_call:.2f} ms CPU per call ({split})"
         print(f"  {name:10} rate {rate:5}/s: {ok} ok, {failed} failed of {calls} in {elapsed:.1f} s{cpu_text}")
         if not step.good:
             break
