@@ -120,6 +120,13 @@ _GET_CALL = (
     "WHERE c.session_id = ? AND c.leg = ?"
 )
 _DROP_OPEN_CALL = "DELETE FROM billing_open_calls WHERE session_id = ? AND leg = ?"
+# Bumped in the same transaction as every change to an account or a plan, by whichever process
+# makes it: a reader that sees the version it last read knows its copies are still current.
+_ACCOUNTS_VERSION = "SELECT value FROM billing_meta WHERE name = 'accounts_version'"
+_BUMP_ACCOUNTS_VERSION = "UPDATE billing_meta SET value = value + 1 WHERE name = 'accounts_version'"
+_MAX_CACHED_CHAINS = 10_000
+
+Plans = dict[str, list[tuple[int, str]]]
 
 
 async def _get_accounts(tx: Tx, ids: Sequence[str]) -> dict[str, Account]:
@@ -187,6 +194,10 @@ class LedgerStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Account chains and their plans as of ``_chains_version`` of the accounts, for
+        # chain_view: on every call's authorize and answer, one small read then replaces three.
+        self._chains: dict[str, tuple[list[Account], Plans]] = {}
+        self._chains_version: int | None = None
 
     async def close(self) -> None:
         await self.db.close()
@@ -208,6 +219,8 @@ class LedgerStore:
                     a.max_spend_per_hour, now_us,
                 )  # fmt: skip
                 out.append(changed == 1)
+            if any(out):
+                await tx.execute(_BUMP_ACCOUNTS_VERSION)
             return out
 
         return await self.db.run(body)
@@ -233,11 +246,20 @@ class LedgerStore:
         """The account's chain and plans, and with ``since_us`` the balances and spend since then
         of the accounts that have limits, read together in one transaction."""
 
-        async def body(tx: Tx) -> ChainView | None:
-            chain = await _chain(tx, account_id)
-            if chain is None:
-                return None
-            plans = await _plans(tx, [a.id for a in chain])
+        known_version = self._chains_version
+        known = self._chains.get(account_id) if known_version is not None else None
+
+        async def body(tx: Tx) -> tuple[int | None, bool, ChainView | None]:
+            rows = await tx.fetch(_ACCOUNTS_VERSION)
+            version: int | None = int(rows[0][0]) if rows else None
+            fresh = known is None or version != known_version
+            if not fresh and known is not None:
+                chain, plans = known
+            else:
+                found = await _chain(tx, account_id)
+                if found is None:
+                    return version, False, None
+                chain, plans = found, await _plans(tx, [a.id for a in found])
             balance: dict[str, int] = {}
             spent: dict[str, int] = {}
             if since_us is not None:
@@ -246,9 +268,16 @@ class LedgerStore:
                         balance[a.id] = await _balance(tx, a)
                     if a.max_spend_per_hour is not None:
                         spent[a.id] = await _spent_since(tx, a, since_us)
-            return ChainView(chain, plans, balance, spent)
+            return version, fresh, ChainView(chain, plans, balance, spent)
 
-        return await self.db.run(body, write=False, quick=True)
+        version, fresh, view = await self.db.run(body, write=False, quick=True)
+        # Kept here, not in the body: on some engines the body runs on another thread.
+        if version != self._chains_version or len(self._chains) >= _MAX_CACHED_CHAINS:
+            self._chains = {}
+            self._chains_version = version
+        if fresh and view is not None and version is not None:
+            self._chains[account_id] = (view.chain, view.plans)
+        return view
 
     async def list_accounts(self, tenant: str | None = None) -> list[Account]:
         where, args = ("WHERE tenant = ?", (tenant,)) if tenant else ("", ())
@@ -275,6 +304,7 @@ class LedgerStore:
                 active_from_us,
                 tariff,
             )
+            await tx.execute(_BUMP_ACCOUNTS_VERSION)
 
         await self.db.run(body)
 

@@ -18,6 +18,11 @@ CREATE TABLE IF NOT EXISTS billing_accounts (
     max_spend_per_hour BIGINT,
     created_us         BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS billing_meta (
+    name  TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+INSERT INTO billing_meta (name, value) VALUES ('accounts_version', 0) ON CONFLICT (name) DO NOTHING;
 CREATE TABLE IF NOT EXISTS billing_plans (
     account     TEXT NOT NULL,
     active_from BIGINT NOT NULL,

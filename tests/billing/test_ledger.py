@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
+from billing.accounts import Account
 from billing.errors import AccountError, BillingError, LedgerError
 from billing.service import BillingService
+from billing.store.ledger import LedgerStore
+from billing.store.open import open_store
+from billing.store.sql import SqliteBillingDatabase
 from billing.tariff_files import TariffBook
-from tests.billing.conftest import FakeClock
+from tests.billing.conftest import FakeClock, fresh_postgres_db
 from tests.billing.records import call
 from tests.billing.tariffs import peak_offpeak
 
@@ -186,3 +192,60 @@ async def test_calls_stream_in_pages_in_a_stable_order(service: BillingService) 
     ]
     assert seen == sorted(seen, key=lambda s: (next(r.start for r in records if r.session_id == s), s))
     assert sorted(seen) == sorted(r.session_id for r in records)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def two_stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[LedgerStore, LedgerStore]]:
+    """Two stores on one database: a gateway's and, say, the CLI's in another process."""
+    if request.param == "sqlite":
+        opened = [await open_store("sqlite", sqlite_path=tmp_path / "billing.db") for _ in range(2)]
+    else:
+        dsn = await fresh_postgres_db(request.getfixturevalue("postgres"))
+        opened = [await open_store("postgresql", postgres_dsn=dsn) for _ in range(2)]
+    try:
+        yield opened[0], opened[1]
+    finally:
+        for s in opened:
+            await s.close()
+
+
+async def test_chain_views_see_account_and_plan_changes_made_elsewhere(
+    two_stores: tuple[LedgerStore, LedgerStore],
+) -> None:
+    gateway, cli = two_stores
+    now = 1_790_000_000_000_000
+    since = now - 3_600_000_000
+    tree = [Account("acme", "tenant", "acme"), Account("acme/kin", "site", "acme", "kin")]
+    await cli.put_accounts([(a, False) for a in tree] + [(Account("alice@acme", "user", "acme", "kin"), False)], now)
+    await cli.set_plan("acme", "cn", now - 10)
+    statements: list[str] = []
+    if isinstance(gateway.db, SqliteBillingDatabase):
+        await gateway.chain_view("alice@acme")  # opens the loop's read connection
+        assert gateway.db._reader._conn is not None
+        gateway.db._reader._conn.set_trace_callback(statements.append)
+
+    first = await gateway.chain_view("alice@acme", since)
+    assert first is not None and [a.id for a in first.chain] == ["alice@acme", "acme/kin", "acme"]
+    assert first.plans == {"alice@acme": [], "acme/kin": [], "acme": [(now - 10, "cn")]}
+    assert first.balance == {} and first.spent == {}  # postpaid without limits: no money to read
+    statements.clear()
+    again = await gateway.chain_view("alice@acme", since)
+    assert again == first
+    if isinstance(gateway.db, SqliteBillingDatabase):
+        # Unchanged accounts: the version is all that is read, not the chain and plans again.
+        reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+        assert len(reads) == 1 and "billing_meta" in reads[0], statements
+
+    # The CLI changes a plan, then an account's limits: each next view has the change.
+    await cli.set_plan("acme/kin", "flat", now - 5)
+    planned = await gateway.chain_view("alice@acme", since)
+    assert planned is not None and planned.plans["acme/kin"] == [(now - 5, "flat")]
+    await cli.put_account(Account("alice@acme", "user", "acme", "kin", payment="prepaid"), now, replace=True)
+    changed = await gateway.chain_view("alice@acme", since)
+    assert changed is not None and changed.chain[0].payment == "prepaid"
+    assert changed.plans == planned.plans
+    assert changed.balance == {"alice@acme": 0}  # prepaid: its balance is read now
+    await cli.put_account(Account("bob@acme", "user", "acme", "kin"), now, replace=False)
+    assert (await gateway.chain_view("bob@acme")) is not None  # a new account is found at once
+    assert await gateway.chain_view("carol@acme") is None
+    assert await gateway.chain_view("alice@acme", since) == changed
