@@ -267,7 +267,8 @@ def format_params(params: Params) -> str:
 def get_param(params: Params, name: str) -> str | None:
     name = name.lower()
     for key, value in params:
-        if key.lower() == name:
+        # Parameter names are case-insensitive, and nearly always sent in lower case already.
+        if key == name or key.lower() == name:
             return "" if value is None else value
     return None
 

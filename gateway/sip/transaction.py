@@ -20,6 +20,7 @@ import enum
 import heapq
 import itertools
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from gateway.sip.errors import TransactionError
 from gateway.sip.headers import Via
@@ -212,9 +213,11 @@ def _fixed_duration(timer: Input, t: TimerConfig) -> float:
 # --- keys and events ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TxKey:
-    """Identifies a transaction: branch + sent-by + method (ACK and CANCEL map per RFC 3261 17.2.3)."""
+class TxKey(NamedTuple):
+    """Identifies a transaction: branch + sent-by + method (ACK and CANCEL map per RFC 3261 17.2.3).
+
+    A named tuple, not a dataclass: it is a dictionary key several times per message, and a
+    tuple hashes and compares in C where a dataclass runs its generated ``__hash__``."""
 
     branch: str
     sent_by: str
