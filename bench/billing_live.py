@@ -109,8 +109,6 @@ async def one_call(live: LiveBilling, account: str, phases: dict[str, Callable[[
     mark.get("authorize", lambda: None)()
     answered = await live.call_answered(replace(rec, end=now))
     mark.get("call_answered", lambda: None)()
-    # A real call outlasts the service's short cache of account chains and plans for rating.
-    live.service.forget_cached()
     rating = await live.call_ended(rec)
     mark.get("call_ended", lambda: None)()
     if not (auth.allowed and answered.allowed and rating.status == "rated" and rating.charged > 0):

@@ -6,7 +6,6 @@ clock (``clock`` is passed in) and no I/O of its own beyond the store.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,28 +56,11 @@ class BillingService:
         self.tariffs = tariffs
         self.config = config
         self.clock = clock
-        # Account chains and plans read for rating, kept briefly: rating a call should not
-        # cost three database reads. Changes made here clear it at once; changes made by
-        # another process (the CLI beside a running gateway) apply within CACHE_S.
-        self._cache: dict[str, tuple[float, list[Account], dict[str, list[tuple[int, str]]]]] = {}
-
-    CACHE_S = 2.0
-
-    def forget_cached(self) -> None:
-        self._cache.clear()
 
     async def _chain_and_plans(self, account_id: str) -> tuple[list[Account], dict[str, list[tuple[int, str]]]] | None:
-        hit = self._cache.get(account_id)
-        now = time.monotonic()
-        if hit is not None and now - hit[0] < self.CACHE_S:
-            return hit[1], hit[2]
+        # The store keeps chains and plans while the accounts version stands: one small read.
         view = await self.store.chain_view(account_id)
-        if view is None:
-            return None
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[account_id] = (now, view.chain, view.plans)
-        return view.chain, view.plans
+        return None if view is None else (view.chain, view.plans)
 
     # Accounts.
 
@@ -125,7 +107,6 @@ class BillingService:
         )
         parents = [(Account(p, *parse_account_id(p)), False) for p in account.parent_ids]
         await self.store.put_accounts([*parents, (account, replace_existing)], to_us(self.clock()))
-        self.forget_cached()
         return await self.account(account_id)
 
     async def ensure_trunk_accounts(self) -> None:
@@ -152,7 +133,6 @@ class BillingService:
         if self.tariffs.get(tariff) is None:
             raise BillingError(f"no tariff named {tariff!r} (known: {', '.join(self.tariffs.names()) or 'none'})")
         await self.store.set_plan(account.id, tariff, to_us(active_from))
-        self.forget_cached()
 
     async def plan_for(self, chain: list[Account], at: datetime) -> str | None:
         return self.plan_in(chain, await self.store.plans([a.id for a in chain]), at)

@@ -84,7 +84,6 @@ async def test_a_call_costs_one_read_at_set_up_and_one_read_and_one_write_at_ans
         assert hops.take() == (1, 0, 0)  # the chain's limits and plans, read on the loop
         assert (await live.call_answered(replace(record, end=T0))).allowed
         assert hops.take() == (1, 1, 1)  # the reads of the decision; the checkpoint
-        live.service.forget_cached()  # a real call outlasts the rating cache
         rating = await live.call_ended(record)
         assert rating.charged == 3 * 10**5  # 30 s at 0.01/s
         assert hops.take() == (1, 1, 1)  # the reads for rating; the charge with the checkpoint's removal
@@ -210,7 +209,6 @@ async def test_a_call_costs_at_most_one_redis_round_trip_per_step_and_one_to_res
         trips.clear()
         assert (await shared.usage(["alice@acme"]))["alice@acme"].open_calls == 1
         trips.clear()
-        live.service.forget_cached()
         rating = await live.call_ended(record)
         assert rating.charged == 3 * 10**5
         assert trips == ["run_script"]  # close, releasing the reservation
