@@ -252,9 +252,9 @@ class LedgerStore:
         async def body(tx: Tx) -> tuple[int | None, bool, ChainView | None]:
             rows = await tx.fetch(_ACCOUNTS_VERSION)
             version: int | None = int(rows[0][0]) if rows else None
-            fresh = known is None or version != known_version
-            if not fresh and known is not None:
-                chain, plans = known
+            cached = known if version == known_version else None
+            if cached is not None:
+                chain, plans = cached
             else:
                 found = await _chain(tx, account_id)
                 if found is None:
@@ -268,7 +268,7 @@ class LedgerStore:
                         balance[a.id] = await _balance(tx, a)
                     if a.max_spend_per_hour is not None:
                         spent[a.id] = await _spent_since(tx, a, since_us)
-            return version, fresh, ChainView(chain, plans, balance, spent)
+            return version, cached is None, ChainView(chain, plans, balance, spent)
 
         version, fresh, view = await self.db.run(body, write=False, quick=True)
         # Kept here, not in the body: on some engines the body runs on another thread.
