@@ -5,6 +5,9 @@ INVITE with credentials, 200, ACK, BYE through the server) calling a sipp UAS re
 the callee; and authenticated REGISTERs. Kamailio runs as a stateful proxy with digest
 authentication, usrloc in memory and record-routing, so ACK and BYE cross it as they cross
 our B2BUA. Seabridge also anchors media (a relay stream per call) and writes call records.
+A third system is the floor: bench/naive_b2bua.py, the same call's SIP in flat Python with
+nothing else (no media, records, billing, timers or validation), in one process. Seabridge's
+CPU per call against it is what our layers and features cost over the language itself.
 
 Seabridge runs as it would on a busy box: one SIP worker per core ([sip] workers, calls
 sharded by Call-ID), sharing registrations and live spend in a private redis-server that
@@ -335,6 +338,26 @@ async def seabridge(
         await gw.stop()
 
 
+async def naive(args: argparse.Namespace, rates: list[int], folder: Path) -> tuple[list[Step], float]:
+    """The floor: bench/naive_b2bua.py, flat Python doing only the SIP of the same call, in one process."""
+    port = free_port()
+    cmd = [sys.executable, str(Path(__file__).with_name("naive_b2bua.py")), "--port", str(port), "--password", PASSWORD]
+    print("floor:", " ".join(cmd).replace(PASSWORD, "<password>"))
+    proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        if await asyncio.wait_for(proc.stdout.readline(), 10) != b"ready\n":
+            raise SystemExit("the naive B2BUA did not start")
+        regs = await registrations_per_second("naive", ("127.0.0.1", port), args.registrations, folder)
+        steps = await calls_per_second(
+            "naive", ("127.0.0.1", port), rates, args.seconds, folder, cpu=lambda: tree_cpu_seconds([proc.pid])
+        )
+        return steps, regs
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # Up to well past Kamailio's ceiling here (it passed 1600/s and failed 2000/s): a baseline
@@ -380,6 +403,9 @@ async def main() -> int:
         kamailio.terminate()
         await kamailio.wait()
 
+    # The floor: the same call's SIP in flat Python (what the language costs, without our layers).
+    results["naive"] = await naive(args, rates, folder)
+
     # Seabridge, the system under test, on its defaults (no debug logging).
     with contextlib.ExitStack() as services:
         shared, helpers = "", []
@@ -397,6 +423,9 @@ async def main() -> int:
     if k_calls <= 0 or k_regs <= 0:
         print("FAIL: the Kamailio baseline did no work", file=sys.stderr)
         return 1
+    if best(results["naive"][0]) <= 0:
+        print("FAIL: the naive Python floor did no work", file=sys.stderr)
+        return 1
     print()
     for name, (steps, _regs) in results.items():
         if steps and steps[-1].good and steps[-1].rate == rates[-1]:
@@ -409,21 +438,27 @@ async def main() -> int:
     print(
         f"registrations/s:                 seabridge {s_regs:.0f}, kamailio {k_regs:.0f}, ratio {s_regs / k_regs:.2f}"
     )
+    n_calls = best(results["naive"][0])
+    print(
+        f"  floor, naive Python B2BUA (one process, SIP only): {n_calls:.0f} call set-ups/s, "
+        f"{results['naive'][1]:.0f} registrations/s"
+    )
     # CPU per call falls as the rate rises (more work per wake-up): compare at one rate.
-    both = [
-        (k, s)
-        for k in results["kamailio"][0]
-        for s in results["seabridge"][0]
-        if k.rate == s.rate and k.good and s.good and k.cpu_ms_per_call and s.cpu_ms_per_call
-    ]
-    if both:
-        k_step, s_step = both[-1]
-        assert k_step.cpu_ms_per_call is not None and s_step.cpu_ms_per_call is not None
-        print(
-            f"CPU per call set-up at {k_step.rate}/s:     seabridge {s_step.cpu_ms_per_call:.2f} ms "
-            f"(gateway, workers, relays, redis-server), kamailio {k_step.cpu_ms_per_call:.2f} ms, "
-            f"ratio {k_step.cpu_ms_per_call / s_step.cpu_ms_per_call:.2f} (sipp not counted)"
-        )
+    for other, what in (("kamailio", "kamailio"), ("naive", "naive Python floor")):
+        both = [
+            (k, s)
+            for k in results[other][0]
+            for s in results["seabridge"][0]
+            if k.rate == s.rate and k.good and s.good and k.cpu_ms_per_call and s.cpu_ms_per_call
+        ]
+        if both:
+            k_step, s_step = both[-1]
+            assert k_step.cpu_ms_per_call is not None and s_step.cpu_ms_per_call is not None
+            print(
+                f"CPU per call set-up at {k_step.rate}/s:     seabridge {s_step.cpu_ms_per_call:.2f} ms "
+                f"(gateway, workers, relays, redis-server), {what} {k_step.cpu_ms_per_call:.2f} ms, "
+                f"ratio {k_step.cpu_ms_per_call / s_step.cpu_ms_per_call:.2f} (sipp not counted)"
+            )
     shutil.rmtree(folder, ignore_errors=True)
     return 0
 
