@@ -258,19 +258,27 @@ class TransactionTimedOut:
 Event = RequestReceived | AckReceived | ResponseReceived | TransactionTimedOut
 
 
-@dataclass
+@dataclass(slots=True)
 class _Transaction:
     key: TxKey
     kind: Kind
     state: State
-    request: Request
+    # Kept while the transaction may still need it (to answer it, build an ACK, resend it);
+    # dropped once it only absorbs retransmissions for up to 64*T1: thousands wait so at
+    # any time, and what they keep is what every full garbage collection walks.
+    request: Request | None
     destination: Peer
     timers: TimerConfig
     request_bytes: bytes = b""
-    last_response: Response | None = None
     last_response_bytes: bytes = b""
+    ack_bytes: bytes = b""  # client INVITE: the ACK for its 3xx-6xx, resent for each retransmission
+    accepted: tuple[str, int] | None = None  # server INVITE answered 2xx: its (Call-ID, CSeq number)
     deadlines: dict[Input, float] = field(default_factory=dict)
     intervals: dict[Input, float] = field(default_factory=dict)
+
+
+# States in which a transaction only absorbs retransmissions until a timer ends it.
+_WAITING = frozenset({State.COMPLETED, State.CONFIRMED, State.ACCEPTED, State.ACKED})
 
 
 def server_key(request: Request, top: Via) -> TxKey:
@@ -443,6 +451,7 @@ class TransactionLayer:
         return events
 
     def request_of(self, key: TxKey) -> Request | None:
+        """The request of a transaction still being answered (None once it has its final answer)."""
         tx = self._txs.get(key)
         return tx.request if tx else None
 
@@ -500,10 +509,15 @@ class TransactionLayer:
         tx.state = transition.next
         for timer in transition.start:
             self._start(tx, timer, now)
-        if tx.kind is Kind.SERVER_INVITE and tx.state is State.ACCEPTED:
-            self._accepted[(tx.request.call_id, tx.request.cseq.number)] = tx.key
+        if tx.kind is Kind.SERVER_INVITE and tx.state is State.ACCEPTED and tx.accepted is None:
+            assert tx.request is not None
+            tx.accepted = (tx.request.call_id, tx.request.cseq.number)
+            self._accepted[tx.accepted] = tx.key
         if tx.state is State.TERMINATED:
             self._remove(tx)
+        elif tx.state in _WAITING:
+            tx.request = None
+            tx.request_bytes = b""
         return events
 
     def _do(
@@ -526,10 +540,11 @@ class TransactionLayer:
             self._outgoing.append((tx.request_bytes, tx.destination))
         elif action is Action.SEND_ACK:
             assert response is not None
-            self._outgoing.append((bytes(ack_for_failure(tx.request, response)), tx.destination))
+            if tx.request is not None:  # the first 3xx-6xx; a retransmission of it gets the same ACK
+                tx.ack_bytes = bytes(ack_for_failure(tx.request, response))
+            self._outgoing.append((tx.ack_bytes, tx.destination))
         elif action is Action.SEND_RESPONSE:
             assert response is not None
-            tx.last_response = response
             tx.last_response_bytes = bytes(response)
             trying = self._trying.pop(tx.key, None)
             if trying is not None and response.status > 100:
@@ -566,10 +581,8 @@ class TransactionLayer:
 
     def _remove(self, tx: _Transaction) -> None:
         self._txs.pop(tx.key, None)
-        if tx.kind is Kind.SERVER_INVITE:
-            ident = (tx.request.call_id, tx.request.cseq.number)
-            if self._accepted.get(ident) == tx.key:
-                del self._accepted[ident]
+        if tx.accepted is not None and self._accepted.get(tx.accepted) == tx.key:
+            del self._accepted[tx.accepted]
 
 
 def _stamp_via(top: Via, source: Peer) -> Via:

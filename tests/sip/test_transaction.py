@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.sip.errors import TransactionError
-from gateway.sip.message import make_response
+from gateway.sip.message import Request, make_response
 from gateway.sip.parser import parse_message
 from gateway.sip.peer import Peer
 from gateway.sip.transaction import (
@@ -248,8 +248,8 @@ def test_responses_with_several_vias_are_not_ours() -> None:
 NETWORK_INPUTS = [Input.PROVISIONAL, Input.SUCCESS, Input.FAILURE, Input.REQUEST, Input.ACK]
 
 
-def _drive_to(kind: Kind, state: State) -> tuple[TransactionLayer, object, float]:
-    """A layer holding one transaction of ``kind`` in ``state`` (None if unreachable)."""
+def _drive_to(kind: Kind, state: State) -> tuple[TransactionLayer, object, float, Request]:
+    """A layer holding one transaction of ``kind`` in ``state``, and the request that began it."""
     layer = TransactionLayer()
     req = request("INVITE" if kind in (Kind.CLIENT_INVITE, Kind.SERVER_INVITE) else "OPTIONS")
     if kind in (Kind.CLIENT_INVITE, Kind.CLIENT_NON_INVITE):
@@ -263,7 +263,7 @@ def _drive_to(kind: Kind, state: State) -> tuple[TransactionLayer, object, float
         }[state]
         for status in steps:
             layer.receive(response_to(req, status), PEER, 0.1)
-        return layer, key, 0.1
+        return layer, key, 0.1, req
     (event,) = layer.receive(req, PEER, 0.0)
     assert isinstance(event, RequestReceived)
     key = event.key
@@ -277,7 +277,7 @@ def _drive_to(kind: Kind, state: State) -> tuple[TransactionLayer, object, float
         layer.respond(key, make_response(req, 486, to_tag="x"), 0.0)
     if state is State.CONFIRMED:
         layer.receive(request("ACK", to_tag="x"), PEER, 0.1)
-    return layer, key, 0.1
+    return layer, key, 0.1, req
 
 
 REACHABLE = (
@@ -293,7 +293,7 @@ REACHABLE = (
 
 @pytest.mark.parametrize(("kind", "state"), REACHABLE)
 def test_drive_reaches_every_state(kind: Kind, state: State) -> None:
-    layer, key, _ = _drive_to(kind, state)
+    layer, key, _, _ = _drive_to(kind, state)
     assert layer.state(key) is state  # type: ignore[arg-type]
 
 
@@ -301,9 +301,7 @@ def test_drive_reaches_every_state(kind: Kind, state: State) -> None:
 @given(st.sampled_from(REACHABLE), st.sampled_from(NETWORK_INPUTS))
 def test_every_network_input_in_every_state(pair: tuple[Kind, State], inp: Input) -> None:
     kind, state = pair
-    layer, key, now = _drive_to(kind, state)
-    req = layer.request_of(key)  # type: ignore[arg-type]
-    assert req is not None
+    layer, key, now, req = _drive_to(kind, state)
     if inp is Input.REQUEST:
         message = req
     elif inp is Input.ACK:
@@ -337,3 +335,45 @@ def test_a_satellite_trunk_has_its_own_timers() -> None:
     sent_at, events = run_until(layer, 200)
     assert [round(t, 3) for t in sent_at[:3]] == [0.8, 2.4, 5.6]  # Timer A from the trunk's T1
     assert events == [TransactionTimedOut(key)] and sent_at[-1] < 90.0  # Timer B as configured
+
+
+def test_answered_transactions_keep_only_what_retransmissions_need() -> None:
+    """Once answered, a transaction drops its parsed request (thousands wait up to 64*T1, and
+    every full garbage collection walks what they hold) yet absorbs retransmissions as before."""
+    layer = TransactionLayer()
+    # Server non-INVITE: a retransmitted request gets the same answer, byte for byte.
+    options = request("OPTIONS", branch="z9hG4bKopt")
+    (event,) = layer.receive(options, PEER, 0.0)
+    assert isinstance(event, RequestReceived)
+    layer.respond(event.key, make_response(event.request, 200, to_tag="x"), 0.0)
+    (answer,) = layer.take_outgoing()
+    assert layer.request_of(event.key) is None
+    assert layer.receive(options, PEER, 0.5) == []
+    assert layer.take_outgoing() == [answer]
+
+    # Client INVITE refused: each retransmitted 486 gets the same ACK, built once.
+    invite = request("INVITE", branch="z9hG4bKinv", call_id="call-2")
+    key = layer.send_request(invite, PEER, 0.0)
+    layer.take_outgoing()
+    busy = response_to(invite, 486)
+    (up,) = layer.receive(busy, PEER, 0.1)
+    assert isinstance(up, ResponseReceived)
+    (ack,) = layer.take_outgoing()
+    assert ack[0].startswith(b"ACK sip:bob@acme SIP/2.0\r\n") and b"CSeq: 1 ACK" in ack[0]
+    assert layer.request_of(key) is None
+    assert layer.receive(busy, PEER, 0.6) == []
+    assert layer.take_outgoing() == [ack]
+
+    # Server INVITE answered 2xx: its ACK (a new branch) is still matched by Call-ID and CSeq.
+    call = request("INVITE", branch="z9hG4bKsrv", call_id="call-3")
+    (event,) = layer.receive(call, PEER, 0.0)
+    assert isinstance(event, RequestReceived)
+    layer.respond(event.key, make_response(event.request, 200, to_tag="x"), 0.0)
+    layer.take_outgoing()
+    assert layer.request_of(event.key) is None
+    ack_request = request("ACK", branch="z9hG4bKack2", call_id="call-3", to_tag="x")
+    (acked,) = layer.receive(ack_request, PEER, 0.2)
+    assert isinstance(acked, AckReceived)
+    assert acked.request.call_id == "call-3"
+    run_until(layer, 100)
+    assert len(layer) == 0
