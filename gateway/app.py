@@ -23,6 +23,7 @@ from gateway.cdr_store import SqliteCdrStore
 from gateway.clock import SystemClock
 from gateway.config import GatewayConfig
 from gateway.errors import StartupError
+from gateway.gc_tuning import GcPauses, settle_heap
 from gateway.http import METRICS_FROM_WORKERS, METRICS_REFRESH, add_health_check, create_app
 from gateway.ledger_replication import LedgerReceiver, LedgerSender
 from gateway.location import MemoryLocationStore
@@ -131,6 +132,7 @@ async def start_gateway(config: GatewayConfig, stack: AsyncExitStack, config_pat
     async def refresh_relay_totals() -> None:
         relayed[0] = await media.total_packets_relayed()
 
+    stack.callback(GcPauses(registry).close)
     register_callbacks(
         registry,
         gauges={
@@ -319,6 +321,7 @@ async def serve(config: GatewayConfig, config_path: str | Path | None = None) ->
     loop.add_signal_handler(signal.SIGHUP, reloader.reload)
     async with AsyncExitStack() as stack:
         gateway = await start_gateway(config, stack, config_path)
+        settle_heap()
         reloader.started(gateway.tunnel.service if gateway.tunnel is not None else None)
         log.info(
             "gateway running",

@@ -28,6 +28,7 @@ from billing.runtime import start_billing
 from gateway.clock import SystemClock
 from gateway.config import GatewayConfig
 from gateway.errors import StartupError
+from gateway.gc_tuning import GcPauses, settle_heap
 from gateway.logs import setup_logging
 from gateway.metrics import SipMetrics, process_gauges, register_callbacks
 from gateway.secrets_store import load_or_create
@@ -252,6 +253,7 @@ async def serve_worker(config: GatewayConfig, args: argparse.Namespace) -> None:
             sip.set_webrtc_agent(_address(args.webrtc_agent))
         await sip.start()
         stack.push_async_callback(sip.stop)
+        stack.callback(GcPauses(registry).close)
         register_callbacks(
             registry,
             gauges=process_gauges(loop),
@@ -270,6 +272,7 @@ async def serve_worker(config: GatewayConfig, args: argparse.Namespace) -> None:
 
         control = await serve_control(control_address(args.run, shard.index), answer)
         stack.callback(control.close)
+        settle_heap()
         print("ready", flush=True)
         log.info("sip worker running", extra={"worker": shard.index, "port": sip.local_port})
         await stop.wait()

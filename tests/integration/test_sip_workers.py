@@ -146,6 +146,10 @@ async def test_calls_are_shared_by_the_workers_and_each_is_recorded_once(
     answered = {k: v for k, v in metrics.items() if k.startswith('seabridge_calls_total{disposition="answered"')}
     assert any('worker="1"' in k for k in answered) and any("worker" not in k for k in answered), answered
     assert sum(answered.values()) == len([r for r in rows if r["disposition"] == "answered"])
+    # Each process times its garbage collections: the full one that settles its heap after
+    # start-up at least.
+    full = {k: v for k, v in metrics.items() if k.startswith("seabridge_gc_pause_seconds_count") and '"2"' in k}
+    assert len(full) == 2 and all(v >= 1 for v in full.values()), full
 
 
 async def test_the_api_lists_calls_in_progress_on_every_worker(gateway: GatewayProcess, tmp_path: Path) -> None:
