@@ -208,6 +208,19 @@ class Request(_Message):
         # send is made this way.
         return Request(headers, self.body, self.method, self.uri)
 
+    def with_top_via(self, via: Via) -> Request:
+        """The same request with its first Via replaced (a server transport stamps received and
+        rport on every request): the header values already parsed carry over, not parsed again."""
+        request = Request(self.headers.replaced_first("Via", str(via)), self.body, self.method, self.uri)
+        old, new = self.__dict__, request.__dict__
+        for name in ("from_", "to", "cseq", "contacts"):
+            if name in old:
+                new[name] = old[name]
+        if "vias" in old:
+            new["vias"] = [via, *old["vias"][1:]]
+        new["top_via"] = via
+        return request
+
 
 @dataclass(frozen=True)
 class Response(_Message):

@@ -377,7 +377,7 @@ class TransactionLayer:
         top = request.top_via
         stamped = _stamp_via(top, source)
         if stamped is not top:
-            request = request.with_headers(request.headers.replaced_first("Via", str(stamped)))
+            request = request.with_top_via(stamped)
             top = stamped
         key = server_key(request, top)
         if request.method == "ACK":

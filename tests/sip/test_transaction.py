@@ -377,3 +377,32 @@ def test_answered_transactions_keep_only_what_retransmissions_need() -> None:
     assert acked.request.call_id == "call-3"
     run_until(layer, 100)
     assert len(layer) == 0
+
+
+def test_a_stamped_request_reads_as_its_bytes_parse_without_parsing_again() -> None:
+    """The server transport stamps received and rport on the top Via; what the parser already
+    read (From, To, CSeq, Contact, the other Vias) carries over to the stamped request."""
+    layer = TransactionLayer()
+    sent = parse_message(
+        b"INVITE sip:bob@acme SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.168.1.5:5060;branch=z9hG4bKst1;rport\r\n"
+        b"Via: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKup\r\n"
+        b"Max-Forwards: 70\r\nFrom: <sip:alice@acme>;tag=a1\r\nTo: <sip:bob@acme>\r\n"
+        b"Call-ID: stamp-1\r\nCSeq: 7 INVITE\r\nContact: <sip:alice@192.168.1.5>\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert isinstance(sent, Request)
+    (event,) = layer.receive(sent, Peer("203.0.113.7", 40001), 0.0)
+    assert isinstance(event, RequestReceived)
+    stamped = event.request
+    assert stamped.top_via.received == "203.0.113.7" and stamped.top_via.rport == "40001"
+    assert stamped.from_ is sent.from_ and stamped.to is sent.to and stamped.cseq is sent.cseq
+    assert stamped.contacts is sent.contacts
+    reparsed = parse_message(bytes(stamped))
+    assert isinstance(reparsed, Request)
+    assert stamped.vias == reparsed.vias and stamped.top_via == reparsed.top_via == stamped.vias[0]
+    assert (stamped.from_, stamped.to, stamped.cseq, stamped.contacts) == (
+        reparsed.from_,
+        reparsed.to,
+        reparsed.cseq,
+        reparsed.contacts,
+    )
