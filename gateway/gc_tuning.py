@@ -4,8 +4,9 @@ A full collection walks every object the collector tracks. What start-up builds 
 configuration, stores: about 75,000 objects) lives as long as the process, so walking it at
 every full collection is waste, and the relay shares this event loop: a full collection is
 a pause that every RTP stream of the process feels. ``settle_heap()``, called once start-up is
-over, moves all of it out of the collector's reach (``gc.freeze``). ``GcPauses`` puts the
-pauses that remain on /metrics, by generation.
+over, moves all of it out of the collector's reach (``gc.freeze``); the price is that a
+start-up object that later becomes cyclic garbage is never freed, which is bounded by what
+start-up built. ``GcPauses`` puts the pauses that remain on /metrics, by generation.
 """
 
 from __future__ import annotations
