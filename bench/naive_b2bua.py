@@ -142,9 +142,7 @@ class NaiveB2bua(asyncio.DatagramProtocol):
         expected = md5(ha1 + b":" + nonce + b":" + md5(method + b":" + p.get(b"uri", b"")))
         return user if hmac.compare_digest(expected, p.get(b"response", b"")) else None
 
-    def challenge(
-        self, start: bytes, h: dict[bytes, bytes], vias: list[bytes], addr: tuple[str, int], proxy: bool
-    ) -> None:
+    def challenge(self, h: dict[bytes, bytes], vias: list[bytes], addr: tuple[str, int], proxy: bool) -> None:
         status, header = (b"407 Proxy Authentication Required", b"Proxy-Authenticate") if proxy else (
             b"401 Unauthorized", b"WWW-Authenticate")  # fmt: skip
         extra = header + b': Digest realm="' + REALM + b'", nonce="' + self.nonce() + b'"\r\n'
@@ -163,12 +161,12 @@ class NaiveB2bua(asyncio.DatagramProtocol):
     def on_request(
         self, start: bytes, h: dict[bytes, bytes], vias: list[bytes], body: bytes, addr: tuple[str, int]
     ) -> None:
-        method, ruri, _ = start.split(b" ", 2)
+        method = start.split(b" ", 1)[0]
         call_id = h[b"call-id"]
         if method == b"REGISTER":
             user = self.authorized(method, h.get(b"authorization"))
             if user is None:
-                return self.challenge(start, h, vias, addr, proxy=False)
+                return self.challenge(h, vias, addr, proxy=False)
             contact = uri_of(h[b"contact"])
             if h.get(b"expires") == b"0":
                 self.bindings.pop(user, None)
@@ -185,7 +183,7 @@ class NaiveB2bua(asyncio.DatagramProtocol):
                     self.send(call.invite, call.b_addr)
                 return
             if self.authorized(method, h.get(b"proxy-authorization")) is None:
-                return self.challenge(start, h, vias, addr, proxy=True)
+                return self.challenge(h, vias, addr, proxy=True)
             a_to = h[b"to"]
             self.send(response(b"100 Trying", vias, h, a_to), addr)
             binding = self.bindings.get(uri_of(a_to)[4:].split(b"@")[0])
