@@ -230,13 +230,20 @@ async def test_the_calls_of_a_worker_that_dies_are_recorded_once_it_is_gone(tmp_
     count = 16  # spread by Call-ID: all on one worker once in 2**16 runs
 
     async def kill_worker_one_mid_call() -> None:
+        listed: list[dict[str, object]] = []
+
         async def all_up() -> bool:
-            listed = (await gw.api_get("/api/calls", bearer))["calls"]
+            listed[:] = (await gw.api_get("/api/calls", bearer))["calls"]
             return sum(1 for c in listed if c["state"] == "confirmed") == count
 
-        async with asyncio.timeout(30):
-            while not await all_up():
-                await asyncio.sleep(0.2)
+        try:
+            async with asyncio.timeout(30):
+                while not await all_up():
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            # Say what was missing: a CI run once timed out here, and could not tell why.
+            states = sorted((str(c.get("worker", 0)), str(c["state"])) for c in listed)
+            raise TimeoutError(f"not all {count} calls confirmed within 30 s: {states}") from None
         await asyncio.sleep(1.0)  # a checkpoint or two (every 0.5 s here)
         os.kill(worker_pids(gw)[-1], signal.SIGKILL)
 
