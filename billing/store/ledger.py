@@ -90,6 +90,27 @@ def scope(account: Account) -> tuple[str, tuple[Any, ...]]:
     return "tenant = ?", (account.tenant,)
 
 
+def balance_scope(account: Account) -> str:
+    """The ``billing_balances`` row holding the sum of ``scope(account)``'s ledger rows."""
+    if account.level == "user":
+        return f"account:{account.id}"
+    if account.level == "site":
+        return f"site:{account.tenant}/{account.site}"
+    return f"tenant:{account.tenant}"
+
+
+_MOVE_BALANCE = (
+    "INSERT INTO billing_balances (scope, amount) VALUES (?, ?) "
+    "ON CONFLICT (scope) DO UPDATE SET amount = billing_balances.amount + excluded.amount"
+)
+
+
+async def _moved(tx: Tx, account: str, tenant: str, site: str, amount: int) -> None:
+    """A ledger row was posted: move every balance that sums it, in the same transaction."""
+    for key in (f"account:{account}", f"site:{tenant}/{site}", f"tenant:{tenant}"):
+        await tx.execute(_MOVE_BALANCE, key, amount)
+
+
 @dataclass(frozen=True)
 class ChainView:
     """What one live decision reads, in one transaction: an account chain, its plans, its money.
@@ -159,9 +180,8 @@ async def _plans(tx: Tx, accounts: Sequence[str]) -> dict[str, list[tuple[int, s
 
 
 async def _balance(tx: Tx, account: Account) -> int:
-    where, args = scope(account)
-    rows = await tx.fetch(f"SELECT COALESCE(SUM(amount), 0) FROM billing_ledger WHERE {where}", *args)
-    return int(rows[0][0])
+    rows = await tx.fetch("SELECT amount FROM billing_balances WHERE scope = ?", balance_scope(account))
+    return int(rows[0][0]) if rows else 0
 
 
 async def _spent_since(tx: Tx, account: Account, since_us: int) -> int:
@@ -181,12 +201,13 @@ async def _add_rating(tx: Tx, record: CallRecord, rating: Rating, previous: Rati
     )
     entries = call_entries(record, rating, previous, call_row(record)[12])
     for e in entries:
-        await tx.execute(
+        if await tx.execute(
             "INSERT INTO billing_ledger (entry, account, tenant, site, kind, amount, session_id, leg, run, "
             f"at_us, note, created_us) VALUES ({_q(12)}) ON CONFLICT (entry) DO NOTHING",
             e.entry, e.account, e.tenant, e.site, e.kind, e.amount, e.session_id, e.leg, e.run, e.at_us,
             e.note, e.created_us,
-        )  # fmt: skip
+        ):  # fmt: skip
+            await _moved(tx, e.account, e.tenant, e.site, e.amount)
 
 
 class LedgerStore:
@@ -454,6 +475,7 @@ class LedgerStore:
                 f"VALUES ({_q(9)}) ON CONFLICT (entry) DO NOTHING",
                 entry, account.id, account.tenant, account.site, "topup", amount, now_us, note, now_us,
             ):  # fmt: skip
+                await _moved(tx, account.id, account.tenant, account.site, amount)
                 return None
             return await tx.fetch("SELECT account, amount FROM billing_ledger WHERE entry = ?", entry)
 

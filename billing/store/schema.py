@@ -4,6 +4,11 @@ Money is BIGINT micro-units so both databases sum it exactly; instants are
 BIGINT microseconds since the Unix epoch (UTC), so ranges and keyset paging
 are integer comparisons. The ledger is append-only: rows are never updated
 or deleted, and its primary key is the idempotency key.
+
+``billing_balances`` holds the ledger's running sum per scope (an account, a site, a
+tenant), moved in the same transaction as every row posted: a call's credit check
+reads one row instead of summing an account's whole history. A database from before
+the table existed is summed into it once, at the first start that creates it.
 """
 
 SCHEMA = """
@@ -102,6 +107,18 @@ CREATE TABLE IF NOT EXISTS billing_ledger (
 );
 CREATE INDEX IF NOT EXISTS billing_ledger_account ON billing_ledger (account, at_us);
 CREATE INDEX IF NOT EXISTS billing_ledger_site ON billing_ledger (tenant, site, at_us);
+CREATE TABLE IF NOT EXISTS billing_balances (
+    scope  TEXT PRIMARY KEY,
+    amount BIGINT NOT NULL
+);
+INSERT INTO billing_balances (scope, amount)
+SELECT scope, SUM(amount) FROM (
+    SELECT 'account:' || account AS scope, amount FROM billing_ledger
+    UNION ALL SELECT 'site:' || tenant || '/' || site, amount FROM billing_ledger
+    UNION ALL SELECT 'tenant:' || tenant, amount FROM billing_ledger
+) AS posted
+WHERE NOT EXISTS (SELECT 1 FROM billing_balances)
+GROUP BY scope;
 CREATE TABLE IF NOT EXISTS billing_open_calls (
     session_id    TEXT NOT NULL,
     leg           TEXT NOT NULL,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from billing.accounts import Account
+from billing.config import BillingConfig
 from billing.errors import AccountError, BillingError, LedgerError
 from billing.service import BillingService
-from billing.store.ledger import LedgerStore
+from billing.store.ledger import LedgerStore, scope
 from billing.store.open import open_store
-from billing.store.sql import SqliteBillingDatabase
+from billing.store.sql import Row, SqliteBillingDatabase, Tx
 from billing.tariff_files import TariffBook
 from tests.billing.conftest import FakeClock, fresh_postgres_db
 from tests.billing.records import call
@@ -249,3 +250,82 @@ async def test_chain_views_see_account_and_plan_changes_made_elsewhere(
     assert (await gateway.chain_view("bob@acme")) is not None  # a new account is found at once
     assert await gateway.chain_view("carol@acme") is None
     assert await gateway.chain_view("alice@acme", since) == changed
+
+
+async def _summed(store: LedgerStore, account: Account) -> int:
+    """The account's balance the long way: every ledger row of its scope, summed."""
+    where, args = scope(account)
+
+    async def body(tx: Tx) -> list[Row]:
+        return await tx.fetch(f"SELECT COALESCE(SUM(amount), 0) FROM billing_ledger WHERE {where}", *args)
+
+    return int((await store.db.run(body, write=False))[0][0])
+
+
+async def test_balances_are_the_ledger_summed_at_every_level(service: BillingService) -> None:
+    await alice(service)
+    await service.ensure_account("bob@acme", site="matadi", payment="postpaid")
+    await service.ensure_account("carol@zenith", site="lagos", payment="postpaid")
+    await service.set_plan("zenith", "cn", datetime(2026, 1, 1, tzinfo=UTC))
+    await service.topup("bob@acme", D("7.25"), reference="bob-1")
+    await service.topup("bob@acme", D("7.25"), reference="bob-1")  # the same payment again: no change
+    await service.topup("acme/matadi", D("3"), reference="site-1")
+    await service.topup("acme", D("100"), reference="tenant-1")
+    record = call(MON_10, 120)
+    await service.call_ended(record)
+    await service.call_ended(record)  # re-sent: charged once
+    await service.call_ended(call(MON_10, 61, account="bob@acme", site="matadi"))
+    await service.call_ended(call(MON_10, 30, account="carol@zenith", site="lagos"))
+    service.tariffs = TariffBook({"cn": peak_offpeak("0.10", "0.05", first=60, then=1)})
+    rerated = await service.rerate(tenant="acme")  # refunds and new charges
+    assert rerated.calls == 2
+
+    expected = {
+        "alice@acme": -200_000,
+        "bob@acme": 7_250_000 - 100_000,
+        "acme/kinshasa": -200_000,
+        "acme/matadi": 7_250_000 + 3_000_000 - 100_000,
+        "acme": 100_000_000 + 7_250_000 + 3_000_000 - 100_000 - 200_000,
+        "carol@zenith": -200_000,
+        "zenith/lagos": -200_000,
+        "zenith": -200_000,
+    }
+    for account_id, amount in expected.items():
+        account = await service.account(account_id)
+        assert await service.store.balance(account) == amount == await _summed(service.store, account), account_id
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def reopened(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Awaitable[LedgerStore]]:
+    """Opens a new store on one database each time it is called (a restart)."""
+    if request.param == "sqlite":
+        return lambda: open_store("sqlite", sqlite_path=tmp_path / "billing.db")
+    dsn = await fresh_postgres_db(request.getfixturevalue("postgres"))
+    return lambda: open_store("postgresql", postgres_dsn=dsn)
+
+
+async def test_a_ledger_kept_before_balances_existed_is_summed_once_when_opened(
+    reopened: Callable[[], Awaitable[LedgerStore]], book: TariffBook, clock: FakeClock
+) -> None:
+    old = await reopened()
+    try:
+        service = BillingService(old, book, BillingConfig(), clock)
+        await alice(service)
+        await service.topup("alice@acme", D("20"), reference="pay-1")
+        await service.call_ended(call(MON_10, 125))
+        await service.topup("acme/kinshasa", D("1"), reference="pay-2")
+
+        async def drop(tx: Tx) -> None:  # what a database from before the table looks like
+            await tx.execute("DROP TABLE billing_balances")
+
+        await old.db.run(drop)
+    finally:
+        await old.close()
+    for _start in range(2):  # summed once: a second start must not add the history again
+        store = await reopened()
+        try:
+            for account_id, amount in (("alice@acme", 19_580_000), ("acme/kinshasa", 20_580_000), ("acme", 20_580_000)):
+                account = (await store.get_accounts([account_id]))[account_id]
+                assert await store.balance(account) == amount == await _summed(store, account)
+        finally:
+            await store.close()
