@@ -99,16 +99,19 @@ def balance_scope(account: Account) -> str:
     return f"tenant:{account.tenant}"
 
 
-_MOVE_BALANCE = (
-    "INSERT INTO billing_balances (scope, amount) VALUES (?, ?) "
+# One statement for the three scopes: on SQLite each statement hands the GIL to the
+# database thread and back.
+_MOVE_BALANCES = (
+    "INSERT INTO billing_balances (scope, amount) VALUES (?, ?), (?, ?), (?, ?) "
     "ON CONFLICT (scope) DO UPDATE SET amount = billing_balances.amount + excluded.amount"
 )
 
 
 async def _moved(tx: Tx, account: str, tenant: str, site: str, amount: int) -> None:
     """A ledger row was posted: move every balance that sums it, in the same transaction."""
-    for key in (f"account:{account}", f"site:{tenant}/{site}", f"tenant:{tenant}"):
-        await tx.execute(_MOVE_BALANCE, key, amount)
+    await tx.execute(
+        _MOVE_BALANCES, f"account:{account}", amount, f"site:{tenant}/{site}", amount, f"tenant:{tenant}", amount
+    )
 
 
 @dataclass(frozen=True)
