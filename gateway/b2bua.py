@@ -13,6 +13,7 @@ to a fork, the ACK from the caller) and acts when that input arrives.
 from __future__ import annotations
 
 import enum
+import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,6 +24,7 @@ from gateway.sip.errors import SipProtocolError
 from gateway.sip.headers import NameAddr
 from gateway.sip.message import Headers, Request, Response, make_response
 from gateway.sip.peer import Peer, uri_transport_param
+from gateway.sip.randomness import token_bytes
 from gateway.sip.sdp import (
     SdpError,
     SessionDescription,
@@ -725,6 +727,11 @@ def choose_failure(statuses: list[int]) -> int:
     return 480
 
 
+def new_session_id() -> str:
+    """A fresh RFC 7989 UUID (version 4, random) for a call that came without one."""
+    return uuid.UUID(bytes=token_bytes(16), version=4).hex
+
+
 def parse_session_id(value: str | None) -> str | None:
     """The sender's UUID from an RFC 7989 Session-ID header, if it is a real one."""
     if not value:
@@ -751,5 +758,6 @@ __all__ = [
     "SendResponse",
     "StreamPorts",
     "choose_failure",
+    "new_session_id",
     "parse_session_id",
 ]

@@ -15,7 +15,6 @@ import ipaddress
 import itertools
 import logging
 import ssl
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +34,7 @@ from gateway.b2bua import (
     SendRequest,
     SendResponse,
     StreamPorts,
+    new_session_id,
     parse_session_id,
 )
 from gateway.call_billing import CallBilling
@@ -749,7 +749,7 @@ class SipService:
             )
         audio_like = max(1, len(offer.media))
         streams: list[MediaStream] = []
-        session_id = parse_session_id(request.headers.get("Session-ID")) or uuid.uuid4().hex
+        session_id = parse_session_id(request.headers.get("Session-ID")) or new_session_id()
         try:
             for index in range(audio_like):
                 streams.append(await self._media.open_stream(f"{session_id}/{index}"))

@@ -8,22 +8,22 @@ INFO); ``check_remote_cseq`` enforces ordering of what the peer sends.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 
 from gateway.sip.errors import SipProtocolError
 from gateway.sip.headers import NameAddr
 from gateway.sip.message import Headers, Request
 from gateway.sip.peer import Peer
+from gateway.sip.randomness import token_hex
 from gateway.sip.uri import Uri
 
 
 def new_tag() -> str:
-    return secrets.token_hex(6)
+    return token_hex(6)
 
 
 def new_branch() -> str:
-    return "z9hG4bK" + secrets.token_hex(10)
+    return "z9hG4bK" + token_hex(10)
 
 
 def via_header(transport: str, host_port: str) -> str:
@@ -32,7 +32,7 @@ def via_header(transport: str, host_port: str) -> str:
 
 
 def new_call_id(host: str) -> str:
-    return f"{secrets.token_hex(12)}@{host}"
+    return f"{token_hex(12)}@{host}"
 
 
 @dataclass

@@ -20,6 +20,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gateway.sip.randomness import token_bytes
+
 ALGORITHMS = ("SHA-256", "MD5")
 
 
@@ -103,7 +105,7 @@ class DigestAuthenticator:
     # --- challenges ----------------------------------------------------------
 
     def make_nonce(self, realm: str, now: float) -> str:
-        body = struct.pack("!d", now) + os.urandom(12)
+        body = struct.pack("!d", now) + token_bytes(12)
         mac = hmac.new(self._secret, body + realm.encode(), hashlib.sha256).digest()[:16]
         return base64.urlsafe_b64encode(body + mac).decode().rstrip("=")
 
