@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import operator
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -63,8 +63,9 @@ class CdrStore(Protocol):
         """Store durably and drop the call's checkpoint; False if it was already stored."""
         ...
 
-    async def checkpoint(self, provisional: CallRecord) -> None:
-        """Remember a call in progress as the record it would get if the gateway died now."""
+    async def checkpoint(self, provisionals: Sequence[CallRecord]) -> None:
+        """Remember calls in progress as the records they would get if the gateway died now
+        (one transaction for them all)."""
         ...
 
     async def recover(self, live: LiveSessions | None = None) -> list[CallRecord]:
@@ -131,11 +132,11 @@ class SqliteCdrStore:
         # removal are in the same transaction either way.
         return await self._db.run_grouped(q)
 
-    async def checkpoint(self, provisional: CallRecord) -> None:
-        row = record_to_row(provisional)
+    async def checkpoint(self, provisionals: Sequence[CallRecord]) -> None:
+        rows = [record_to_row(p) for p in provisionals]
 
         def q(conn: sqlite3.Connection) -> None:
-            conn.execute(f"INSERT OR REPLACE INTO open_calls ({_QUOTED}) VALUES ({_PLACEHOLDERS})", row)
+            conn.executemany(f"INSERT OR REPLACE INTO open_calls ({_QUOTED}) VALUES ({_PLACEHOLDERS})", rows)
 
         await self._db.run_grouped(q)
 

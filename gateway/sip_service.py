@@ -109,6 +109,9 @@ class SipSettings:
     checkpoint_interval: float = 15.0
     # A call still ringing this long after its INVITE is checkpointed (answers checkpoint at once).
     first_checkpoint_delay: float = 1.0
+    # Checkpoints wanted within this long of each other are written together, in one
+    # transaction: under load, one commit for many answers instead of one each.
+    checkpoint_batch_delay: float = 0.1
     # OPTIONS to registered contacts this often (0: never).
     keepalive_interval: float = 0.0
     # The tenant's dial plan (numbers that leave through trunks).
@@ -192,6 +195,8 @@ class SipService:
         self._heap_seq = itertools.count()
         self._reapable: set[Call] = set()
         self._ringing_checkpoints: dict[Call, asyncio.TimerHandle] = {}
+        self._checkpoints_wanted: dict[Call, None] = {}  # in order; written by _write_wanted_checkpoints
+        self._checkpoint_batch: asyncio.TimerHandle | None = None
         self._keys_of: dict[Call, list[TxKey]] = {}
         self._dialogs_of: dict[Call, set[tuple[str, str]]] = {}
         self._messages_in = metrics.messages.labels("in")
@@ -301,6 +306,9 @@ class SipService:
         for handle in self._ringing_checkpoints.values():
             handle.cancel()
         self._ringing_checkpoints.clear()
+        if self._checkpoint_batch is not None:
+            self._checkpoint_batch.cancel()
+        self._checkpoints_wanted.clear()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -686,7 +694,7 @@ class SipService:
         # Most calls are answered or refused within a second, and an answer writes its own
         # checkpoint: only a call still ringing then costs a write for its crash record.
         self._ringing_checkpoints[call] = asyncio.get_running_loop().call_later(
-            self.settings.first_checkpoint_delay, lambda: self._spawn(self._checkpoint(call))
+            self.settings.first_checkpoint_delay, self._want_checkpoint, call
         )
         actions = call.start(targets, [StreamPorts(s.a_port, s.b_port) for s in streams], now)
         if pending is not None and pending.cancelled:
@@ -925,7 +933,7 @@ class SipService:
                 log.info("answered", extra={"session": call.session_id, "codec": action.codec})
                 self._cancel_ringing_checkpoint(call)
                 self._spawn(self._arm_timeouts(self._media_streams.get(call, [])))
-                self._spawn(self._checkpoint(call))
+                self._want_checkpoint(call)
                 self._spawn(self._billing_answered(call))
                 limit = self.settings.max_call_duration(call.caller.tenant)
                 if limit is not None and call.answered_at is not None:
@@ -1024,17 +1032,38 @@ class SipService:
         self._act(call, call.hangup("system", now), now)
         self._after(now)
 
-    async def _checkpoint(self, call: Call) -> None:
-        if call in self._ending or call not in self._anchors:
-            return
-        stats = MediaStats()
-        for stream in self._media_streams.get(call, []):
-            stats = stats + await stream.stats()
-        answered = call.answered_at is not None
-        provisional = CallEnded("answered" if answered else "failed", 200 if answered else 500, "system")
-        record = self._record(call, provisional, stats, end=self._clock.monotonic())
-        if call not in self._ending:  # it may have ended while we read the counters
-            await self._cdrs.checkpoint(record)
+    def _want_checkpoint(self, call: Call) -> None:
+        """Checkpoint ``call`` soon, together with the others wanted meanwhile."""
+        self._ringing_checkpoints.pop(call, None)
+        self._checkpoints_wanted[call] = None
+        if self._checkpoint_batch is None:
+            self._checkpoint_batch = asyncio.get_running_loop().call_later(
+                self.settings.checkpoint_batch_delay, self._write_wanted_checkpoints
+            )
+
+    def _write_wanted_checkpoints(self) -> None:
+        self._checkpoint_batch = None
+        calls = list(self._checkpoints_wanted)
+        self._checkpoints_wanted.clear()
+        self._spawn(self._checkpoint(calls))
+
+    async def _checkpoint(self, calls: list[Call]) -> None:
+        """Store what each call's record would say if the gateway died now, in one transaction."""
+        taken: list[tuple[Call, CallRecord]] = []
+        for call in calls:
+            if call in self._ending or call not in self._anchors:
+                continue
+            stats = MediaStats()
+            for stream in self._media_streams.get(call, []):
+                stats = stats + await stream.stats()
+            answered = call.answered_at is not None
+            provisional = CallEnded("answered" if answered else "failed", 200 if answered else 500, "system")
+            taken.append((call, self._record(call, provisional, stats, end=self._clock.monotonic())))
+        # A call may have ended while the counters were read: its record is on its way, and a
+        # checkpoint queued after it would outlive the call.
+        records = [record for call, record in taken if call not in self._ending]
+        if records:
+            await self._cdrs.checkpoint(records)
 
     async def _checkpoint_loop(self) -> None:
         while True:
@@ -1042,8 +1071,7 @@ class SipService:
             if self.notifier is not None:
                 for notify in self.notifier.expire(self._clock.monotonic()):
                     self._spawn(self._send_notify(notify))
-            for call in [c for c in self._calls if c.answered_at is not None]:
-                await self._checkpoint(call)
+            await self._checkpoint([c for c in self._calls if c.answered_at is not None])
 
     def _record(self, call: Call, ended: CallEnded, stats: MediaStats, end: float | None = None) -> CallRecord:
         anchor = self._anchors[call]
@@ -1091,6 +1119,7 @@ class SipService:
                 continue  # acted on again (or its record written) before it can be finished
             self._calls.discard(call)
             self._cancel_ringing_checkpoint(call)
+            self._checkpoints_wanted.pop(call, None)
             self._anchors.pop(call, None)
             self._deadline_of.pop(call, None)
             for leg in ("a", "b"):

@@ -1,0 +1,48 @@
+"""Checkpoints of calls in progress: many in one transaction, replaced as calls go on, and
+closed into records exactly once (by the call's end, or by recovery after a crash)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.cdr_store import CDR_SCHEMA, SqliteCdrStore
+from gateway.storage.sqlite import SqliteDatabase
+from tests.billing.records import call
+
+ANSWER = datetime(2026, 10, 5, 2, 0, 7, tzinfo=UTC)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[SqliteDatabase]:
+    database = SqliteDatabase(tmp_path / "gateway.db", CDR_SCHEMA)
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+async def test_checkpoints_taken_together_share_one_commit_and_close_once(db: SqliteDatabase) -> None:
+    store = SqliteCdrStore(db)
+    calls = [call(ANSWER, 10, ingress=i % 2 == 0) for i in range(3)]
+    statements: list[str] = []
+    await db.run(lambda conn: conn.set_trace_callback(statements.append))
+
+    await store.checkpoint(calls)
+    assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == ["BEGIN IMMEDIATE", "COMMIT"]
+    later = [dataclasses.replace(c, end=c.end + timedelta(seconds=15)) for c in calls]
+    await store.checkpoint(later)  # the same calls later on: replaced, not added
+    await db.run(lambda conn: conn.set_trace_callback(None))
+
+    assert await store.write(dataclasses.replace(calls[0], end=calls[0].end + timedelta(seconds=20)))
+    recovered = await store.recover()
+    assert sorted(r.session_id for r in recovered) == sorted(c.session_id for c in calls[1:])
+    assert all(r.end == c.end for r, c in zip(sorted(recovered, key=lambda r: r.session_id),
+                                              sorted(later[1:], key=lambda r: r.session_id), strict=True))  # fmt: skip
+    assert await store.recover() == []  # once
+    listed = await store.list()
+    assert sorted(r.session_id for r in listed) == sorted(c.session_id for c in calls)
