@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from gateway.sip.errors import ParseError
 from gateway.sip.uri import Uri, parse_uri
@@ -317,6 +318,10 @@ _PLAIN_NAME_ADDR = re.compile(
 ).fullmatch
 
 
+# The same From, To and Contact values recur in every message of a dialog, and in both of
+# its transactions' retransmissions: their (immutable) values are kept, keyed by the text
+# (a bounded cache: at most 1024 header values, each no longer than a header line may be).
+@lru_cache(maxsize=1024)
 def parse_name_addr(text: str) -> NameAddr:
     m = _PLAIN_NAME_ADDR(text)
     if m is not None:
@@ -414,6 +419,7 @@ _PORT = re.compile(r"[0-9]{1,5}")
 _RPORT_FLAG = re.compile(r";\s*rport\s*(?:;|$)")
 
 
+@lru_cache(maxsize=1024)
 def parse_via(text: str, *, any_version: bool = False) -> Via:
     """A Via value; ``any_version`` accepts SIP/x.y other than 2.0 (to answer them with 505)."""
     m = _VIA.match(text.strip())
