@@ -187,14 +187,20 @@ async def _balance(tx: Tx, account: Account) -> int:
     return int(rows[0][0]) if rows else 0
 
 
-async def _spent_since(tx: Tx, account: Account, since_us: int) -> int:
+def spent_since_sql(account: Account) -> tuple[str, tuple[Any, ...]]:
+    """The query for ``account``'s charges less refunds since a time (its last parameter):
+    each scope has an index ending in ``at_us``, so only that window's rows are read."""
     where, args = scope(account)
-    rows = await tx.fetch(
+    sql = (
         f"SELECT COALESCE(SUM(amount), 0) FROM billing_ledger WHERE {where} "
-        "AND kind IN ('charge', 'refund') AND at_us >= ?",
-        *args,
-        since_us,
+        "AND kind IN ('charge', 'refund') AND at_us >= ?"
     )
+    return sql, args
+
+
+async def _spent_since(tx: Tx, account: Account, since_us: int) -> int:
+    sql, args = spent_since_sql(account)
+    rows = await tx.fetch(sql, *args, since_us)
     return -int(rows[0][0])
 
 

@@ -107,6 +107,8 @@ CREATE TABLE IF NOT EXISTS billing_ledger (
 );
 CREATE INDEX IF NOT EXISTS billing_ledger_account ON billing_ledger (account, at_us);
 CREATE INDEX IF NOT EXISTS billing_ledger_site ON billing_ledger (tenant, site, at_us);
+-- A tenant's last hour of spend (its hourly limit) without reading its whole history.
+CREATE INDEX IF NOT EXISTS billing_ledger_tenant ON billing_ledger (tenant, at_us);
 CREATE TABLE IF NOT EXISTS billing_balances (
     scope  TEXT PRIMARY KEY,
     amount BIGINT NOT NULL

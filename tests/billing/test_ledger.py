@@ -13,7 +13,7 @@ from billing.accounts import Account
 from billing.config import BillingConfig
 from billing.errors import AccountError, BillingError, LedgerError
 from billing.service import BillingService
-from billing.store.ledger import LedgerStore, scope
+from billing.store.ledger import LedgerStore, scope, spent_since_sql
 from billing.store.open import open_store
 from billing.store.sql import Row, SqliteBillingDatabase, Tx
 from billing.tariff_files import TariffBook
@@ -329,3 +329,25 @@ async def test_a_ledger_kept_before_balances_existed_is_summed_once_when_opened(
                 assert await store.balance(account) == amount == await _summed(store, account)
         finally:
             await store.close()
+
+
+async def test_the_last_hours_spend_reads_only_that_hour_at_every_level(tmp_path: Path) -> None:
+    """Hourly limits are checked on every call: each scope's query must range over ``at_us``
+    in an index, not read the account's (or the whole tenant's) history."""
+    store = await open_store("sqlite", sqlite_path=tmp_path / "billing.db")
+    try:
+        levels = [
+            Account("alice@acme", "user", "acme", "kin"),
+            Account("acme/kin", "site", "acme", "kin"),
+            Account("acme", "tenant", "acme"),
+        ]
+        for account in levels:
+            sql, args = spent_since_sql(account)
+
+            async def plan(tx: Tx, sql: str = sql, args: tuple[object, ...] = args) -> list[Row]:
+                return await tx.fetch(f"EXPLAIN QUERY PLAN {sql}", *args, 0)
+
+            details = " ".join(str(row[-1]) for row in await store.db.run(plan, write=False))
+            assert "USING INDEX" in details and "at_us>?" in details, (account.level, details)
+    finally:
+        await store.close()
