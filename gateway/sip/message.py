@@ -76,16 +76,34 @@ class Headers:
     def __len__(self) -> int:
         return len(self.items)
 
-    def get(self, name: str) -> str | None:
-        name = canonical_name(name)
+    @cached_property
+    def by_name(self) -> dict[str, list[str]]:
+        """Every value of each header, in order, by name (read-only: the parser hands over
+        the one it built while checking the message)."""
+        by_name: dict[str, list[str]] = {}
         for key, value in self.items:
-            if key == name:
-                return value
-        return None
+            values = by_name.get(key)
+            if values is None:
+                by_name[key] = [value]
+            else:
+                values.append(value)
+        return by_name
+
+    def _values(self, name: str) -> list[str] | None:
+        values = self.by_name.get(name)
+        if values is None:
+            canonical = canonical_name(name)
+            if canonical != name:
+                values = self.by_name.get(canonical)
+        return values
+
+    def get(self, name: str) -> str | None:
+        values = self._values(name)
+        return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
-        name = canonical_name(name)
-        return [value for key, value in self.items if key == name]
+        values = self._values(name)
+        return list(values) if values else []
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None

@@ -191,7 +191,9 @@ def _parse_headers(lines: list[str], limits: Limits, is_request: bool, folded: b
             index[name] = items
         else:
             values.extend(items)
-    return Headers(tuple(pairs)), index
+    headers = Headers(tuple(pairs))
+    headers.__dict__["by_name"] = index  # what its cached property would build again
+    return headers, index
 
 
 def _check_body(headers: Headers, index: _Index, body: bytes, is_request: bool) -> bytes:

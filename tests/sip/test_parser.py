@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.sip.message import Request, Response, make_response
+from gateway.sip.message import Headers, Request, Response, make_response
 from gateway.sip.parser import Limits, SipParseError, can_answer, parse_message
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sip"
@@ -155,3 +155,25 @@ def test_structured_garbage_parses_or_raises_cleanly(start: bytes, lines: list[b
     again = parse_message(bytes(msg))
     assert again.headers.without("Content-Length") == msg.headers.without("Content-Length")
     assert again.body == msg.body and type(again) is type(msg)
+
+
+def test_header_lookups_by_any_name_form_read_the_parsed_values_in_order() -> None:
+    raw = (
+        b"INVITE sip:bob@example.com SIP/2.0\r\n"
+        b"v: SIP/2.0/UDP a.example.com;branch=z9hG4bK1, SIP/2.0/UDP b.example.com;branch=z9hG4bK2\r\n"
+        b"Via: SIP/2.0/UDP c.example.com;branch=z9hG4bK3\r\n"
+        b"Max-Forwards: 70\r\nf: <sip:alice@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\n"
+        b"i: abc@h\r\nCSeq: 1 INVITE\r\nX-Custom: one\r\nX-Custom: two\r\nContent-Length: 0\r\n\r\n"
+    )
+    parsed = parse_message(raw)
+    built = Headers(parsed.headers.items)  # the same headers, not from the parser: index built on first use
+    for headers in (parsed.headers, built):
+        vias = ["SIP/2.0/UDP a.example.com;branch=z9hG4bK1", "SIP/2.0/UDP b.example.com;branch=z9hG4bK2",
+                "SIP/2.0/UDP c.example.com;branch=z9hG4bK3"]  # fmt: skip
+        assert headers.get_all("Via") == headers.get_all("v") == headers.get_all("VIA") == vias
+        assert headers.get("via") == vias[0] and headers.get("Call-ID") == headers.get("i") == "abc@h"
+        assert headers.get_all("X-Custom") == ["one", "two"] and headers.get("X-Custom") == "one"
+        assert headers.get("Contact") is None and headers.get_all("Contact") == [] and "Route" not in headers
+        headers.get_all("Via").append("changed")  # a copy: the message is not changed
+        assert headers.get_all("Via") == vias
+    assert parsed.headers == built
