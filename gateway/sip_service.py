@@ -107,7 +107,8 @@ class SipSettings:
     stream_idle_timeout: float = 600.0
     # How often calls in progress are checkpointed (what a crash loses at most).
     checkpoint_interval: float = 15.0
-    # A call still ringing this long after its INVITE is checkpointed (answers checkpoint at once).
+    # A call still ringing this long after its INVITE is checkpointed (an answer is checkpointed
+    # within checkpoint_batch_delay).
     first_checkpoint_delay: float = 1.0
     # Checkpoints wanted within this long of each other are written together, in one
     # transaction: under load, one commit for many answers instead of one each.
