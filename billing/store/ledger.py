@@ -90,13 +90,15 @@ def scope(account: Account) -> tuple[str, tuple[Any, ...]]:
     return "tenant = ?", (account.tenant,)
 
 
+def _balance_keys(account: str, tenant: str, site: str) -> tuple[str, str, str]:
+    """The ``billing_balances`` rows (user, site, tenant) that sum a ledger row of ``account``."""
+    return f"account:{account}", f"site:{tenant}/{site}", f"tenant:{tenant}"
+
+
 def balance_scope(account: Account) -> str:
     """The ``billing_balances`` row holding the sum of ``scope(account)``'s ledger rows."""
-    if account.level == "user":
-        return f"account:{account.id}"
-    if account.level == "site":
-        return f"site:{account.tenant}/{account.site}"
-    return f"tenant:{account.tenant}"
+    user, site, tenant = _balance_keys(account.id, account.tenant, account.site)
+    return user if account.level == "user" else site if account.level == "site" else tenant
 
 
 # One statement for the three scopes: on SQLite each statement hands the GIL to the
@@ -109,9 +111,8 @@ _MOVE_BALANCES = (
 
 async def _moved(tx: Tx, account: str, tenant: str, site: str, amount: int) -> None:
     """A ledger row was posted: move every balance that sums it, in the same transaction."""
-    await tx.execute(
-        _MOVE_BALANCES, f"account:{account}", amount, f"site:{tenant}/{site}", amount, f"tenant:{tenant}", amount
-    )
+    user_key, site_key, tenant_key = _balance_keys(account, tenant, site)
+    await tx.execute(_MOVE_BALANCES, user_key, amount, site_key, amount, tenant_key, amount)
 
 
 @dataclass(frozen=True)
