@@ -302,16 +302,14 @@ async def registrations_per_second(name: str, target: tuple[str, int], count: in
     return ok / elapsed if elapsed else 0.0
 
 
-async def seabridge(
-    args: argparse.Namespace, rates: list[int], folder: Path, shared: str, helpers: list[int]
-) -> tuple[list[Step], float]:
-    """The system under test on its defaults (no debug logging), with ``args.sip_workers`` SIP workers."""
+def bench_gateway(folder: Path, sip_workers: int, shared: str = "") -> GatewayProcess:
+    """A gateway configured as a box would run it, with the bench's two users (not started)."""
     gw = GatewayProcess(
-        folder / "seabridge",
+        folder,
         extra_config=shared + '[[tenants]]\ndomain = "acme"\ndigest_algorithms = ["MD5"]\n',
         # No OPTIONS keep-alives (Kamailio sends none): sipp's UAS would count one as a call
         # and stop a call short, leaving the last INVITE of a step to ring out.
-        sip_extra=f"workers = {args.sip_workers}\nkeepalive_interval_s = 0",
+        sip_extra=f"workers = {sip_workers}\nkeepalive_interval_s = 0",
         # Production timers and a production-sized relay port range (the test harness shrinks
         # both: 200 ports would cap the gateway at 50 calls in progress).
         media_range=(30000, 39999),
@@ -324,6 +322,14 @@ async def seabridge(
     gw.config_path.write_text(text)
     for user in ("alice", "bob"):
         gw.add_user(f"{user}@acme", "bench", PASSWORD)
+    return gw
+
+
+async def seabridge(
+    args: argparse.Namespace, rates: list[int], folder: Path, shared: str, helpers: list[int]
+) -> tuple[list[Step], float]:
+    """The system under test on its defaults (no debug logging), with ``args.sip_workers`` SIP workers."""
+    gw = bench_gateway(folder / "seabridge", args.sip_workers, shared)
     await gw.start()
     print("under test: seabridge run --config", gw.config_path)
     try:
