@@ -275,8 +275,9 @@ def get_param(params: Params, name: str) -> str | None:
 
 
 def set_param(params: Params, name: str, value: str | None) -> Params:
-    kept = tuple((k, v) for k, v in params if k.lower() != name.lower())
-    return kept + ((name, value),)
+    lowered = name.lower()
+    kept = tuple(param for param in params if param[0].lower() != lowered)
+    return (*kept, (name, value))
 
 
 @dataclass(frozen=True)
