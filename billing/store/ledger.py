@@ -148,6 +148,7 @@ _DROP_OPEN_CALL = "DELETE FROM billing_open_calls WHERE session_id = ? AND leg =
 # Bumped in the same transaction as every change to an account or a plan, by whichever process
 # makes it: a reader that sees the version it last read knows its copies are still current.
 _ACCOUNTS_VERSION = "SELECT value FROM billing_meta WHERE name = 'accounts_version'"
+_ACCOUNTS_VERSION_VALUE = f"({_ACCOUNTS_VERSION})"
 _BUMP_ACCOUNTS_VERSION = "UPDATE billing_meta SET value = value + 1 WHERE name = 'accounts_version'"
 _MAX_CACHED_CHAINS = 10_000
 
@@ -183,8 +184,11 @@ async def _plans(tx: Tx, accounts: Sequence[str]) -> dict[str, list[tuple[int, s
     return out
 
 
+_BALANCE = "SELECT amount FROM billing_balances WHERE scope = ?"
+
+
 async def _balance(tx: Tx, account: Account) -> int:
-    rows = await tx.fetch("SELECT amount FROM billing_balances WHERE scope = ?", balance_scope(account))
+    rows = await tx.fetch(_BALANCE, balance_scope(account))
     return int(rows[0][0]) if rows else 0
 
 
@@ -279,6 +283,10 @@ class LedgerStore:
 
         known_version = self._chains_version
         known = self._chains.get(account_id) if known_version is not None else None
+        if known is not None:
+            quick = await self._cached_chain_view(known, known_version, since_us)
+            if quick is not None:
+                return quick
 
         async def body(tx: Tx) -> tuple[int | None, bool, ChainView | None]:
             rows = await tx.fetch(_ACCOUNTS_VERSION)
@@ -309,6 +317,32 @@ class LedgerStore:
         if fresh and view is not None and version is not None:
             self._chains[account_id] = (view.chain, view.plans)
         return view
+
+    async def _cached_chain_view(
+        self, known: tuple[list[Account], Plans], known_version: int | None, since_us: int | None
+    ) -> ChainView | None:
+        """A known chain's view in one statement: the accounts version, and each limited
+        account's balance and spend as subqueries (one snapshot, no transaction to open and
+        close). None when the version moved: the caller reads everything again."""
+        chain, plans = known
+        columns = [_ACCOUNTS_VERSION_VALUE]
+        args: list[Any] = []
+        balances = [a for a in chain if a.credit is not None] if since_us is not None else []
+        spending = [a for a in chain if a.max_spend_per_hour is not None] if since_us is not None else []
+        for account in balances:
+            columns.append(f"({_BALANCE})")
+            args.append(balance_scope(account))
+        for account in spending:
+            sql, scope_args = spent_since_sql(account)
+            columns.append(f"({sql})")
+            args.extend((*scope_args, since_us))
+        row = await self.db.read_row(f"SELECT {', '.join(columns)}", *args)
+        if row is None or row[0] is None or int(row[0]) != known_version:
+            return None
+        values = iter(row[1:])
+        balance = {a.id: int(next(values) or 0) for a in balances}
+        spent = {a.id: -int(next(values)) for a in spending}
+        return ChainView(chain, plans, balance, spent)
 
     async def list_accounts(self, tenant: str | None = None) -> list[Account]:
         where, args = ("WHERE tenant = ?", (tenant,)) if tenant else ("", ())

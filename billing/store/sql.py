@@ -54,6 +54,11 @@ class Database(Protocol):
         may serve it without leaving the event loop's thread."""
         ...
 
+    async def read_row(self, sql: str, *args: Any) -> Row | None:
+        """One read-only statement (one snapshot, no transaction around it): its first row.
+        For the hot path's single-statement reads; an engine may serve it on the loop's thread."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -114,6 +119,12 @@ class SqliteBillingDatabase:
         # A read transaction, so a multi-statement read sees one snapshot even while another
         # process (the CLI) writes; it costs no fsync.
         return await self._db.run(lambda c: read_transaction(c, lambda c2: _complete(body, c2)))
+
+    async def read_row(self, sql: str, *args: Any) -> Row | None:
+        # Autocommit: the statement is its own read transaction (BEGIN and COMMIT around it
+        # would be two more statements on the loop).
+        row = await self._reader.fetch_one(sql, args)
+        return None if row is None else tuple(row)
 
     def run_sync(self, fn: Any) -> Any:
         return self._db.run_sync(fn)
@@ -184,6 +195,14 @@ class PostgresBillingDatabase:
     async def run(self, body: Body[T], *, write: bool = True, quick: bool = False) -> T:
         async with self.transaction(write) as tx:
             return await body(tx)
+
+    async def read_row(self, sql: str, *args: Any) -> Row | None:
+        query = self._cache.get(sql)
+        if query is None:
+            query = self._cache[sql] = to_dollar(sql)
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(query, *args)
+        return None if row is None else tuple(row)
 
     async def close(self) -> None:
         await self._pool.close()

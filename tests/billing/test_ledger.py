@@ -17,6 +17,7 @@ from billing.store.ledger import LedgerStore, scope, spent_since_sql
 from billing.store.open import open_store
 from billing.store.sql import Row, SqliteBillingDatabase, Tx
 from billing.tariff_files import TariffBook
+from billing.timeutil import to_us
 from tests.billing.conftest import FakeClock, fresh_postgres_db
 from tests.billing.records import call
 from tests.billing.tariffs import peak_offpeak
@@ -351,3 +352,48 @@ async def test_the_last_hours_spend_reads_only_that_hour_at_every_level(tmp_path
             assert "USING INDEX" in details and "at_us>?" in details, (account.level, details)
     finally:
         await store.close()
+
+
+async def test_a_known_chains_view_is_one_statement_and_reads_what_a_full_read_does(
+    reopened: Callable[[], Awaitable[LedgerStore]], book: TariffBook, clock: FakeClock
+) -> None:
+    gateway = await reopened()
+    try:
+        service = BillingService(gateway, book, BillingConfig(), clock)
+        await service.ensure_account("alice@acme", site="kin", payment="prepaid", max_spend_per_hour=D("50"))
+        await service.ensure_account(
+            "acme/kin", payment="postpaid", credit_limit=D("100"), max_spend_per_hour=D("80"), replace_existing=True
+        )
+        await service.ensure_account("acme", payment="postpaid", credit_limit=D("500"), replace_existing=True)
+        await service.set_plan("acme", "cn", datetime(2026, 1, 1, tzinfo=UTC))
+        since = to_us(MON_10 - timedelta(hours=1))
+        assert await gateway.chain_view("alice@acme", since) is not None  # the chain is known from here on
+        await service.topup("alice@acme", D("30"), reference="pay-1")
+        await service.call_ended(call(MON_10, 125, site="kin"))
+        await service.call_ended(call(MON_10 - timedelta(hours=2), 60, site="kin"))  # outside the hour
+
+        read_rows: list[str] = []
+        read_row = gateway.db.read_row
+
+        async def counted(sql: str, *args: object) -> object:
+            read_rows.append(sql)
+            return await read_row(sql, *args)
+
+        gateway.db.read_row = counted  # type: ignore[method-assign]
+        quick = await gateway.chain_view("alice@acme", since)
+        assert len(read_rows) == 1  # one statement, the version and the money together
+        fresh_store = await reopened()
+        try:
+            full = await fresh_store.chain_view("alice@acme", since)  # nothing known: the full read
+        finally:
+            await fresh_store.close()
+        assert quick == full and quick is not None
+        assert quick.balance == {"alice@acme": 30_000_000 - 420_000 - 200_000, "acme/kin": -620_000 + 30_000_000,
+                                 "acme": -620_000 + 30_000_000}  # fmt: skip
+        assert quick.spent == {"alice@acme": 420_000, "acme/kin": 420_000}
+        # An account changed elsewhere moves the version: the quick read gives way to a full one.
+        await service.ensure_account("acme", payment="postpaid", credit_limit=D("1"), replace_existing=True)
+        changed = await gateway.chain_view("alice@acme", since)
+        assert changed is not None and changed.chain[2].credit_limit == 1_000_000
+    finally:
+        await gateway.close()

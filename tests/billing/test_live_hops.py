@@ -25,7 +25,7 @@ D = Decimal
 
 
 class Hops:
-    """Counts reads served on the loop's thread, jobs sent to the database thread, and write
+    """Counts reads served on the loop's thread (a read transaction, or one statement), jobs sent to the database thread, and write
     commits (each one fsync) it runs."""
 
     def __init__(self, db: SqliteBillingDatabase) -> None:
@@ -40,6 +40,13 @@ class Hops:
             return await read(fn)
 
         reader.read = counted_read  # type: ignore[method-assign]
+        fetch_one = reader.fetch_one
+
+        async def counted_fetch_one(sql: str, args: tuple[Any, ...]) -> Any:
+            self.reads += 1  # a read of one statement, without a transaction around it
+            return await fetch_one(sql, args)
+
+        reader.fetch_one = counted_fetch_one  # type: ignore[method-assign]
         inner = db.sqlite
         submit = inner._submit
 
