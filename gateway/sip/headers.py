@@ -262,7 +262,7 @@ def _split_semicolons(text: str) -> list[str]:
 
 
 def format_params(params: Params) -> str:
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
+    return "".join([f";{k}" if v is None else f";{k}={v}" for k, v in params])
 
 
 def get_param(params: Params, name: str) -> str | None:
@@ -276,7 +276,7 @@ def get_param(params: Params, name: str) -> str | None:
 
 def set_param(params: Params, name: str, value: str | None) -> Params:
     lowered = name.lower()
-    kept = tuple(param for param in params if param[0].lower() != lowered)
+    kept = [param for param in params if param[0].lower() != lowered]
     return (*kept, (name, value))
 
 

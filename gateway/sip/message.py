@@ -89,20 +89,12 @@ class Headers:
                 values.append(value)
         return by_name
 
-    def _values(self, name: str) -> list[str] | None:
-        values = self.by_name.get(name)
-        if values is None:
-            canonical = canonical_name(name)
-            if canonical != name:
-                values = self.by_name.get(canonical)
-        return values
-
     def get(self, name: str) -> str | None:
-        values = self._values(name)
+        values = self.by_name.get(name) or self.by_name.get(canonical_name(name))
         return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
-        values = self._values(name)
+        values = self.by_name.get(name) or self.by_name.get(canonical_name(name))
         return list(values) if values else []
 
     def __contains__(self, name: object) -> bool:
@@ -208,7 +200,7 @@ class _Message:
 
     def _serialize(self, start_line: str) -> bytes:
         lines = [start_line]
-        lines.extend(f"{k}: {v}" for k, v in self.headers if k != "Content-Length")
+        lines.extend([f"{k}: {v}" for k, v in self.headers.items if k != "Content-Length"])
         lines.append(f"Content-Length: {len(self.body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + self.body
 
@@ -294,7 +286,7 @@ def response_from_headers(
                 to = parse_name_addr(value)
                 value = value if to.tag else str(to.with_tag(to_tag))
             pairs.append((name, value))
-    pairs.extend((canonical_name(k), v) for k, v in extra)
+    pairs.extend([(canonical_name(k), v) for k, v in extra])
     return Response(
         headers=Headers(tuple(pairs)),
         body=body,
