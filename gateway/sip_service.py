@@ -200,8 +200,7 @@ class SipService:
         self._checkpoint_batch: asyncio.TimerHandle | None = None
         self._keys_of: dict[Call, list[TxKey]] = {}
         self._dialogs_of: dict[Call, set[tuple[str, str]]] = {}
-        self._messages_in = metrics.messages.labels("in")
-        self._messages_out = metrics.messages.labels("out")
+        self._message_counts = metrics.messages
         self._link: WorkerLink | None = None
 
     # --- life cycle --------------------------------------------------------------------
@@ -444,7 +443,7 @@ class SipService:
                 "sip in", extra={"peer": str(source), "first_line": data.split(b"\r\n", 1)[0].decode(errors="replace")}
             )
         now = self._clock.monotonic()
-        self._messages_in.inc()
+        self._message_counts.received += 1
         try:
             message = parse_message(data, self.settings.limits)
         except SipParseError as exc:
@@ -1148,7 +1147,7 @@ class SipService:
         outgoing = self._txn.take_outgoing()
         if not outgoing:
             return
-        self._messages_out.inc(len(outgoing))
+        self._message_counts.sent += len(outgoing)
         for data, destination in outgoing:
             if log.isEnabledFor(logging.DEBUG):
                 first = data.split(b"\r\n", 1)[0].decode(errors="replace")
