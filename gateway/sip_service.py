@@ -491,7 +491,10 @@ class SipService:
         self._after(now)
 
     def _after(self, now: float) -> None:
-        self._reap()
+        # Runs after every message and timer (about fourteen times per call): skip what has
+        # nothing to do without a call.
+        if self._reapable:
+            self._reap()
         self._flush()
         self._rearm(now)
 
@@ -1165,10 +1168,11 @@ class SipService:
         heap = self._deadlines
         while heap and self._deadline_of.get(heap[0][2]) != heap[0][0]:
             heapq.heappop(heap)  # superseded or reaped
-        deadlines = [d for d in (self._txn.next_deadline(), heap[0][0] if heap else None) if d is not None]
-        if not deadlines:
+        when = self._txn.next_deadline()
+        if heap and (when is None or heap[0][0] < when):
+            when = heap[0][0]
+        if when is None:
             return
-        when = min(deadlines)
         if self._timer_at is not None and self._timer_at <= when:
             return
         if self._timer is not None:
