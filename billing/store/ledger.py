@@ -187,6 +187,14 @@ async def _plans(tx: Tx, accounts: Sequence[str]) -> dict[str, list[tuple[int, s
 _BALANCE = "SELECT amount FROM billing_balances WHERE scope = ?"
 
 
+def _limited(chain: Sequence[Account], since_us: int | None) -> tuple[list[Account], list[Account]]:
+    """The accounts of a chain whose balance, and whose spend since ``since_us``, a view reads
+    (none without ``since_us``)."""
+    if since_us is None:
+        return [], []
+    return [a for a in chain if a.credit is not None], [a for a in chain if a.max_spend_per_hour is not None]
+
+
 async def _balance(tx: Tx, account: Account) -> int:
     rows = await tx.fetch(_BALANCE, balance_scope(account))
     return int(rows[0][0]) if rows else 0
@@ -299,14 +307,9 @@ class LedgerStore:
                 if found is None:
                     return version, False, None
                 chain, plans = found, await _plans(tx, [a.id for a in found])
-            balance: dict[str, int] = {}
-            spent: dict[str, int] = {}
-            if since_us is not None:
-                for a in chain:
-                    if a.credit is not None:
-                        balance[a.id] = await _balance(tx, a)
-                    if a.max_spend_per_hour is not None:
-                        spent[a.id] = await _spent_since(tx, a, since_us)
+            balances, spending = _limited(chain, since_us)
+            balance = {a.id: await _balance(tx, a) for a in balances}
+            spent = {a.id: await _spent_since(tx, a, since_us) for a in spending if since_us is not None}
             return version, cached is None, ChainView(chain, plans, balance, spent)
 
         version, fresh, view = await self.db.run(body, write=False, quick=True)
@@ -327,8 +330,7 @@ class LedgerStore:
         chain, plans = known
         columns = [_ACCOUNTS_VERSION_VALUE]
         args: list[Any] = []
-        balances = [a for a in chain if a.credit is not None] if since_us is not None else []
-        spending = [a for a in chain if a.max_spend_per_hour is not None] if since_us is not None else []
+        balances, spending = _limited(chain, since_us)
         for account in balances:
             columns.append(f"({_BALANCE})")
             args.append(balance_scope(account))
