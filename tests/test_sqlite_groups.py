@@ -45,3 +45,71 @@ async def test_a_lone_grouped_write_that_fails_leaves_nothing_and_the_next_one_c
         assert await db.run(lambda conn: conn.in_transaction) is False
     finally:
         db.close()
+
+
+def _committed(path: Path) -> list[int]:
+    """What another connection sees: only committed rows."""
+    with sqlite3.connect(path) as other:
+        return [r[0] for r in other.execute("SELECT k FROM t ORDER BY k")]
+
+
+async def test_a_lingering_write_rides_along_with_the_next_write_commit(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    db = SqliteDatabase(path, "CREATE TABLE t (k INTEGER PRIMARY KEY);")
+    try:
+        await db.run(lambda conn: None)  # the schema exists before the thread is kept busy
+        seen: list[list[int]] = []
+
+        def eager(conn: sqlite3.Connection) -> int:
+            seen.append(_committed(path))  # from inside the shared transaction, before its commit
+            return conn.execute("INSERT INTO t VALUES (2)").rowcount
+
+        # A long linger: only the eager write, or the end of the linger, can commit it.
+        lingering = asyncio.ensure_future(
+            db.run_grouped(lambda conn: conn.execute("INSERT INTO t VALUES (1)").rowcount, linger_s=60)
+        )
+        await asyncio.sleep(0.2)  # the database thread holds it, waiting for company
+        assert not lingering.done() and _committed(path) == []
+        assert await db.run_grouped(eager) == 1
+        assert await lingering == 1
+        assert seen == [[]]  # the lingering insert was not committed on its own before the eager one
+        assert _committed(path) == [1, 2]  # one commit carried both
+    finally:
+        db.close()
+
+
+async def test_a_lingering_write_commits_alone_when_nothing_else_comes_and_before_later_jobs(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.db"
+    db = SqliteDatabase(path, "CREATE TABLE t (k INTEGER PRIMARY KEY);")
+    try:
+        # Nothing else to share with: it commits by itself once the linger is over.
+        assert await db.run_grouped(lambda conn: conn.execute("INSERT INTO t VALUES (1)").rowcount, linger_s=0.05) == 1
+        assert _committed(path) == [1]
+        # A job that is not a grouped write runs after the lingering write, which commits first.
+        lingering = asyncio.ensure_future(
+            db.run_grouped(lambda conn: conn.execute("INSERT INTO t VALUES (2)").rowcount, linger_s=60)
+        )
+        await asyncio.sleep(0.1)
+        rows = await db.run(lambda conn: [r[0] for r in conn.execute("SELECT k FROM t ORDER BY k")])
+        assert rows == [1, 2] and await lingering == 1
+        # A lingering write that fails fails alone; the write it rode with commits.
+        lingering = asyncio.ensure_future(
+            db.run_grouped(lambda conn: conn.execute("INSERT INTO t VALUES (2)").rowcount, linger_s=60)
+        )
+        await asyncio.sleep(0.1)
+        assert await db.run_grouped(lambda conn: conn.execute("INSERT INTO t VALUES (3)").rowcount) == 1
+        with pytest.raises(sqlite3.IntegrityError):
+            await lingering
+        assert _committed(path) == [1, 2, 3]
+    finally:
+        db.close()
+    # Closing commits what still lingers.
+    db = SqliteDatabase(path, "CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY);")
+    lingering = asyncio.ensure_future(
+        db.run_grouped(lambda conn: conn.execute("INSERT INTO t VALUES (4)").rowcount, linger_s=60)
+    )
+    await asyncio.sleep(0.1)
+    await asyncio.get_running_loop().run_in_executor(None, db.close)
+    assert await lingering == 1 and _committed(path) == [1, 2, 3, 4]

@@ -151,6 +151,10 @@ _ACCOUNTS_VERSION = "SELECT value FROM billing_meta WHERE name = 'accounts_versi
 _ACCOUNTS_VERSION_VALUE = f"({_ACCOUNTS_VERSION})"
 _BUMP_ACCOUNTS_VERSION = "UPDATE billing_meta SET value = value + 1 WHERE name = 'accounts_version'"
 _MAX_CACHED_CHAINS = 10_000
+# An open call's checkpoint may wait this long to share the commit of another write (the next
+# call's charge, under load) instead of paying a commit of its own: a crash within it loses the
+# checkpoint, as it loses the call record's own answer checkpoint (batched as long).
+_CHECKPOINT_LINGER_S = 0.1
 
 Plans = dict[str, list[tuple[int, str]]]
 
@@ -574,7 +578,7 @@ class LedgerStore:
                 session_id, leg, node, record, chain, reserved, checkpoint_us,
             )  # fmt: skip
 
-        await self.db.run(body)
+        await self.db.run(body, linger_s=_CHECKPOINT_LINGER_S)
 
     async def checkpoint(self, points: Sequence[tuple[str, str, int, int]]) -> None:
         """(session_id, leg, reserved, checkpoint_us) for each open call, in one transaction."""
@@ -585,7 +589,7 @@ class LedgerStore:
                 [(reserved, at, sid, leg) for sid, leg, reserved, at in points],
             )
 
-        await self.db.run(body)
+        await self.db.run(body, linger_s=_CHECKPOINT_LINGER_S)
 
     async def drop_open_call(self, session_id: str, leg: str) -> None:
         async def body(tx: Tx) -> None:

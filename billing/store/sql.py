@@ -47,11 +47,12 @@ Body = Callable[[Tx], Coroutine[Any, Any, T]]
 class Database(Protocol):
     name: str
 
-    async def run(self, body: Body[T], *, write: bool = True, quick: bool = False) -> T:
+    async def run(self, body: Body[T], *, write: bool = True, quick: bool = False, linger_s: float = 0.0) -> T:
         """Run ``body(tx)`` as one transaction (read-only unless ``write``); its result.
 
         ``quick``: a read of a few rows by key, on the hot path of every call; an engine
-        may serve it without leaving the event loop's thread."""
+        may serve it without leaving the event loop's thread. ``linger_s``: a write that may
+        wait that long to share another write's commit (still durable when this returns)."""
         ...
 
     async def read_row(self, sql: str, *args: Any) -> Row | None:
@@ -107,7 +108,7 @@ class SqliteBillingDatabase:
     def sqlite(self) -> SqliteDatabase:
         return self._db
 
-    async def run(self, body: Body[T], *, write: bool = True, quick: bool = False) -> T:
+    async def run(self, body: Body[T], *, write: bool = True, quick: bool = False, linger_s: float = 0.0) -> T:
         if quick and not write:
             # WAL readers never wait for the writer: a few key lookups cost less here than
             # the hop to the database thread and back (see gateway/storage/sqlite_reader.py).
@@ -115,7 +116,7 @@ class SqliteBillingDatabase:
         if write:
             # Grouped: writes queued together share one commit (one fsync), each in its own
             # savepoint, and every caller's future resolves only after that commit.
-            return await self._db.run_grouped(lambda c: _complete(body, c))
+            return await self._db.run_grouped(lambda c: _complete(body, c), linger_s)
         # A read transaction, so a multi-statement read sees one snapshot even while another
         # process (the CLI) writes; it costs no fsync.
         return await self._db.run(lambda c: read_transaction(c, lambda c2: _complete(body, c2)))
@@ -192,7 +193,7 @@ class PostgresBillingDatabase:
         async with self._pool.acquire() as conn, conn.transaction(readonly=not write):
             yield _PgTx(conn, self._cache)
 
-    async def run(self, body: Body[T], *, write: bool = True, quick: bool = False) -> T:
+    async def run(self, body: Body[T], *, write: bool = True, quick: bool = False, linger_s: float = 0.0) -> T:
         async with self.transaction(write) as tx:
             return await body(tx)
 

@@ -6,7 +6,11 @@ submission order, so writes are serialised without locks.
 
 ``run_grouped`` is for small durable writes that arrive in bursts (call records,
 checkpoints): whatever is queued together is committed in one transaction (one
-fsync), each in its own savepoint so one failure does not undo the others.
+fsync), each in its own savepoint so one failure does not undo the others. With
+``linger_s`` a write that nobody needs at once (a checkpoint) waits up to that long to
+ride along with the next write's commit instead of paying a commit of its own; any
+job that is not such a write flushes the waiting ones first, so jobs still take
+effect in the order they were submitted.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -30,6 +35,7 @@ _MAX_GROUP = 256
 class _Job:
     fn: Callable[[sqlite3.Connection], Any]
     grouped: bool
+    linger_s: float = 0.0
     # run_sync (the CLI, start-up) waits on a thread future; the loop's callers on an asyncio
     # future, settled from here with call_soon_threadsafe (one wake-up per commit group,
     # instead of a thread future, a condition variable and a chained asyncio future per job).
@@ -78,15 +84,36 @@ class SqliteDatabase:
 
     def _serve(self) -> None:
         pending: _Job | None = None
+        held: list[_Job] = []  # lingering writes, waiting for a commit to share
+        flush_at = 0.0
         while True:
-            job = pending if pending is not None else self._jobs.get()
-            pending = None
-            if job is None:
-                break
-            if not job.grouped:
+            if pending is not None:
+                job: _Job | None = pending
+                pending = None
+            elif held:
+                try:
+                    job = self._jobs.get(timeout=max(flush_at - time.monotonic(), 0.0))
+                except queue.Empty:
+                    self._execute_group(held)
+                    held = []
+                    continue
+            else:
+                job = self._jobs.get()
+            if job is None or not job.grouped:
+                if held:  # they were submitted first: they commit first
+                    self._execute_group(held)
+                    held = []
+                if job is None:
+                    break
                 self._execute(job)
                 continue
-            group = [job]
+            if job.linger_s > 0 and self._jobs.empty():
+                if not held:
+                    flush_at = time.monotonic() + job.linger_s
+                held.append(job)
+                continue
+            group = [*held, job]
+            held = []
             while len(group) < _MAX_GROUP:
                 try:
                     nxt = self._jobs.get_nowait()
@@ -194,22 +221,24 @@ class SqliteDatabase:
         self._jobs.put(_Job(fn, False, future=future))
         return future.result()
 
-    def _submit(self, fn: Callable[[sqlite3.Connection], T], grouped: bool) -> asyncio.Future[T]:
+    def _submit(self, fn: Callable[[sqlite3.Connection], T], grouped: bool, linger_s: float = 0.0) -> asyncio.Future[T]:
         self._check_open()
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(fn, grouped, loop=loop, waiter=waiter))
+        self._jobs.put(_Job(fn, grouped, linger_s, loop=loop, waiter=waiter))
         return waiter
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._submit(fn, grouped=False)
 
-    async def run_grouped(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def run_grouped(self, fn: Callable[[sqlite3.Connection], T], linger_s: float = 0.0) -> T:
         """Run ``fn`` in a transaction shared with other grouped writes queued at the same time.
 
-        ``fn`` must not begin or commit a transaction itself.
+        ``fn`` must not begin or commit a transaction itself. With ``linger_s``, when nothing
+        else is queued, ``fn`` waits up to that long for another write to share its commit
+        (it still runs before any later job that is not such a write).
         """
-        return await self._submit(fn, grouped=True)
+        return await self._submit(fn, grouped=True, linger_s=linger_s)
 
     def close(self) -> None:
         if self._closed:

@@ -50,9 +50,9 @@ class Hops:
         inner = db.sqlite
         submit = inner._submit
 
-        def counted(fn: Callable[[Any], Any], grouped: bool) -> Any:
+        def counted(fn: Callable[[Any], Any], grouped: bool, linger_s: float = 0.0) -> Any:
             self.jobs += 1
-            return submit(fn, grouped)
+            return submit(fn, grouped, linger_s)
 
         inner._submit = counted  # type: ignore[method-assign]
         writing = [False]
@@ -80,7 +80,7 @@ async def test_a_call_costs_one_read_at_set_up_and_one_read_and_one_write_at_ans
     store = await open_store("sqlite", sqlite_path=tmp_path / "b.db")
     try:
         live = make_live(store, MemoryLiveSpend(), clock)
-        await prepaid(live)  # a plan for acme, and credit for alice
+        await prepaid(live, credit="100.00")  # a plan for acme, and credit for alice's calls
         if payment == "postpaid":
             await live.service.ensure_account("alice@acme", site="kinshasa", payment="postpaid", replace_existing=True)
         assert isinstance(store.db, SqliteBillingDatabase)
@@ -95,6 +95,16 @@ async def test_a_call_costs_one_read_at_set_up_and_one_read_and_one_write_at_ans
         assert rating.charged == 3 * 10**5  # 30 s at 0.01/s
         assert hops.take() == (1, 1, 1)  # the reads for rating; the charge with the checkpoint's removal
         assert await store.open_calls("kinshasa-gw") == []
+        # Under load: the next call's answer checkpoint waits for company and shares the
+        # commit of another call's charge (two writes, one fsync).
+        second = replace(record, session_id="second-call")
+        assert (await live.call_answered(replace(second, end=T0))).allowed
+        hops.take()
+        third = replace(record, session_id="third-call")
+        answered, _ = await asyncio.gather(live.call_answered(replace(third, end=T0)), live.call_ended(second))
+        assert answered.allowed
+        assert hops.take() == (2, 2, 1)
+        assert [c[0] for c in await store.open_calls("kinshasa-gw")] == ["third-call"]
     finally:
         await store.close()
 
