@@ -792,6 +792,14 @@ class SipService:
         )
         return call, targets, streams, tuple(m.kind for m in offer.media)
 
+    async def _answered(self, call: Call, streams: list[MediaStream]) -> None:
+        # One task for both (a task costs more than either does with an in-process relay);
+        # metering starts even if the relay failed.
+        try:
+            await self._arm_timeouts(streams)
+        finally:
+            await self._billing_answered(call)
+
     async def _billing_answered(self, call: Call) -> None:
         if self._call_billing is None or call.answered_at is None:
             return
@@ -935,9 +943,8 @@ class SipService:
             elif isinstance(action, CallAnswered):
                 log.info("answered", extra={"session": call.session_id, "codec": action.codec})
                 self._cancel_ringing_checkpoint(call)
-                self._spawn(self._arm_timeouts(self._media_streams.get(call, [])))
                 self._want_checkpoint(call)
-                self._spawn(self._billing_answered(call))
+                self._spawn(self._answered(call, self._media_streams.get(call, [])))
                 limit = self.settings.max_call_duration(call.caller.tenant)
                 if limit is not None and call.answered_at is not None:
                     call.hangup_deadline = call.answered_at + limit

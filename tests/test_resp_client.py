@@ -133,6 +133,15 @@ async def test_a_transaction_returns_its_commands_replies(redis_url: str) -> Non
         with pytest.raises(RedisError):
             await client.transaction([["INCRBY", key, 1], ["NOSUCHCOMMAND"]])
         assert await client.execute("GET", key) == "5"  # the aborted block changed nothing
+        # Blocks and single commands in flight together on the one connection: each caller
+        # gets its own replies, in order.
+        results = await asyncio.gather(
+            client.execute("INCR", key),
+            client.transaction([["INCR", key], ["INCR", key]]),
+            client.execute("GET", key),
+            client.transaction([["GET", key]]),
+        )
+        assert results == [6, [7, 8], "8", ["8"]]
     finally:
         await client.aclose()
 
@@ -176,10 +185,13 @@ async def test_a_dropped_connection_fails_its_commands_and_the_next_reconnects(r
     try:
         client_id = await client.execute("CLIENT", "ID")
         pending = asyncio.ensure_future(client.execute("BLPOP", "t:never:" + secrets.token_hex(4), 30))
+        block = asyncio.ensure_future(client.transaction([["PING"]]))  # queued behind it
         await asyncio.sleep(0.2)
         assert await admin.execute("CLIENT", "KILL", "ID", client_id) == 1
         with pytest.raises(RedisConnectionError):
             await pending
+        with pytest.raises(RedisConnectionError):
+            await block
         assert await client.execute("PING") == b"PONG"
         assert await client.execute("CLIENT", "ID") != client_id
     finally:

@@ -114,10 +114,38 @@ class ReplyParser:
         raise RedisConnectionError(f"not a RESP reply: {line[:40]!r}")
 
 
+class _Block:
+    """The replies of a MULTI ... EXEC block, gathered for one future: EXEC's reply, or the
+    first error (one future per block, not one per command and a gather over them)."""
+
+    __slots__ = ("future", "left", "error")
+
+    def __init__(self, future: asyncio.Future[Any], replies: int) -> None:
+        self.future = future
+        self.left = replies
+        self.error: RedisError | None = None
+
+    def reply(self, reply: Any) -> bool:
+        """Take the next reply; True once the block is complete."""
+        self.left -= 1
+        if isinstance(reply, RedisError):
+            self.error = self.error or reply
+        if self.left:
+            return False
+        if not self.future.done():
+            if self.error is not None:
+                self.future.set_exception(self.error)
+            elif reply is None:
+                self.future.set_exception(RedisError("transaction aborted"))
+            else:
+                self.future.set_result(reply)
+        return True
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self, decode: bool) -> None:
         self.parser = ReplyParser(decode)
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.waiting: deque[asyncio.Future[Any] | _Block] = deque()
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
 
@@ -137,7 +165,13 @@ class _Connection(asyncio.Protocol):
                 return
             if reply is INCOMPLETE:
                 return
-            future = self.waiting.popleft()
+            future = self.waiting[0]
+            if type(future) is _Block:
+                if future.reply(reply):
+                    self.waiting.popleft()
+                continue
+            self.waiting.popleft()
+            assert not isinstance(future, _Block)
             if future.done():
                 continue  # its caller was cancelled; the reply still had to be read
             if isinstance(reply, RedisError):
@@ -151,7 +185,8 @@ class _Connection(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         self.lost = exc
         while self.waiting:
-            future = self.waiting.popleft()
+            waiter = self.waiting.popleft()
+            future = waiter.future if isinstance(waiter, _Block) else waiter
             if not future.done():
                 future.set_exception(exc)
 
@@ -231,18 +266,11 @@ class RespClient:
         conn = await self._connection()
         if conn.lost is not None or conn.transport is None:
             raise RedisConnectionError(str(conn.lost or "not connected"))
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in range(len(commands) + 2)]
-        conn.waiting.extend(futures)
-        conn.transport.write(b"".join(encode_command(c) for c in (["MULTI"], *commands, ["EXEC"])))
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         # +OK, +QUEUED per command (an error there makes EXEC fail too), then EXEC's array.
-        replies = await asyncio.gather(*futures, return_exceptions=True)
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                raise reply
-        if replies[-1] is None:
-            raise RedisError("transaction aborted")
-        return cast(list[Any], replies[-1])
+        conn.waiting.append(_Block(future, len(commands) + 2))
+        conn.transport.write(b"".join(encode_command(c) for c in (["MULTI"], *commands, ["EXEC"])))
+        return await future
 
     async def run_script(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         try:
