@@ -11,7 +11,11 @@ It queues datagrams for ``take_outgoing()`` and reports ``next_deadline()``.
 
 Beyond the RFC's server INVITE machine, the Accepted state also retransmits
 the 2xx until its ACK arrives (the UAS core's job in section 13.3.1.4), so a
-B2BUA above us never runs timers of its own for that.
+B2BUA above us never runs timers of its own for that. Its automatic 100 Trying
+waits ``TimerConfig.trying`` for the TU's own answer (section 17.2.1 asks for it
+only when the TU will not answer within 200 ms): an INVITE answered sooner (a 407
+challenge, a callee's quick 180) costs no 100 at all, and a retransmitted INVITE
+gets the 100 at once.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class TimerConfig:
     timer_d: float = 32.0
     # How long a client transaction waits for a final answer (Timers B and F); None: 64*T1.
     timer_b: float | None = None
+    # How long a server INVITE waits for the TU's own response before sending 100 Trying.
+    trying: float = 0.05
 
 
 class Kind(enum.Enum):
@@ -88,6 +94,7 @@ class Input(enum.Enum):
     TIMER_L = "L"
     TIMER_M = "M"
     TIMER_R = "R"  # 2xx retransmission (RFC 3261 section 13.3.1.4)
+    TIMER_TRYING = "100"  # the automatic 100 Trying is due (section 17.2.1)
 
 
 class Action(enum.Enum):
@@ -99,6 +106,7 @@ class Action(enum.Enum):
     RETRANSMIT = "retransmit request"
     SEND_RESPONSE = "send TU's response"
     RESEND_RESPONSE = "resend last response"
+    SEND_TRYING = "send 100 Trying"
     REPORT_TIMEOUT = "report timeout to TU"
 
 
@@ -149,10 +157,16 @@ TABLES: dict[Kind, dict[tuple[State, Input], Transition]] = {
         (_S.COMPLETED, _I.TIMER_K): _T((), _S.TERMINATED),
     },
     Kind.SERVER_INVITE: {
-        (_S.PROCEEDING, _I.REQUEST): _T((_A.RESEND_RESPONSE,), _S.PROCEEDING),
-        (_S.PROCEEDING, _I.TU_PROVISIONAL): _T((_A.SEND_RESPONSE,), _S.PROCEEDING),
-        (_S.PROCEEDING, _I.TU_SUCCESS): _T((_A.SEND_RESPONSE,), _S.ACCEPTED, start=(_I.TIMER_L, _I.TIMER_R)),
-        (_S.PROCEEDING, _I.TU_FAILURE): _T((_A.SEND_RESPONSE,), _S.COMPLETED, start=(_I.TIMER_G, _I.TIMER_H)),
+        # A retransmission before any response: the caller is waiting, so the 100 goes now.
+        (_S.PROCEEDING, _I.REQUEST): _T((_A.RESEND_RESPONSE,), _S.PROCEEDING, stop=(_I.TIMER_TRYING,)),
+        (_S.PROCEEDING, _I.TIMER_TRYING): _T((_A.SEND_TRYING,), _S.PROCEEDING),
+        (_S.PROCEEDING, _I.TU_PROVISIONAL): _T((_A.SEND_RESPONSE,), _S.PROCEEDING, stop=(_I.TIMER_TRYING,)),
+        (_S.PROCEEDING, _I.TU_SUCCESS): _T(
+            (_A.SEND_RESPONSE,), _S.ACCEPTED, start=(_I.TIMER_L, _I.TIMER_R), stop=(_I.TIMER_TRYING,)
+        ),
+        (_S.PROCEEDING, _I.TU_FAILURE): _T(
+            (_A.SEND_RESPONSE,), _S.COMPLETED, start=(_I.TIMER_G, _I.TIMER_H), stop=(_I.TIMER_TRYING,)
+        ),
         (_S.ACCEPTED, _I.REQUEST): _T((_A.RESEND_RESPONSE,), _S.ACCEPTED),
         (_S.ACCEPTED, _I.TU_SUCCESS): _T((_A.SEND_RESPONSE,), _S.ACCEPTED),
         (_S.ACCEPTED, _I.ACK): _T((_A.PASS_ACK,), _S.ACKED, stop=(_I.TIMER_R,)),
@@ -186,7 +200,7 @@ TABLES: dict[Kind, dict[tuple[State, Input], Transition]] = {
 INITIAL_STATE = {
     Kind.CLIENT_INVITE: (State.CALLING, (Input.TIMER_A, Input.TIMER_B)),
     Kind.CLIENT_NON_INVITE: (State.TRYING, (Input.TIMER_E, Input.TIMER_F)),
-    Kind.SERVER_INVITE: (State.PROCEEDING, ()),
+    Kind.SERVER_INVITE: (State.PROCEEDING, (Input.TIMER_TRYING,)),
     Kind.SERVER_NON_INVITE: (State.TRYING, ()),
 }
 
@@ -207,6 +221,8 @@ def _fixed_duration(timer: Input, t: TimerConfig) -> float:
         return t.t4
     if timer is Input.TIMER_D:
         return max(t.timer_d, 64 * t.t1)
+    if timer is Input.TIMER_TRYING:
+        return t.trying
     raise AssertionError(timer)
 
 
@@ -319,10 +335,6 @@ class TransactionLayer:
         self._heap: list[tuple[float, int, TxKey, Input]] = []
         self._seq = itertools.count()
         self._outgoing: list[tuple[bytes, Peer]] = []
-        # Automatic 100 Trying still queued (index in _outgoing), and those a response queued
-        # after them made pointless: the TU answered before anything left, so only its answer goes.
-        self._trying: dict[TxKey, int] = {}
-        self._superseded: set[int] = set()
 
     # --- introspection -------------------------------------------------------
 
@@ -335,10 +347,6 @@ class TransactionLayer:
 
     def take_outgoing(self) -> list[tuple[bytes, Peer]]:
         out, self._outgoing = self._outgoing, []
-        if self._superseded:
-            out = [m for i, m in enumerate(out) if i not in self._superseded]
-            self._superseded.clear()
-        self._trying.clear()
         return out
 
     def next_deadline(self) -> float | None:
@@ -397,10 +405,6 @@ class TransactionLayer:
         if request.method == "CANCEL":
             invite_key = TxKey(key.branch, key.sent_by, "INVITE", server=True)
             cancels = invite_key if invite_key in self._txs else None
-        if kind is Kind.SERVER_INVITE:
-            # Answer at once so the caller stops retransmitting over a slow link.
-            self.respond(key, make_response(request, 100), now)
-            self._trying[key] = len(self._outgoing) - 1
         return [RequestReceived(key, request, source, cancels)]
 
     # --- TU input ------------------------------------------------------------
@@ -546,14 +550,20 @@ class TransactionLayer:
         elif action is Action.SEND_RESPONSE:
             assert response is not None
             tx.last_response_bytes = bytes(response)
-            trying = self._trying.pop(tx.key, None)
-            if trying is not None and response.status > 100:
-                self._superseded.add(trying)
             self._outgoing.append((tx.last_response_bytes, tx.destination))
         elif action is Action.RESEND_RESPONSE:
             if tx.last_response_bytes:
                 self._outgoing.append((tx.last_response_bytes, tx.destination))
+            elif tx.kind is Kind.SERVER_INVITE:
+                self._send_trying(tx)
+        elif action is Action.SEND_TRYING:
+            self._send_trying(tx)
         return []
+
+    def _send_trying(self, tx: _Transaction) -> None:
+        assert tx.request is not None
+        tx.last_response_bytes = bytes(make_response(tx.request, 100))
+        self._outgoing.append((tx.last_response_bytes, tx.destination))
 
     def _start(self, tx: _Transaction, timer: Input, now: float) -> None:
         t = tx.timers

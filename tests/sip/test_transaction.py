@@ -98,35 +98,53 @@ def test_2xx_retransmissions_reach_the_tu_in_accepted() -> None:
     assert len(layer) == 0
 
 
-def test_server_invite_sends_100_and_absorbs_retransmissions() -> None:
+def test_server_invite_sends_100_when_the_tu_is_slow_and_absorbs_retransmissions() -> None:
     layer = TransactionLayer()
     req = request()
     events = layer.receive(req, Peer("10.0.0.1", 40000), now=0.0)
     assert len(events) == 1 and isinstance(events[0], RequestReceived)
+    assert layer.take_outgoing() == []  # the TU may still answer in time (RFC 3261 section 17.2.1)
+    assert layer.next_deadline() == TimerConfig().trying < 0.2
+    assert layer.handle_timers(TimerConfig().trying) == []
     ((data, dest),) = layer.take_outgoing()
     assert data.startswith(b"SIP/2.0 100 Trying") and dest == Peer("10.0.0.1", 40000)  # rport honoured
     assert b"rport=40000;received=10.0.0.1" in data  # RFC 3581 section 4
     assert layer.receive(req, Peer("10.0.0.1", 40000), now=0.5) == []
-    assert len(layer.take_outgoing()) == 1  # the 100 again
+    assert layer.take_outgoing() == [(data, dest)]  # the 100 again
 
 
-def test_an_answer_before_anything_left_goes_without_its_100_trying() -> None:
+def test_an_answer_within_the_wait_goes_without_its_100_trying() -> None:
     layer = TransactionLayer()
     (event,) = layer.receive(request(), PEER, now=0.0)
     assert isinstance(event, RequestReceived)
-    layer.respond(event.key, make_response(event.request, 407, to_tag="x"), now=0.0)
+    assert layer.take_outgoing() == []  # what arrived was handled; the TU answers a little later
+    layer.respond(event.key, make_response(event.request, 407, to_tag="x"), now=0.01)
     ((data, _),) = layer.take_outgoing()
     assert data.startswith(b"SIP/2.0 407 ")
+    run_until(layer, 0.2)
+    assert layer.take_outgoing() == []  # no 100 after the final answer
     # A retransmitted INVITE gets the final answer again, not a 100.
     assert layer.receive(request(), PEER, now=0.5) == []
     ((again, _),) = layer.take_outgoing()
     assert again == data
 
 
+def test_a_retransmission_before_the_100_is_due_gets_it_at_once_and_only_once() -> None:
+    layer = TransactionLayer(TimerConfig(t1=0.5, trying=0.15))
+    (event,) = layer.receive(request(), PEER, now=0.0)
+    assert isinstance(event, RequestReceived)
+    assert layer.receive(request(), PEER, now=0.1) == []
+    ((trying, _),) = layer.take_outgoing()
+    assert trying.startswith(b"SIP/2.0 100 ")
+    sent_at, _ = run_until(layer, 1.0)
+    assert sent_at == []  # the wait was over: nothing more until the TU answers
+
+
 def test_the_100_trying_stays_once_it_has_left() -> None:
     layer = TransactionLayer()
     (event,) = layer.receive(request(), PEER, now=0.0)
     assert isinstance(event, RequestReceived)
+    layer.handle_timers(0.1)
     ((trying, _),) = layer.take_outgoing()
     layer.respond(event.key, make_response(event.request, 180, to_tag="x"), now=0.1)
     ((ringing, _),) = layer.take_outgoing()
@@ -139,8 +157,9 @@ def test_other_transactions_keep_their_100_trying() -> None:
     (second,) = layer.receive(request(branch="z9hG4bK-two", call_id="two@h"), PEER, now=0.0)
     assert isinstance(first, RequestReceived) and isinstance(second, RequestReceived)
     layer.respond(first.key, make_response(first.request, 407, to_tag="x"), now=0.0)
+    layer.handle_timers(0.1)
     sent = [data.split(b"\r\n", 1)[0] for data, _ in layer.take_outgoing()]
-    assert sent == [b"SIP/2.0 100 Trying", b"SIP/2.0 407 Proxy Authentication Required"]
+    assert sent == [b"SIP/2.0 407 Proxy Authentication Required", b"SIP/2.0 100 Trying"]
 
 
 def test_server_invite_failure_retransmits_until_ack() -> None:

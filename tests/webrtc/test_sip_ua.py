@@ -138,7 +138,7 @@ def test_an_incoming_call_rings_and_the_callers_cancel_ends_it() -> None:
     assert isinstance(event, IncomingCallReceived)
     assert (event.caller, event.caller_display, event.binding, event.sdp) == ("bob@acme", "Bob", "b1", SDP)
     assert event.session_id == "0123456789abcdef0123456789abcdef"
-    assert [r.status for r in h.sent()] == [100]  # type: ignore[union-attr]
+    assert h.sent() == []  # a 100 Trying only if the browser does not ring within the wait
     h.ua.ring(event.call, h.now)
     (ringing,) = h.sent()
     assert isinstance(ringing, Response) and ringing.status == 180 and ringing.to.tag
