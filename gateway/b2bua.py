@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 from gateway.sip.client_auth import ClientCredentials, authorization_for
@@ -122,7 +123,7 @@ class Party:
     # The trunk this party is reached through (or calls from); empty for our own users.
     trunk: str = ""
 
-    @property
+    @cached_property  # read a dozen times per call set-up
     def address(self) -> str:
         return f"{self.user}@{self.tenant}"
 
@@ -130,7 +131,7 @@ class Party:
     def via_trunk(self) -> bool:
         return bool(self.trunk)
 
-    @property
+    @cached_property
     def record_name(self) -> str:
         """How call records name this party: a user's address, or the number a trunk carried."""
         return self.user if self.via_trunk else self.address

@@ -202,11 +202,15 @@ class SipService:
         self._dialogs_of: dict[Call, set[tuple[str, str]]] = {}
         self._message_counts = metrics.messages
         self._link: WorkerLink | None = None
+        # Whether each message in and out is logged: read once at start (the level is set
+        # before, and never changes), not with a logging call for each of them.
+        self._log_messages = False
 
     # --- life cycle --------------------------------------------------------------------
 
     async def start(self) -> None:
         cfg = self.settings
+        self._log_messages = log.isEnabledFor(logging.DEBUG)
         sharded = cfg.shard.count > 1
         self._transport = await open_udp(cfg.bind, cfg.port, self.datagram_received, reuse_port=sharded)
         if sharded:
@@ -438,7 +442,7 @@ class SipService:
         self._handle(self._txn.transport_failed(peer, now), now)
 
     def _received(self, data: bytes, source: Peer) -> None:
-        if log.isEnabledFor(logging.DEBUG):
+        if self._log_messages:
             log.debug(
                 "sip in", extra={"peer": str(source), "first_line": data.split(b"\r\n", 1)[0].decode(errors="replace")}
             )
@@ -962,10 +966,17 @@ class SipService:
             handle.cancel()
 
     def _index(self, call: Call) -> None:
+        # After every action: most of the time both dialogs are indexed already.
+        known = self._dialogs_of.get(call)
         for dialog in (call.a, call.b):
             if dialog is not None:
-                self._by_dialog[dialog.id] = call
-                self._dialogs_of.setdefault(call, set()).add(dialog.id)
+                dialog_id = dialog.id
+                if known is None:
+                    known = self._dialogs_of[call] = set()
+                elif dialog_id in known:
+                    continue
+                self._by_dialog[dialog_id] = call
+                known.add(dialog_id)
 
     def _track(self, call: Call) -> None:
         """Keep the call's next deadline in the timer heap (after anything that may change it)."""
@@ -1159,7 +1170,7 @@ class SipService:
             return
         self._message_counts.sent += len(outgoing)
         for data, destination in outgoing:
-            if log.isEnabledFor(logging.DEBUG):
+            if self._log_messages:
                 first = data.split(b"\r\n", 1)[0].decode(errors="replace")
                 log.debug("sip out", extra={"peer": str(destination), "first_line": first})
             if destination.transport == "UDP":

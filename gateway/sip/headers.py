@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from gateway.sip.errors import ParseError
 from gateway.sip.uri import Uri, parse_uri
@@ -127,8 +127,9 @@ _token_match = _TOKEN.match
 
 # One lookup for both tables (no compact form is also a full name).
 _NAMES: dict[str, str] = {**_CANONICAL, **COMPACT_FORMS}
-# Names as they usually arrive: a hit here skips lower-casing the name.
-_NAMES_EXACT: dict[str, str] = {
+# Names as they usually arrive -> canonical: a hit here skips lower-casing the name (and a
+# caller holding a canonical name can look it up here without a call).
+EXACT_NAMES: dict[str, str] = {
     **{name: name for name in _CANONICAL.values()},
     **COMPACT_FORMS,
     **{short.upper(): full for short, full in COMPACT_FORMS.items()},
@@ -138,12 +139,12 @@ _NAMES_EXACT: dict[str, str] = {
 # A header name as it usually arrives -> its canonical name and whether its value is a
 # comma-separated list: the parser's one lookup per header line.
 HEADER_FORMS: dict[str, tuple[str, bool]] = {
-    name: (full, full.lower() in LIST_HEADERS) for name, full in _NAMES_EXACT.items()
+    name: (full, full.lower() in LIST_HEADERS) for name, full in EXACT_NAMES.items()
 }
 
 
 def canonical_name(name: str) -> str:
-    exact = _NAMES_EXACT.get(name)
+    exact = EXACT_NAMES.get(name)
     if exact is not None:
         return exact
     return _NAMES.get(name.lower(), name)
@@ -290,7 +291,7 @@ class NameAddr:
     # Contact: * (RFC 3261 section 10.2.2, remove all bindings)
     wildcard: bool = False
 
-    @property
+    @cached_property  # parse_name_addr hands out one object per value: read once
     def tag(self) -> str | None:
         return get_param(self.params, "tag")
 
@@ -388,15 +389,17 @@ class Via:
     port: int | None
     params: Params = ()
 
-    @property
+    # Cached: a Via is read many times per message (transaction keys, stamping, responses),
+    # and parse_via hands the same object to every message that carries the same value.
+    @cached_property
     def branch(self) -> str | None:
         return get_param(self.params, "branch")
 
-    @property
+    @cached_property
     def received(self) -> str | None:
         return get_param(self.params, "received")
 
-    @property
+    @cached_property
     def rport(self) -> str | None:
         return get_param(self.params, "rport")
 
@@ -470,6 +473,7 @@ class CSeq:
 _CSEQ_NUMBER = re.compile(r"[0-9]{1,10}")
 
 
+@lru_cache(maxsize=1024)  # few distinct values ("1 INVITE", "2 BYE"...); a CSeq is immutable
 def parse_cseq(text: str) -> CSeq:
     parts = text.split()
     if len(parts) != 2 or not _CSEQ_NUMBER.fullmatch(parts[0]) or not is_token(parts[1]):
@@ -487,7 +491,7 @@ def parse_auth_params(text: str) -> tuple[str, dict[str, str]]:
     for item in split_commas(rest):
         key, eq, value = item.partition("=")
         key = key.strip().lower()
-        if not eq or not is_token(key):
+        if not eq or _token_match(key) is None:
             raise ParseError(f"bad auth parameter {item[:40]!r}")
         value = value.strip()
         if value.startswith('"'):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from gateway.sip.headers import (
+    EXACT_NAMES,
     CSeq,
     NameAddr,
     Via,
@@ -90,11 +91,23 @@ class Headers:
         return by_name
 
     def get(self, name: str) -> str | None:
-        values = self.by_name.get(name) or self.by_name.get(canonical_name(name))
+        by_name = self.by_name
+        values = by_name.get(name)
+        if not values:
+            # Another spelling of the name ("call-id", "i"), unless it was the canonical one:
+            # then the header is absent, the usual miss, answered without a call.
+            canonical = EXACT_NAMES.get(name)
+            if canonical != name:
+                values = by_name.get(canonical or canonical_name(name))
         return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
-        values = self.by_name.get(name) or self.by_name.get(canonical_name(name))
+        by_name = self.by_name
+        values = by_name.get(name)
+        if not values:
+            canonical = EXACT_NAMES.get(name)
+            if canonical != name:
+                values = by_name.get(canonical or canonical_name(name))
         return list(values) if values else []
 
     def __contains__(self, name: object) -> bool:
@@ -125,7 +138,7 @@ class Headers:
         return Headers(tuple(out))
 
     def replaced_first(self, name: str, value: str) -> Headers:
-        name = canonical_name(name)
+        name = EXACT_NAMES.get(name) or canonical_name(name)
         out = list(self.items)
         for i, (key, _value) in enumerate(out):
             if key == name:
@@ -166,7 +179,7 @@ class _Message:
     headers: Headers
     body: bytes = field(default=b"", repr=False)
 
-    @property
+    @cached_property
     def call_id(self) -> str:
         return self.headers.get("Call-ID") or ""
 
@@ -223,7 +236,7 @@ class Request(_Message):
         rport on every request): the header values already parsed carry over, not parsed again."""
         request = Request(self.headers.replaced_first("Via", str(via)), self.body, self.method, self.uri)
         old, new = self.__dict__, request.__dict__
-        for name in ("from_", "to", "cseq", "contacts"):
+        for name in ("from_", "to", "cseq", "contacts", "call_id"):
             if name in old:
                 new[name] = old[name]
         if "vias" in old:
@@ -278,15 +291,17 @@ def response_from_headers(
     body: bytes = b"",
 ) -> Response:
     """Like make_response, from a request's headers alone (for requests that did not parse)."""
-    pairs: list[tuple[str, str]] = [("Via", v) for v in request_headers.get_all("Via")]
+    by_name = request_headers.by_name
+    pairs: list[tuple[str, str]] = [("Via", v) for v in by_name.get("Via") or request_headers.get_all("Via")]
     for name in ("From", "To", "Call-ID", "CSeq"):
-        value = request_headers.get(name)
+        values = by_name.get(name)
+        value = values[0] if values else request_headers.get(name)
         if value is not None:
             if name == "To" and to_tag and status != 100:
                 to = parse_name_addr(value)
                 value = value if to.tag else str(to.with_tag(to_tag))
             pairs.append((name, value))
-    pairs.extend([(canonical_name(k), v) for k, v in extra])
+    pairs.extend([(EXACT_NAMES.get(k) or canonical_name(k), v) for k, v in extra])
     return Response(
         headers=Headers(tuple(pairs)),
         body=body,

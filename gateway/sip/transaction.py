@@ -567,7 +567,7 @@ class TransactionLayer:
 
     def _start(self, tx: _Transaction, timer: Input, now: float) -> None:
         t = tx.timers
-        reliable = tx.destination.reliable
+        reliable = tx.destination.transport != "UDP"  # Peer.reliable, without a call per timer
         if reliable and timer in _UNRELIABLE_ONLY:
             return  # a stream transport retransmits for us (RFC 3261 sections 17.1.1.2, 17.1.2.2, 17.2.1)
         if reliable and timer in _ZERO_WHEN_RELIABLE:

@@ -73,7 +73,8 @@ class Uri:
         return f"{self.scheme}:{user}{self.host.lower()}"
 
     def __str__(self) -> str:
-        if not self.is_sip:
+        # is_sip and host_port spelled out: a dozen URIs are written per call set-up.
+        if self.scheme not in ("sip", "sips"):
             return f"{self.scheme}:{self.opaque}"
         out = [self.scheme, ":"]
         if self.user is not None:
@@ -81,7 +82,7 @@ class Uri:
             if self.password is not None:
                 out += [":", self.password]
             out.append("@")
-        out.append(self.host_port)
+        out.append(self.host if self.port is None else f"{self.host}:{self.port}")
         for key, value in self.params:
             out.append(f";{key}" if value is None else f";{key}={value}")
         if self.headers:
