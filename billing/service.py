@@ -178,16 +178,17 @@ class BillingService:
         return rate_record(record, await self._context(record), run, self.clock(), cap)
 
     async def call_ended(
-        self, record: CallRecord, cap: int | None = None, *, close_open: bool = False
+        self, record: CallRecord, cap: int | None = None, *, close_open: bool = False, live: bool = False
     ) -> tuple[Rating, bool]:
         """Rate and store a finished call; (its current rating, whether this record was new).
 
         A record already stored (same session and leg) changes nothing: the
         rating it got the first time is returned. With ``close_open`` the call's
-        live-control checkpoint is removed in the same transaction.
+        live-control checkpoint is removed in the same transaction. ``live``: see
+        ``LedgerStore.store_call`` (its write may share a commit with other calls').
         """
         rating = await self.rate(record, 1, cap)
-        return await self.store.store_call(record, rating, close_open=close_open)
+        return await self.store.store_call(record, rating, close_open=close_open, live=live)
 
     async def rerate(
         self,

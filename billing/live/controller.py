@@ -289,7 +289,7 @@ class LiveBilling:
             cap = None if reserved is None or reserved < 0 else reserved
         # Charge first (with the checkpoint's removal, in one transaction), release after:
         # in between the spend is counted twice, never zero times.
-        rating, _new = await self.service.call_ended(record, cap=cap, close_open=True)
+        rating, _new = await self.service.call_ended(record, cap=cap, close_open=True, live=True)
         await self.spend.close(key)
         self._wake.set()
         return rating

@@ -151,10 +151,14 @@ _ACCOUNTS_VERSION = "SELECT value FROM billing_meta WHERE name = 'accounts_versi
 _ACCOUNTS_VERSION_VALUE = f"({_ACCOUNTS_VERSION})"
 _BUMP_ACCOUNTS_VERSION = "UPDATE billing_meta SET value = value + 1 WHERE name = 'accounts_version'"
 _MAX_CACHED_CHAINS = 10_000
-# An open call's checkpoint may wait this long to share the commit of another write (the next
-# call's charge, under load) instead of paying a commit of its own: a crash within it loses the
-# checkpoint, as it loses the call record's own answer checkpoint (batched as long).
-_CHECKPOINT_LINGER_S = 0.1
+# The writes of live calls (an open call's checkpoint, a finished call's charge) may wait this
+# long to share one commit (one fsync) with each other instead of paying one each: under load
+# that is a commit per many calls. The caller still waits until its write is durable, so the
+# order live billing relies on holds (a charge is durable before its reservation is released).
+# A crash within the wait loses the write, as it loses the call record's answer checkpoint
+# (batched as long); the call record itself, durable before the call is acknowledged as
+# ended, stays the source a rerating charges from.
+_LIVE_WRITE_LINGER_S = 0.1
 
 Plans = dict[str, list[tuple[int, str]]]
 
@@ -396,12 +400,16 @@ class LedgerStore:
         stored, new = await self.store_call(record, rating, close_open=False)
         return rating if new else None
 
-    async def store_call(self, record: CallRecord, rating: Rating, *, close_open: bool) -> tuple[Rating, bool]:
+    async def store_call(
+        self, record: CallRecord, rating: Rating, *, close_open: bool, live: bool = False
+    ) -> tuple[Rating, bool]:
         """Store a new call with its first rating run and charge, in one transaction; (the call's
         current rating, whether it was new). A call already stored keeps the rating it has.
 
         With ``close_open`` the call's open-call checkpoint goes in the same transaction, so the
-        charge and the end of live tracking are committed together.
+        charge and the end of live tracking are committed together. ``live``: a call that just
+        ended, one of many in flight, whose write may share a commit with theirs (callers that
+        store calls one after another must not set it: each would wait out the linger).
         """
 
         async def body(tx: Tx) -> tuple[Rating, bool]:
@@ -415,7 +423,7 @@ class LedgerStore:
                 raise LedgerError(f"call {record.session_id}/{record.leg} vanished")
             return _split(rows[0])[1], False
 
-        return await self.db.run(body)
+        return await self.db.run(body, linger_s=_LIVE_WRITE_LINGER_S if live else 0.0)
 
     async def insert_calls(self, pairs: Sequence[tuple[CallRecord, Rating]]) -> int:
         """Batch form of ``insert_call`` (one transaction); returns how many were new."""
@@ -578,7 +586,7 @@ class LedgerStore:
                 session_id, leg, node, record, chain, reserved, checkpoint_us,
             )  # fmt: skip
 
-        await self.db.run(body, linger_s=_CHECKPOINT_LINGER_S)
+        await self.db.run(body, linger_s=_LIVE_WRITE_LINGER_S)
 
     async def checkpoint(self, points: Sequence[tuple[str, str, int, int]]) -> None:
         """(session_id, leg, reserved, checkpoint_us) for each open call, in one transaction."""
@@ -589,7 +597,7 @@ class LedgerStore:
                 [(reserved, at, sid, leg) for sid, leg, reserved, at in points],
             )
 
-        await self.db.run(body, linger_s=_CHECKPOINT_LINGER_S)
+        await self.db.run(body)  # already one write for many calls; the live timer waits on it
 
     async def drop_open_call(self, session_id: str, leg: str) -> None:
         async def body(tx: Tx) -> None:
