@@ -170,12 +170,15 @@ class LiveBilling:
         view = await self._view(account, now_utc)
         if view is None:
             return Authorization(False, f"unknown account {account}", 0)
-        usage = await self._usage(view.chain)
+        number = normalize_number(destination, cfg.international_prefix)
+        tariff = self._tariff(view, number, category, now_utc)
+        # What is reserved and open matters to a concurrent-call limit, and to credit only
+        # when there is a rate to spend it at: an unrated call skips the (maybe remote) read.
+        concurrent = any(a.max_concurrent is not None for a in view.chain)
+        usage = await self._usage(view.chain) if concurrent or not isinstance(tariff, str) else {}
         for acc in view.chain:
             if acc.max_concurrent is not None and usage[acc.id].open_calls >= acc.max_concurrent:
                 return Authorization(False, f"concurrent call limit reached at {acc.id}", 0)
-        number = normalize_number(destination, cfg.international_prefix)
-        tariff = self._tariff(view, number, category, now_utc)
         if isinstance(tariff, str):
             if cfg.authorize_unrated:
                 return Authorization(True, f"unrated: {tariff}", cfg.max_call_duration_s)

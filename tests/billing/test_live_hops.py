@@ -230,6 +230,14 @@ async def test_a_call_costs_at_most_one_redis_round_trip_per_step_and_one_to_res
         assert rating.charged == 3 * 10**5
         assert trips == ["run_script"]  # close, releasing the reservation
         assert await shared.calls_of("kinshasa-gw") == []
+        trips.clear()
+        # A prepaid caller without a rate plan, allowed unrated: no credit to check, so no
+        # read of what is reserved.
+        await live.service.ensure_account("dave@other", site="kinshasa", payment="prepaid")
+        trips.clear()
+        verdict = await live.authorize("dave@other", "+8613800000000", "voice", T0)
+        assert verdict.allowed and verdict.reason.startswith("unrated")
+        assert trips == []
     finally:
         await shared.aclose()
         await store.close()
