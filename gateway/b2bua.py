@@ -15,7 +15,6 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Literal
 
 from gateway.sip.client_auth import ClientCredentials, authorization_for
@@ -23,6 +22,7 @@ from gateway.sip.dialog import Dialog, new_tag, via_header
 from gateway.sip.dtmf_info import info_digit
 from gateway.sip.errors import SipProtocolError
 from gateway.sip.headers import NameAddr
+from gateway.sip.lazy import once
 from gateway.sip.message import Headers, Request, Response, make_response
 from gateway.sip.peer import Peer, uri_transport_param
 from gateway.sip.randomness import token_bytes
@@ -123,7 +123,7 @@ class Party:
     # The trunk this party is reached through (or calls from); empty for our own users.
     trunk: str = ""
 
-    @cached_property  # read a dozen times per call set-up
+    @once  # read a dozen times per call set-up
     def address(self) -> str:
         return f"{self.user}@{self.tenant}"
 
@@ -131,7 +131,7 @@ class Party:
     def via_trunk(self) -> bool:
         return bool(self.trunk)
 
-    @cached_property
+    @once
     def record_name(self) -> str:
         """How call records name this party: a user's address, or the number a trunk carried."""
         return self.user if self.via_trunk else self.address

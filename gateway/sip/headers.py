@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 
 from gateway.sip.errors import ParseError
+from gateway.sip.lazy import once
 from gateway.sip.uri import Uri, parse_uri
 
 Params = tuple[tuple[str, str | None], ...]
@@ -291,7 +292,7 @@ class NameAddr:
     # Contact: * (RFC 3261 section 10.2.2, remove all bindings)
     wildcard: bool = False
 
-    @cached_property  # parse_name_addr hands out one object per value: read once
+    @once  # parse_name_addr hands out one object per value: read once
     def tag(self) -> str | None:
         return get_param(self.params, "tag")
 
@@ -391,15 +392,15 @@ class Via:
 
     # Cached: a Via is read many times per message (transaction keys, stamping, responses),
     # and parse_via hands the same object to every message that carries the same value.
-    @cached_property
+    @once
     def branch(self) -> str | None:
         return get_param(self.params, "branch")
 
-    @cached_property
+    @once
     def received(self) -> str | None:
         return get_param(self.params, "received")
 
-    @cached_property
+    @once
     def rport(self) -> str | None:
         return get_param(self.params, "rport")
 

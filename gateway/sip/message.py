@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
 
 from gateway.sip.headers import (
     EXACT_NAMES,
@@ -23,6 +22,7 @@ from gateway.sip.headers import (
     parse_name_addr,
     parse_via,
 )
+from gateway.sip.lazy import once
 from gateway.sip.uri import Uri
 
 REASONS: dict[int, str] = {
@@ -77,7 +77,7 @@ class Headers:
     def __len__(self) -> int:
         return len(self.items)
 
-    @cached_property
+    @once
     def by_name(self) -> dict[str, list[str]]:
         """Every value of each header, in order, by name (read-only: the parser hands over
         the one it built while checking the message)."""
@@ -161,7 +161,7 @@ def set_parsed_views(
 ) -> None:
     """Hand a freshly parsed message the header values the parser already parsed to check
     them: its cached accessors then return these instead of parsing the text again."""
-    views = message.__dict__  # where functools.cached_property keeps what it computed
+    views = message.__dict__  # where its `once` accessors keep what they computed
     views["vias"] = vias
     views["top_via"] = vias[0]
     views["from_"] = from_
@@ -179,31 +179,31 @@ class _Message:
     headers: Headers
     body: bytes = field(default=b"", repr=False)
 
-    @cached_property
+    @once
     def call_id(self) -> str:
         return self.headers.get("Call-ID") or ""
 
-    @cached_property
+    @once
     def cseq(self) -> CSeq:
         return parse_cseq(self.headers.get("CSeq") or "")
 
-    @cached_property
+    @once
     def vias(self) -> list[Via]:
         return [parse_via(v) for v in self.headers.get_all("Via")]
 
-    @cached_property
+    @once
     def top_via(self) -> Via:
         return parse_via(self.headers.get("Via") or "")
 
-    @cached_property
+    @once
     def from_(self) -> NameAddr:
         return parse_name_addr(self.headers.get("From") or "")
 
-    @cached_property
+    @once
     def to(self) -> NameAddr:
         return parse_name_addr(self.headers.get("To") or "")
 
-    @cached_property
+    @once
     def contacts(self) -> list[NameAddr]:
         return [parse_name_addr(v) for v in self.headers.get_all("Contact")]
 
