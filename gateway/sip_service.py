@@ -499,7 +499,8 @@ class SipService:
         # nothing to do without a call.
         if self._reapable:
             self._reap()
-        self._flush()
+        if self._txn.outgoing:
+            self._flush()
         self._rearm(now)
 
     def _dispatch(self, event: Event, now: float) -> None:

@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 from gateway.sip.errors import TransactionError
 from gateway.sip.headers import Via
+from gateway.sip.lazy import once
 from gateway.sip.message import Headers, Request, Response, make_response
 from gateway.sip.peer import Peer
 
@@ -46,6 +47,11 @@ class TimerConfig:
     timer_b: float | None = None
     # How long a server INVITE waits for the TU's own response before sending 100 Trying.
     trying: float = 0.05
+
+    @once
+    def fixed_durations(self) -> dict[Input, float]:
+        """The timers that do not back off, and how long each runs (a lookup per timer started)."""
+        return _fixed_durations(self)
 
 
 class Kind(enum.Enum):
@@ -212,6 +218,13 @@ _UNRELIABLE_ONLY = {Input.TIMER_A, Input.TIMER_E, Input.TIMER_G}
 _ZERO_WHEN_RELIABLE = {Input.TIMER_D, Input.TIMER_I, Input.TIMER_J, Input.TIMER_K}
 
 
+def _fixed_durations(t: TimerConfig) -> dict[Input, float]:
+    """Every timer that does not back off, with its duration under ``t``."""
+    timers = (Input.TIMER_B, Input.TIMER_F, Input.TIMER_H, Input.TIMER_J, Input.TIMER_L, Input.TIMER_M)
+    timers += (Input.TIMER_I, Input.TIMER_K, Input.TIMER_D, Input.TIMER_TRYING)
+    return {timer: _fixed_duration(timer, t) for timer in timers}
+
+
 def _fixed_duration(timer: Input, t: TimerConfig) -> float:
     if timer in (Input.TIMER_B, Input.TIMER_F) and t.timer_b is not None:
         return t.timer_b
@@ -334,7 +347,8 @@ class TransactionLayer:
         self._accepted: dict[tuple[str, int], TxKey] = {}
         self._heap: list[tuple[float, int, TxKey, Input]] = []
         self._seq = itertools.count()
-        self._outgoing: list[tuple[bytes, Peer]] = []
+        # Datagrams queued to send: read-only outside (a caller may look before it takes).
+        self.outgoing: list[tuple[bytes, Peer]] = []
 
     # --- introspection -------------------------------------------------------
 
@@ -346,7 +360,7 @@ class TransactionLayer:
         return tx.state if tx else None
 
     def take_outgoing(self) -> list[tuple[bytes, Peer]]:
-        out, self._outgoing = self._outgoing, []
+        out, self.outgoing = self.outgoing, []
         return out
 
     def next_deadline(self) -> float | None:
@@ -422,7 +436,7 @@ class TransactionLayer:
         kind = Kind.CLIENT_INVITE if request.method == "INVITE" else Kind.CLIENT_NON_INVITE
         tx = self._create(key, kind, request, destination, now, timers)
         tx.request_bytes = bytes(request)
-        self._outgoing.append((tx.request_bytes, destination))
+        self.outgoing.append((tx.request_bytes, destination))
         return key
 
     def respond(self, key: TxKey, response: Response, now: float) -> list[Event]:
@@ -439,7 +453,7 @@ class TransactionLayer:
 
     def send_stateless(self, message: Request | Response, destination: Peer) -> None:
         """Send outside any transaction (ACK for 2xx, stateless error responses)."""
-        self._outgoing.append((bytes(message), destination))
+        self.outgoing.append((bytes(message), destination))
 
     def transport_failed(self, peer: Peer, now: float) -> list[Event]:
         """A connection to ``peer`` could not be made: its client transactions fail now.
@@ -541,19 +555,19 @@ class TransactionLayer:
         if action is Action.REPORT_TIMEOUT:
             return [TransactionTimedOut(tx.key, after_success=tx.state is State.ACCEPTED)]
         if action is Action.RETRANSMIT:
-            self._outgoing.append((tx.request_bytes, tx.destination))
+            self.outgoing.append((tx.request_bytes, tx.destination))
         elif action is Action.SEND_ACK:
             assert response is not None
             if tx.request is not None:  # the first 3xx-6xx; a retransmission of it gets the same ACK
                 tx.ack_bytes = bytes(ack_for_failure(tx.request, response))
-            self._outgoing.append((tx.ack_bytes, tx.destination))
+            self.outgoing.append((tx.ack_bytes, tx.destination))
         elif action is Action.SEND_RESPONSE:
             assert response is not None
             tx.last_response_bytes = bytes(response)
-            self._outgoing.append((tx.last_response_bytes, tx.destination))
+            self.outgoing.append((tx.last_response_bytes, tx.destination))
         elif action is Action.RESEND_RESPONSE:
             if tx.last_response_bytes:
-                self._outgoing.append((tx.last_response_bytes, tx.destination))
+                self.outgoing.append((tx.last_response_bytes, tx.destination))
             elif tx.kind is Kind.SERVER_INVITE:
                 self._send_trying(tx)
         elif action is Action.SEND_TRYING:
@@ -563,7 +577,7 @@ class TransactionLayer:
     def _send_trying(self, tx: _Transaction) -> None:
         assert tx.request is not None
         tx.last_response_bytes = bytes(make_response(tx.request, 100))
-        self._outgoing.append((tx.last_response_bytes, tx.destination))
+        self.outgoing.append((tx.last_response_bytes, tx.destination))
 
     def _start(self, tx: _Transaction, timer: Input, now: float) -> None:
         t = tx.timers
@@ -584,7 +598,7 @@ class TransactionLayer:
                     interval = min(interval, t.t2)
             tx.intervals[timer] = interval
         else:
-            interval = _fixed_duration(timer, t)
+            interval = t.fixed_durations[timer]
         when = now + interval
         tx.deadlines[timer] = when
         heapq.heappush(self._heap, (when, next(self._seq), tx.key, timer))
