@@ -220,8 +220,8 @@ _ZERO_WHEN_RELIABLE = {Input.TIMER_D, Input.TIMER_I, Input.TIMER_J, Input.TIMER_
 
 def _fixed_durations(t: TimerConfig) -> dict[Input, float]:
     """Every timer that does not back off, with its duration under ``t``."""
-    timers = (Input.TIMER_B, Input.TIMER_F, Input.TIMER_H, Input.TIMER_J, Input.TIMER_L, Input.TIMER_M)
-    timers += (Input.TIMER_I, Input.TIMER_K, Input.TIMER_D, Input.TIMER_TRYING)
+    timers = [Input.TIMER_B, Input.TIMER_F, Input.TIMER_H, Input.TIMER_J, Input.TIMER_L, Input.TIMER_M]
+    timers += [Input.TIMER_I, Input.TIMER_K, Input.TIMER_D, Input.TIMER_TRYING]
     return {timer: _fixed_duration(timer, t) for timer in timers}
 
 
@@ -310,6 +310,11 @@ class _Transaction:
 _WAITING = frozenset({State.COMPLETED, State.CONFIRMED, State.ACCEPTED, State.ACKED})
 
 
+# A named tuple's own constructor is generated Python code: a call per key made, two per
+# message. The tuple constructor builds the same object in C.
+_new_key = tuple.__new__
+
+
 def server_key(request: Request, top: Via) -> TxKey:
     method = "INVITE" if request.method == "ACK" else request.method
     branch = top.branch or ""
@@ -317,11 +322,11 @@ def server_key(request: Request, top: Via) -> TxKey:
     if not branch.startswith(MAGIC_COOKIE):
         # RFC 2543 peers: no usable branch, so key on what identifies the request instead.
         branch = f"2543|{request.call_id}|{request.from_.tag}|{request.cseq.number}|{request.uri}"
-    return TxKey(branch, sent_by, method, server=True)
+    return _new_key(TxKey, (branch, sent_by, method, True))
 
 
 def client_key(branch: str, method: str) -> TxKey:
-    return TxKey(branch, "", "INVITE" if method == "ACK" else method, server=False)
+    return _new_key(TxKey, (branch, "", "INVITE" if method == "ACK" else method, False))
 
 
 def response_destination(top: Via, source: Peer) -> Peer:
