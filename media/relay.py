@@ -13,7 +13,7 @@ Usage::
         answer_to_a = rewrite(sdp_b, session.leg_a)    # A sends to leg_a's ports
         await session.arm_timeout()                     # at answer
         stats = await session.stats()                   # any time
-        final = await session.close()                   # idempotent; frees ports and sockets
+        final = await session.close()                   # idempotent; frees the ports
 
 Legs: ``a`` faces the caller, ``b`` the callee. ``session.leg_a`` says where the caller
 must send (``advertised_host``, ``local_rtp_port``, ``local_rtcp_port``): put it in the
@@ -45,7 +45,10 @@ acted, in either mode).
 Resources: a session holds four UDP sockets (two even/odd port pairs from the range,
 allocated first-free, released pairs reused last; a pair another program holds is
 stepped over). ``start`` raises the open-file soft limit towards what a full port range
-needs. ``close`` and ``aclose`` release every socket and port.
+needs. A session's ``close`` releases its ports; in-process the relay keeps their sockets
+bound for the next session given them (it alone uses its range: no socket calls per call
+set-up, and what arrives in between is dropped), workers close theirs. ``aclose``
+closes every socket.
 
 Addresses are ``(host, port)`` tuples (IPv6: ``(host, port, flowinfo, scope_id)`` also
 accepted); with an IPv6 ``bind_host`` IPv4 peers are handled as v4-mapped addresses.
@@ -139,8 +142,9 @@ class _InProcess:
 
     async def start(self) -> None:
         c = self._config
+        # Sole owner of the port range here: a closed session's sockets are kept for the next.
         self._engine = RelayEngine(
-            c.bind_host, c.rtp_timeout_s, self._on_event, dscp=c.dscp, socket_rcvbuf=c.socket_rcvbuf
+            c.bind_host, c.rtp_timeout_s, self._on_event, dscp=c.dscp, socket_rcvbuf=c.socket_rcvbuf, keep_sockets=True
         )
 
     @property

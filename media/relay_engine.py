@@ -10,6 +10,12 @@ ask the core's :meth:`~media.relay_core.Stream.received` where to send, and send
 memoryview slice of the same buffer from the other leg's socket; repeat until the
 socket would block. Nothing is allocated per packet beyond what ``recvfrom_into``
 itself returns.
+
+With ``keep_sockets`` (the in-process relay, sole owner of its port range) a closed
+session's sockets stay bound, their reader swapped for one that drops what still
+arrives, and the next session given one of those ports takes the socket over: per call
+set-up that saves creating, marking and binding four sockets and closing them again.
+Taking a socket over first drops whatever it queued meanwhile. ``close_all`` closes them.
 """
 
 from __future__ import annotations
@@ -85,6 +91,7 @@ class RelayEngine:
         dscp: int = 46,
         socket_rcvbuf: int = 0,
         loop: asyncio.AbstractEventLoop | None = None,
+        keep_sockets: bool = False,
     ) -> None:
         self._loop = loop or asyncio.get_running_loop()
         self._bind_host = bind_host
@@ -96,6 +103,12 @@ class RelayEngine:
         self._buffer = bytearray(_RECV_BUFFER)
         self._view = memoryview(self._buffer)
         self._sockets: dict[str, tuple[socket.socket, ...]] = {}
+        self._ports: dict[str, tuple[int, ...]] = {}
+        # Bound sockets of closed sessions, by port, while keep_sockets: taken over by the
+        # next session that gets the port; what they receive meanwhile is dropped.
+        self._keep = keep_sockets
+        self._kept: dict[int, socket.socket] = {}
+        self._stray = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closed_totals = _NO_TOTALS
@@ -109,18 +122,27 @@ class RelayEngine:
         """Bind leg a's RTP/RTCP on ``port_a``/``port_a + 1`` and leg b's on ``port_b``/``port_b + 1``."""
         if session_id in self._core:
             raise RelayError(f"media session {session_id!r} already exists")
+        ports = (port_a, port_a + 1, port_b, port_b + 1)
         socks: list[socket.socket] = []
         try:
-            for rtp_port in (port_a, port_b):
-                for port in (rtp_port, rtp_port + 1):
-                    socks.append(self._bind(port, rtp_port))
+            for port in ports:
+                kept = self._kept.pop(port, None)
+                if kept is not None:
+                    self._drop_queued(kept)
+                    socks.append(kept)
+                else:
+                    socks.append(self._bind(port, port - port % 2))
         except BaseException:
-            for sock in socks:
-                sock.close()
+            for port, sock in zip(ports, socks, strict=False):
+                if self._keep and sock.fileno() >= 0 and port not in self._kept:
+                    self._park(port, sock)
+                else:
+                    sock.close()
             raise
         a_rtp, a_rtcp, b_rtp, b_rtcp = socks
         session = self._core.add(session_id)
         self._sockets[session_id] = (a_rtp, a_rtcp, b_rtp, b_rtcp)
+        self._ports[session_id] = ports
         wiring: tuple[tuple[socket.socket, LegName, Literal["rtp", "rtcp"], socket.socket], ...] = (
             (a_rtp, "a", "rtp", b_rtp),
             (a_rtcp, "a", "rtcp", b_rtcp),
@@ -148,6 +170,24 @@ class RelayEngine:
                 raise PortInUse(rtp_port) from None
             raise
         return sock
+
+    def _drop_queued(self, sock: socket.socket) -> None:
+        """Read and drop what a kept socket received since its session closed."""
+        recv_into = sock.recv_into
+        buffer = self._buffer
+        while True:
+            try:
+                recv_into(buffer)
+            except BlockingIOError:
+                return
+            except OSError:
+                continue  # a queued ICMP error: consumed by this read
+            self._stray += 1
+
+    def _park(self, port: int, sock: socket.socket) -> None:
+        """Keep a bound socket for the next session given ``port``, dropping what it receives."""
+        self._kept[port] = sock
+        self._loop.add_reader(sock.fileno(), self._drop_queued, sock)
 
     def _reader(self, sock: socket.socket, stream: Stream, out: socket.socket) -> Callable[[], None]:
         # Everything the hot loop touches is bound to a local once, here.
@@ -230,9 +270,13 @@ class RelayEngine:
         socks = self._sockets.pop(session_id, None)
         if socks is None:
             raise RelayError(f"no media session {session_id!r}")
-        for sock in socks:
-            self._loop.remove_reader(sock.fileno())
-            sock.close()
+        ports = self._ports.pop(session_id)
+        for port, sock in zip(ports, socks, strict=True):
+            if self._keep:
+                self._park(port, sock)  # replaces the session's reader
+            else:
+                self._loop.remove_reader(sock.fileno())
+                sock.close()
         stats = self._core.remove(session_id)
         self._closed_totals += _totals_of(stats) + RelayTotals(1, 0, 0, 0, 0)
         return stats
@@ -240,6 +284,10 @@ class RelayEngine:
     def close_all(self) -> None:
         for session_id in list(self._sockets):
             self.close(session_id)
+        kept, self._kept = self._kept, {}
+        for sock in kept.values():
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = self._timer_at = None
@@ -248,7 +296,7 @@ class RelayEngine:
         live = _NO_TOTALS
         for session_id in self._sockets:
             live += _totals_of(self._core.get(session_id).stats())
-        return self._closed_totals + live + RelayTotals(len(self._sockets), 0, 0, 0, 0)
+        return self._closed_totals + live + RelayTotals(len(self._sockets), 0, 0, 0, self._stray)
 
     # --- the one timer ---------------------------------------------------------------
 

@@ -284,7 +284,7 @@ async def test_a_port_held_by_another_program_is_stepped_over(workers: int) -> N
         squatter.close()
 
 
-async def test_close_releases_every_socket_and_is_idempotent(
+async def test_close_releases_every_session_and_is_idempotent(
     relay: tuple[RelayManager, list[RelayEvent]], phones: list[Phone]
 ) -> None:
     manager, _ = relay
@@ -302,14 +302,56 @@ async def test_close_releases_every_socket_and_is_idempotent(
     assert finals[0] == finals[-1] and finals[0].a.rtp.packets_in == 1
     assert await sessions[0].close() == finals[0]
     assert await sessions[0].stats() == finals[0]
-    assert {pid: fd_count(pid) for pid in pids} == before
     assert len(manager) == 0 and manager.ports_in_use == 0
     with pytest.raises(RelayError, match="closed"):
         await sessions[0].set_remote("a", a.rtp_address)
-    # The freed ports are bindable again by anyone.
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.bind(("127.0.0.1", sessions[0].leg_a.local_rtp_port))
-    probe.close()
+    after = {pid: fd_count(pid) for pid in pids}
+    if manager.worker_pids:
+        # Workers share the range among themselves: their sockets close with the session, and
+        # the freed ports are bindable again by anyone.
+        assert after == before
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", sessions[0].leg_a.local_rtp_port))
+        probe.close()
+    else:
+        # In-process, the relay owns its range alone: the sockets stay bound for the next
+        # sessions given those ports (taken over: see the next test), until the relay closes.
+        assert after["self"] == during["self"]
+
+
+async def test_a_kept_socket_drops_what_arrives_between_sessions_and_carries_only_the_next(
+    phones: list[Phone],
+) -> None:
+    a, b, c, d = (new_phone(phones) for _ in range(4))
+    before = fd_count()
+    async with RelayManager(config(pairs=2)) as manager:  # two pairs: the next session gets the same ports
+        first = await connect(manager, a, b, "first")
+        ports = (first.leg_a.local_rtp_port, first.leg_b.local_rtp_port)
+        a.rtp.sendto(rtp(1, b"one"), ("127.0.0.1", ports[0]))
+        await b.wait_for("rtp", 1)
+        await first.close()
+        # Late packets of the ended call reach the kept sockets: read and dropped, not queued.
+        a.rtp.sendto(rtp(2, b"late"), ("127.0.0.1", ports[0]))
+        b.rtp.sendto(rtp(3, b"late"), ("127.0.0.1", ports[1]))
+        for _ in range(100):
+            if (await manager.totals()).packets_unroutable >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert (await manager.totals()).packets_unroutable == 2
+        # One more, still queued when the next session takes the port over: dropped then.
+        a.rtp.sendto(rtp(4, b"late"), ("127.0.0.1", ports[0]))
+        second = await connect(manager, c, d, "second")
+        assert (await manager.totals()).packets_unroutable == 3
+        assert {second.leg_a.local_rtp_port, second.leg_b.local_rtp_port} == set(ports)
+        c.rtp.sendto(rtp(10, b"new"), ("127.0.0.1", second.leg_a.local_rtp_port))
+        d.rtp.sendto(rtp(11, b"new"), ("127.0.0.1", second.leg_b.local_rtp_port))
+        assert [data for data, _ in await d.wait_for("rtp", 1)] == [rtp(10, b"new")]
+        assert [data for data, _ in await c.wait_for("rtp", 1)] == [rtp(11, b"new")]
+        assert len(b.received["rtp"]) == 1 and a.received["rtp"] == []  # the old phones got nothing new
+        during = fd_count()
+        await second.close()
+        assert fd_count() == during  # kept again
+    assert fd_count() == before  # closing the relay closes the kept sockets
 
 
 async def test_manager_close_stops_everything(phones: list[Phone]) -> None:
