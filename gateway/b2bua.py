@@ -649,9 +649,16 @@ class Call:
     # --- timers ------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        candidates = [d for d in (self.ring_deadline, self.hangup_deadline) if d is not None]
-        candidates += [f.give_up_at for f in self.forks.values() if f.give_up_at is not None and f.final is None]
-        return min(candidates) if candidates else None
+        # Loops, not comprehensions (each a call of its own on 3.11): read after every action.
+        earliest = self.ring_deadline
+        hangup = self.hangup_deadline
+        if hangup is not None and (earliest is None or hangup < earliest):
+            earliest = hangup
+        for fork in self.forks.values():
+            give_up = fork.give_up_at
+            if give_up is not None and fork.final is None and (earliest is None or give_up < earliest):
+                earliest = give_up
+        return earliest
 
     def on_timer(self, now: float) -> list[Action]:
         actions: list[Action] = []

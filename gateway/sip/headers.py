@@ -167,7 +167,7 @@ def split_commas(value: str) -> list[str]:
         parts = value.split(",")  # no quote, and no comma or no bracket: every comma separates
     else:
         parts = _split_commas_scan(value)
-    return [p for p in map(str.strip, parts) if p]
+    return list(filter(None, map(str.strip, parts)))  # no comprehension: on 3.11 that is a call
 
 
 def _split_commas_scan(value: str) -> list[str]:
@@ -264,7 +264,14 @@ def _split_semicolons(text: str) -> list[str]:
 
 
 def format_params(params: Params) -> str:
-    return "".join([f";{k}" if v is None else f";{k}={v}" for k, v in params])
+    # Loops, not comprehensions, here and in set_param: on Python 3.11 a comprehension is a
+    # function call of its own, and these run for most headers we write.
+    if not params:
+        return ""
+    out = []
+    for k, v in params:
+        out.append(f";{k}" if v is None else f";{k}={v}")
+    return "".join(out)
 
 
 def get_param(params: Params, name: str) -> str | None:
@@ -278,8 +285,12 @@ def get_param(params: Params, name: str) -> str | None:
 
 def set_param(params: Params, name: str, value: str | None) -> Params:
     lowered = name.lower()
-    kept = [param for param in params if param[0].lower() != lowered]
-    return (*kept, (name, value))
+    out = []
+    for param in params:
+        if param[0].lower() != lowered:
+            out.append(param)
+    out.append((name, value))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

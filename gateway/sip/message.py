@@ -213,7 +213,9 @@ class _Message:
 
     def _serialize(self, start_line: str) -> bytes:
         lines = [start_line]
-        lines.extend([f"{k}: {v}" for k, v in self.headers.items if k != "Content-Length"])
+        for k, v in self.headers.items:  # a loop: on 3.11 a comprehension is a call of its own
+            if k != "Content-Length":
+                lines.append(f"{k}: {v}")
         lines.append(f"Content-Length: {len(self.body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + self.body
 
@@ -292,7 +294,9 @@ def response_from_headers(
 ) -> Response:
     """Like make_response, from a request's headers alone (for requests that did not parse)."""
     by_name = request_headers.by_name
-    pairs: list[tuple[str, str]] = [("Via", v) for v in by_name.get("Via") or request_headers.get_all("Via")]
+    pairs: list[tuple[str, str]] = []
+    for via in by_name.get("Via") or request_headers.get_all("Via"):  # a loop: see _serialize
+        pairs.append(("Via", via))
     for name in ("From", "To", "Call-ID", "CSeq"):
         values = by_name.get(name)
         value = values[0] if values else request_headers.get(name)
@@ -301,7 +305,8 @@ def response_from_headers(
                 to = parse_name_addr(value)
                 value = value if to.tag else str(to.with_tag(to_tag))
             pairs.append((name, value))
-    pairs.extend([(EXACT_NAMES.get(k) or canonical_name(k), v) for k, v in extra])
+    for k, v in extra:
+        pairs.append((EXACT_NAMES.get(k) or canonical_name(k), v))
     return Response(
         headers=Headers(tuple(pairs)),
         body=body,
