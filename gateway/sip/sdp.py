@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from gateway.sip.errors import SipProtocolError
 
@@ -175,15 +175,17 @@ def anchor(sdp: SessionDescription, address: str, ports: list[int], session_vers
         raise SdpError("one relay port is needed per media line")
     conn = f"IN {_addr_type(address)} {address}"
     new_media = []
+    # Built directly, not with dataclasses.replace (which inspects the fields on every call):
+    # twice per call set-up.
     for m, port in zip(sdp.media, ports, strict=True):
         attrs = tuple(a for a in m.attributes if not a.startswith(_TRANSPORT_ATTRIBUTES))
-        new_media.append(replace(m, port=port if m.port != 0 else 0, connection=None, attributes=attrs))
+        new_media.append(Media(m.kind, port if m.port != 0 else 0, m.proto, m.formats, None, attrs, m.other))
     o = sdp.origin.split()
     if len(o) == 6:
         origin = f"{o[0]} {o[1]} {session_version} IN {_addr_type(address)} {address}"
     else:
         origin = f"seabridge 0 {session_version} IN {_addr_type(address)} {address}"
-    return replace(sdp, origin=origin, connection=conn, media=tuple(new_media))
+    return SessionDescription(sdp.version, origin, sdp.session_name, conn, sdp.session_lines, tuple(new_media))
 
 
 def media_endpoints(sdp: SessionDescription) -> list[tuple[str, int] | None]:
