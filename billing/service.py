@@ -152,13 +152,19 @@ class BillingService:
     # Rating.
 
     async def _context(self, record: CallRecord) -> RatingContext:
-        account: Account | None = None
-        plan: str | None = None
-        tariff: Tariff | None = None
         try:
             found = await self._chain_and_plans(normalise_id(record.account))
         except AccountError:
             found = None
+        return self.context_for(record, found)
+
+    def context_for(
+        self, record: CallRecord, found: tuple[list[Account], dict[str, list[tuple[int, str]]]] | None
+    ) -> RatingContext:
+        """How ``record`` is rated, given its account's chain and plans (None: no such account)."""
+        account: Account | None = None
+        plan: str | None = None
+        tariff: Tariff | None = None
         if found is not None:
             chain, plans = found
             account = chain[0]
@@ -173,21 +179,32 @@ class BillingService:
             self.config.rated_leg,
         )
 
-    async def rate(self, record: CallRecord, run: int = 1, cap: int | None = None) -> Rating:
-        """Rate without storing (what ``call_ended`` would charge)."""
-        return rate_record(record, await self._context(record), run, self.clock(), cap)
+    async def rate(
+        self, record: CallRecord, run: int = 1, cap: int | None = None, context: RatingContext | None = None
+    ) -> Rating:
+        """Rate without storing (what ``call_ended`` would charge); ``context``: as read already."""
+        if context is None:
+            context = await self._context(record)
+        return rate_record(record, context, run, self.clock(), cap)
 
     async def call_ended(
-        self, record: CallRecord, cap: int | None = None, *, close_open: bool = False, live: bool = False
+        self,
+        record: CallRecord,
+        cap: int | None = None,
+        *,
+        close_open: bool = False,
+        live: bool = False,
+        context: RatingContext | None = None,
     ) -> tuple[Rating, bool]:
         """Rate and store a finished call; (its current rating, whether this record was new).
 
         A record already stored (same session and leg) changes nothing: the
         rating it got the first time is returned. With ``close_open`` the call's
         live-control checkpoint is removed in the same transaction. ``live``: see
-        ``LedgerStore.store_call`` (its write may share a commit with other calls').
+        ``LedgerStore.store_call`` (its write may share a commit with other calls'). ``context``:
+        the rating context live billing took when the call was answered (else it is read).
         """
-        rating = await self.rate(record, 1, cap)
+        rating = await self.rate(record, 1, cap, context)
         return await self.store.store_call(record, rating, close_open=close_open, live=live)
 
     async def rerate(

@@ -34,7 +34,7 @@ from billing.live.spend import LiveSpend, Usage
 from billing.rating import Tariff, max_duration
 from billing.rating.numbers import normalize_number
 from billing.rating.tariff import Category
-from billing.records import Rating
+from billing.records import Rating, RatingContext
 from billing.service import BillingService
 from billing.store.ledger import ChainView
 from billing.timeutil import from_us, to_us
@@ -97,6 +97,9 @@ class _Meta:
     chain: tuple[str, ...]
     tariff: Tariff | None
     number: str
+    # How the call is rated when it ends: the account, plan and tariff it was answered under
+    # (the grants were reserved at that tariff), so the end needs no read of the accounts.
+    context: RatingContext
 
 
 class LiveBilling:
@@ -225,7 +228,8 @@ class LiveBilling:
         opened = await self.spend.open(key, self.node, [a.id for a in chain], {a.id: a.max_concurrent for a in chain})
         if opened.refused is not None:
             return Authorization(False, f"concurrent call limit reached at {opened.refused}", 0)
-        meta = _Meta(record, tuple(a.id for a in chain), tariff, number)
+        context = self.service.context_for(record, (chain, view.plans))
+        meta = _Meta(record, tuple(a.id for a in chain), tariff, number, context)
         call = LiveCall(record.session_id, record.leg, record.answer, Grant(0, 0, False), False, record.answer)
         grant, room = await self._extend(call, meta, view, record.answer, opened.usage)
         if grant.seconds == 0:
@@ -285,14 +289,15 @@ class LiveBilling:
         if answering is not None:
             await answering.wait()
         call = self.schedule.remove(key)
-        self._meta.pop(key, None)
+        meta = self._meta.pop(key, None)
         cap = call.grant.reserved if call is not None and call.limited else None
         if call is None and self._may_have_checkpoint(record):
             reserved = await self.service.store.open_call_reserved(record.session_id, record.leg)
             cap = None if reserved is None or reserved < 0 else reserved
         # Charge first (with the checkpoint's removal, in one transaction), release after:
         # in between the spend is counted twice, never zero times.
-        rating, _new = await self.service.call_ended(record, cap=cap, close_open=True, live=True)
+        context = meta.context if meta is not None else None
+        rating, _new = await self.service.call_ended(record, cap=cap, close_open=True, live=True, context=context)
         await self.spend.close(key)
         self._wake.set()
         return rating
