@@ -142,9 +142,18 @@ class _InProcess:
 
     async def start(self) -> None:
         c = self._config
-        # Sole owner of the port range here: a closed session's sockets are kept for the next.
+        # Sole owner of the port range here: a closed session's sockets are kept for the next,
+        # within half of the open-file budget (the other half is for sessions in progress).
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        keep = 1 << 30 if soft == resource.RLIM_INFINITY else max(0, (soft - _FD_HEADROOM) // 2)
         self._engine = RelayEngine(
-            c.bind_host, c.rtp_timeout_s, self._on_event, dscp=c.dscp, socket_rcvbuf=c.socket_rcvbuf, keep_sockets=True
+            c.bind_host,
+            c.rtp_timeout_s,
+            self._on_event,
+            dscp=c.dscp,
+            socket_rcvbuf=c.socket_rcvbuf,
+            keep_sockets=True,
+            keep_at_most=keep,
         )
 
     @property

@@ -92,6 +92,7 @@ class RelayEngine:
         socket_rcvbuf: int = 0,
         loop: asyncio.AbstractEventLoop | None = None,
         keep_sockets: bool = False,
+        keep_at_most: int = 1 << 30,
     ) -> None:
         self._loop = loop or asyncio.get_running_loop()
         self._bind_host = bind_host
@@ -107,6 +108,7 @@ class RelayEngine:
         # Bound sockets of closed sessions, by port, while keep_sockets: taken over by the
         # next session that gets the port; what they receive meanwhile is dropped.
         self._keep = keep_sockets
+        self._keep_at_most = keep_at_most  # the open-file budget left over by active sessions
         self._kept: dict[int, socket.socket] = {}
         self._stray = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -272,7 +274,7 @@ class RelayEngine:
             raise RelayError(f"no media session {session_id!r}")
         ports = self._ports.pop(session_id)
         for port, sock in zip(ports, socks, strict=True):
-            if self._keep:
+            if self._keep and len(self._kept) < self._keep_at_most:
                 self._park(port, sock)  # replaces the session's reader
             else:
                 self._loop.remove_reader(sock.fileno())

@@ -27,6 +27,7 @@ from media.relay import (
     SessionLost,
 )
 from media.relay_core import RelayEvent
+from media.relay_engine import RelayEngine
 from media.rtp import RtpPacket
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -464,3 +465,20 @@ def test_config_from_the_gateway_media_section() -> None:
         RelayConfig("relay.example", "192.0.2.1", 30000, 30999)
     with pytest.raises(RelayError, match="port range"):
         RelayConfig("0.0.0.0", "192.0.2.1", 30000, 30000)
+
+
+async def test_the_relay_keeps_no_more_sockets_than_its_budget() -> None:
+    before = fd_count()
+    lo, _hi = port_range(4)
+    engine = RelayEngine("127.0.0.1", 60.0, lambda event: None, keep_sockets=True, keep_at_most=2)
+    try:
+        engine.open("one", lo, lo + 2)
+        assert fd_count() == before + 4
+        engine.close("one")
+        assert fd_count() == before + 2  # two kept, two closed: the budget is two
+        engine.open("two", lo, lo + 2)  # takes the two kept over, binds the other two again
+        assert fd_count() == before + 4
+        engine.close("two")
+    finally:
+        engine.close_all()
+    assert fd_count() == before
