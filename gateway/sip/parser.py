@@ -114,7 +114,7 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Request | Res
             uri = parse_uri(uri_text)
         except ParseError as exc:
             raise SipParseError(str(exc), 400, headers) from None
-        if not uri.is_sip and uri.scheme != "tel":
+        if uri.scheme not in ("sip", "sips", "tel"):
             raise SipParseError(f"unsupported URI scheme {uri.scheme}", 416, headers)
         if uri.headers:
             # Header fields belong in the message, never in a Request-URI (RFC 3261 19.1.1).
