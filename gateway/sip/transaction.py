@@ -303,7 +303,9 @@ class _Transaction:
     ack_bytes: bytes = b""  # client INVITE: the ACK for its 3xx-6xx, resent for each retransmission
     accepted: tuple[str, int] | None = None  # server INVITE answered 2xx: its (Call-ID, CSeq number)
     deadlines: dict[Input, float] = field(default_factory=dict)
-    intervals: dict[Input, float] = field(default_factory=dict)
+    # The last interval of each backing-off timer: made on the first one started (most
+    # server transactions never run one, and every dict is one more object for the collector).
+    intervals: dict[Input, float] | None = None
 
 
 # States in which a transaction only absorbs retransmissions until a timer ends it.
@@ -541,6 +543,12 @@ class TransactionLayer:
         elif tx.state in _WAITING:
             tx.request = None
             tx.request_bytes = b""
+            if tx.intervals is not None:
+                for timer in tx.deadlines:
+                    if timer in _BACKOFF:
+                        break
+                else:
+                    tx.intervals = None  # no retransmission left to back off
         return events
 
     def _do(
@@ -592,7 +600,10 @@ class TransactionLayer:
         if reliable and timer in _ZERO_WHEN_RELIABLE:
             interval = 0.0
         elif timer in _BACKOFF:
-            previous = tx.intervals.get(timer)
+            intervals = tx.intervals
+            if intervals is None:
+                intervals = tx.intervals = {}
+            previous = intervals.get(timer)
             if previous is None:
                 interval = t.t1
             elif tx.kind is Kind.CLIENT_NON_INVITE and tx.state is State.PROCEEDING:
@@ -601,7 +612,7 @@ class TransactionLayer:
                 interval = previous * 2
                 if timer in _BACKOFF_CAPPED:
                     interval = min(interval, t.t2)
-            tx.intervals[timer] = interval
+            intervals[timer] = interval
         else:
             interval = t.fixed_durations[timer]
         when = now + interval
