@@ -91,24 +91,20 @@ class Headers:
         return by_name
 
     def get(self, name: str) -> str | None:
-        by_name = self.by_name
-        values = by_name.get(name)
-        if not values:
-            # Another spelling of the name ("call-id", "i"), unless it was the canonical one:
-            # then the header is absent, the usual miss, answered without a call.
-            canonical = EXACT_NAMES.get(name)
-            if canonical != name:
-                values = by_name.get(canonical or canonical_name(name))
+        values = self.by_name.get(name) or self._other_spelling(name)
         return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
-        by_name = self.by_name
-        values = by_name.get(name)
-        if not values:
-            canonical = EXACT_NAMES.get(name)
-            if canonical != name:
-                values = by_name.get(canonical or canonical_name(name))
+        values = self.by_name.get(name) or self._other_spelling(name)
         return list(values) if values else []
+
+    def _other_spelling(self, name: str) -> list[str] | None:
+        """The values under another spelling of ``name`` ("call-id", "i"); None at once when
+        ``name`` is already the canonical one (the header is absent: the usual miss)."""
+        canonical = EXACT_NAMES.get(name)
+        if canonical == name:
+            return None
+        return self.by_name.get(canonical or canonical_name(name))
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
