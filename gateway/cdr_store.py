@@ -116,6 +116,11 @@ def _key(record: CallRecord) -> tuple[str, str, str]:
     return (record.session_id, record.leg, record.node)
 
 
+# How long a call record may wait for others to share its commit: a call's end is
+# acknowledged after its record is durable, so this is added to a BYE's answer at most.
+_WRITE_LINGER_S = 0.005
+
+
 class SqliteCdrStore:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
@@ -129,8 +134,10 @@ class SqliteCdrStore:
             return cur.rowcount == 1
 
         # Grouped: calls ending together share one commit; the record and the checkpoint's
-        # removal are in the same transaction either way.
-        return await self._db.run_grouped(q)
+        # removal are in the same transaction either way. It may wait a few milliseconds for
+        # company: the caller (the BYE's answer) waits that much longer at most, and under
+        # load the records of several calls share one fsync.
+        return await self._db.run_grouped(q, _WRITE_LINGER_S)
 
     async def checkpoint(self, provisionals: Sequence[CallRecord]) -> None:
         rows = [record_to_row(p) for p in provisionals]

@@ -3,6 +3,7 @@ closed into records exactly once (by the call's end, or by recovery after a cras
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -46,3 +47,21 @@ async def test_checkpoints_taken_together_share_one_commit_and_close_once(db: Sq
     assert await store.recover() == []  # once
     listed = await store.list()
     assert sorted(r.session_id for r in listed) == sorted(c.session_id for c in calls)
+
+
+async def test_records_of_calls_ending_together_share_one_commit(
+    db: SqliteDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A long wait, so that the two writes meet however slow this machine is right now.
+    monkeypatch.setattr("gateway.cdr_store._WRITE_LINGER_S", 1.0)
+    store = SqliteCdrStore(db)
+    await db.run(lambda conn: None)  # the schema is in place before counting
+    statements: list[str] = []
+    await db.run(lambda conn: conn.set_trace_callback(statements.append))
+    first = asyncio.ensure_future(store.write(call(ANSWER, 10)))
+    await asyncio.sleep(0.05)  # on the database thread, waiting for company
+    assert not first.done()
+    assert await store.write(call(ANSWER, 20)) and await first  # each returns once durable
+    await db.run(lambda conn: conn.set_trace_callback(None))
+    assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == ["BEGIN IMMEDIATE", "COMMIT"]
+    assert len(await store.list()) == 2
