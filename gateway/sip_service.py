@@ -1073,7 +1073,9 @@ class SipService:
         """Store what each call's record would say if the gateway died now, in one transaction."""
         taken: list[tuple[Call, CallRecord]] = []
         for call in calls:
-            if call in self._ending or call not in self._anchors:
+            # An ended call is done with checkpoints: its record is written or on its way (and
+            # it may stay listed a while after, until its BYE transactions are answered).
+            if call.ended_at is not None or call not in self._anchors:
                 continue
             stats = MediaStats()
             for stream in self._media_streams.get(call, []):
@@ -1083,7 +1085,7 @@ class SipService:
             taken.append((call, self._record(call, provisional, stats, end=self._clock.monotonic())))
         # A call may have ended while the counters were read: its record is on its way, and a
         # checkpoint queued after it would outlive the call.
-        records = [record for call, record in taken if call not in self._ending]
+        records = [record for call, record in taken if call.ended_at is None]
         if records:
             await self._cdrs.checkpoint(records)
 
