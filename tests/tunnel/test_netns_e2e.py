@@ -242,6 +242,9 @@ def test_tv_over_the_lossy_satellite_arrives_complete(net: Net) -> None:
 
 
 def test_peer_with_a_foreign_certificate_is_refused(net: Net) -> None:
+    # The link is settled first (an earlier test may have just restored the leased line, and
+    # failing back reconnects), so that "still connected" below is about the intruder alone.
+    net.until(net.hub, lambda s: s["links"]["site1"]["active_path"] == "leased" and s["links"]["site1"]["connected"])
     foreign = replace(TestCa("Foreign CA").identity("site1"), ca=net.ca.cert)
     config = write_node(net.topo.workdir / "intruder", net.ca, "site1", SITE_TUNNEL, identity=foreign)
     before = net.status(net.hub)["counters"]["peers_refused"]
