@@ -17,6 +17,7 @@ from typing import Any
 
 import av
 from playwright.async_api import BrowserContext, Page, Playwright
+from playwright.async_api import Error as PlaywrightError
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -59,7 +60,15 @@ class PhonePage:
     base_url: str
 
     async def open(self) -> None:
-        await self.page.goto(self.base_url)
+        # Chromium aborts a navigation when the host's interfaces change under it (tests create
+        # and remove network namespaces and veth pairs): that error alone is worth another try.
+        for attempt in range(3):
+            try:
+                await self.page.goto(self.base_url)
+                return
+            except PlaywrightError as exc:
+                if "ERR_NETWORK_CHANGED" not in str(exc) or attempt == 2:
+                    raise
 
     async def sign_in(self, address: str, password: str) -> None:
         await self.page.fill("#login-address", address)
