@@ -136,10 +136,7 @@ class RelayEngine:
                     socks.append(self._bind(port, port - port % 2))
         except BaseException:
             for port, sock in zip(ports, socks, strict=False):
-                if self._keep and sock.fileno() >= 0 and port not in self._kept:
-                    self._park(port, sock)
-                else:
-                    sock.close()
+                self._release(port, sock)
             raise
         a_rtp, a_rtcp, b_rtp, b_rtcp = socks
         session = self._core.add(session_id)
@@ -186,10 +183,15 @@ class RelayEngine:
                 continue  # a queued ICMP error: consumed by this read
             self._stray += 1
 
-    def _park(self, port: int, sock: socket.socket) -> None:
-        """Keep a bound socket for the next session given ``port``, dropping what it receives."""
-        self._kept[port] = sock
-        self._loop.add_reader(sock.fileno(), self._drop_queued, sock)
+    def _release(self, port: int, sock: socket.socket) -> None:
+        """Done with ``sock``: kept for the next session given ``port`` (its reader replaced by
+        one that drops what arrives) while the budget allows, else closed."""
+        if self._keep and len(self._kept) < self._keep_at_most:
+            self._kept[port] = sock
+            self._loop.add_reader(sock.fileno(), self._drop_queued, sock)
+        else:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
 
     def _reader(self, sock: socket.socket, stream: Stream, out: socket.socket) -> Callable[[], None]:
         # Everything the hot loop touches is bound to a local once, here.
@@ -272,13 +274,8 @@ class RelayEngine:
         socks = self._sockets.pop(session_id, None)
         if socks is None:
             raise RelayError(f"no media session {session_id!r}")
-        ports = self._ports.pop(session_id)
-        for port, sock in zip(ports, socks, strict=True):
-            if self._keep and len(self._kept) < self._keep_at_most:
-                self._park(port, sock)  # replaces the session's reader
-            else:
-                self._loop.remove_reader(sock.fileno())
-                sock.close()
+        for port, sock in zip(self._ports.pop(session_id), socks, strict=True):
+            self._release(port, sock)
         stats = self._core.remove(session_id)
         self._closed_totals += _totals_of(stats) + RelayTotals(1, 0, 0, 0, 0)
         return stats
