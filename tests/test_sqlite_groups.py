@@ -113,3 +113,36 @@ async def test_a_lingering_write_commits_alone_when_nothing_else_comes_and_befor
     await asyncio.sleep(0.1)
     await asyncio.get_running_loop().run_in_executor(None, db.close)
     assert await lingering == 1 and _committed(path) == [1, 2, 3, 4]
+
+
+async def test_jobs_submitted_in_one_loop_pass_reach_the_thread_together_and_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    db = SqliteDatabase(path, "CREATE TABLE t (k INTEGER PRIMARY KEY);")
+    try:
+        await db.run(lambda conn: None)
+        seen: list[list[int]] = []
+
+        def insert(k: int):  # type: ignore[no-untyped-def]
+            def body(conn: sqlite3.Connection) -> int:
+                seen.append(_committed(path))
+                return conn.execute("INSERT INTO t VALUES (?)", (k,)).rowcount
+
+            return body
+
+        # Submitted in one pass, without awaiting in between: one hand-over, one commit.
+        futures = [asyncio.ensure_future(db.run_grouped(insert(k))) for k in (1, 2, 3)]
+        assert await asyncio.gather(*futures) == [1, 1, 1]
+        assert seen == [[], [], []]
+        # A read submitted after writes, in the same pass, runs after their commit.
+        write = asyncio.ensure_future(db.run_grouped(insert(4), linger_s=60))
+        read = asyncio.ensure_future(db.run(lambda conn: [r[0] for r in conn.execute("SELECT k FROM t ORDER BY k")]))
+        assert await read == [1, 2, 3, 4] and await write == 1
+        # run_sync (the CLI's way in) waits for what the loop handed in before it.
+        lingering = asyncio.ensure_future(db.run_grouped(insert(5), linger_s=60))
+        await asyncio.sleep(0)
+        rows = await asyncio.get_running_loop().run_in_executor(
+            None, db.run_sync, lambda conn: [r[0] for r in conn.execute("SELECT k FROM t ORDER BY k")]
+        )
+        assert rows == [1, 2, 3, 4, 5] and await lingering == 1
+    finally:
+        db.close()

@@ -11,15 +11,20 @@ fsync), each in its own savepoint so one failure does not undo the others. With
 ride along with the next write's commit instead of paying a commit of its own; any
 job that is not such a write flushes the waiting ones first, so jobs still take
 effect in the order they were submitted.
+
+Jobs submitted from the event loop are handed to the thread in batches, once per loop pass
+(or when the earliest lingering write is due): waking the thread costs a system call and a
+hand-off of the interpreter lock, and a call set-up submits several writes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import queue
 import sqlite3
 import threading
-import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -35,7 +40,6 @@ _MAX_GROUP = 256
 class _Job:
     fn: Callable[[sqlite3.Connection], Any]
     grouped: bool
-    linger_s: float = 0.0
     # run_sync (the CLI, start-up) waits on a thread future; the loop's callers on an asyncio
     # future, settled from here with call_soon_threadsafe (one wake-up per commit group,
     # instead of a thread future, a condition variable and a chained asyncio future per job).
@@ -62,7 +66,15 @@ class SqliteDatabase:
         self.path = path
         self._schema = schema
         self._conn: sqlite3.Connection | None = None
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        # What the thread takes: one job (run_sync), a batch from the loop, or None to stop.
+        self._jobs: queue.SimpleQueue[_Job | list[_Job] | None] = queue.SimpleQueue()
+        # The loop side's batch, not yet handed over. The lock is for close(), which may run
+        # on another thread (an executor) while the loop still has a batch waiting.
+        self._lock = threading.Lock()
+        self._batch: list[_Job] = []
+        self._batch_loop: asyncio.AbstractEventLoop | None = None
+        self._flush_at = math.inf  # when the scheduled hand-over runs (loop time)
+        self._handover = 0  # counts hand-overs, so a timer made stale by one does nothing
         self._thread = threading.Thread(target=self._serve, name=f"sqlite-{path.stem}", daemon=True)
         self._thread.start()
         self._closed = False
@@ -83,45 +95,36 @@ class SqliteDatabase:
     # --- the database thread ------------------------------------------------------------
 
     def _serve(self) -> None:
-        pending: _Job | None = None
-        held: list[_Job] = []  # lingering writes, waiting for a commit to share
-        flush_at = 0.0
-        while True:
-            if pending is not None:
-                job: _Job | None = pending
-                pending = None
-            elif held:
-                try:
-                    job = self._jobs.get(timeout=max(flush_at - time.monotonic(), 0.0))
-                except queue.Empty:
-                    self._execute_group(held)
-                    held = []
-                    continue
+        queued: deque[_Job | None] = deque()
+
+        def take(block: bool) -> bool:
+            try:
+                item = self._jobs.get() if block else self._jobs.get_nowait()
+            except queue.Empty:
+                return False
+            if isinstance(item, list):
+                queued.extend(item)
             else:
-                job = self._jobs.get()
-            if job is None or not job.grouped:
-                if held:  # they were submitted first: they commit first
-                    self._execute_group(held)
-                    held = []
-                if job is None:
-                    break
+                queued.append(item)
+            return True
+
+        while True:
+            if not queued:
+                take(block=True)
+            job = queued.popleft()
+            if job is None:
+                break
+            if not job.grouped:
                 self._execute(job)
                 continue
-            if job.linger_s > 0 and self._jobs.empty():
-                if not held:
-                    flush_at = time.monotonic() + job.linger_s
-                held.append(job)
-                continue
-            group = [*held, job]
-            held = []
-            while len(group) < _MAX_GROUP:
-                try:
-                    nxt = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
+            # The grouped writes that follow, this batch's and any already queued behind it,
+            # share the commit; the first job that is not one ends the group.
+            group = [job]
+            while len(group) < _MAX_GROUP and (queued or take(block=False)):
+                nxt = queued[0]
                 if nxt is None or not nxt.grouped:
-                    pending = nxt
                     break
+                queued.popleft()
                 group.append(nxt)
             self._execute_group(group)
         if self._conn is not None:
@@ -218,15 +221,43 @@ class SqliteDatabase:
         """Run ``fn`` on the database thread and wait (for the CLI and start-up)."""
         self._check_open()
         future: Future[T] = Future()
-        self._jobs.put(_Job(fn, False, future=future))
+        with self._lock:
+            self._hand_over()  # what the loop submitted before runs before
+            self._jobs.put(_Job(fn, False, future=future))
         return future.result()
 
     def _submit(self, fn: Callable[[sqlite3.Connection], T], grouped: bool, linger_s: float = 0.0) -> asyncio.Future[T]:
         self._check_open()
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(fn, grouped, linger_s, loop=loop, waiter=waiter))
+        job = _Job(fn, grouped, loop=loop, waiter=waiter)
+        with self._lock:
+            if self._batch and self._batch_loop is not loop:
+                self._hand_over()  # another loop's jobs came first
+            self._batch.append(job)
+            self._batch_loop = loop
+            if grouped and linger_s > 0:
+                due = loop.time() + linger_s
+                if due < self._flush_at:
+                    self._flush_at = due
+                    loop.call_at(due, self._flush, self._handover)
+            elif self._flush_at > 0.0:
+                self._flush_at = 0.0  # "this pass": earlier than any loop time
+                loop.call_soon(self._flush, self._handover)
         return waiter
+
+    def _flush(self, handover: int) -> None:
+        with self._lock:
+            if handover == self._handover:
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Give the batch to the thread (with the lock held)."""
+        self._handover += 1
+        self._flush_at = math.inf
+        if self._batch:
+            self._jobs.put(self._batch)
+            self._batch = []
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._submit(fn, grouped=False)
@@ -244,6 +275,8 @@ class SqliteDatabase:
         if self._closed:
             return
         self._closed = True
+        with self._lock:
+            self._hand_over()  # lingering writes commit before the thread stops
         self._jobs.put(None)
         self._thread.join()
 
