@@ -123,6 +123,9 @@ class WorkerLink:
         self._server: asyncio.AbstractServer | None = None
         self._out: dict[int, asyncio.Transport] = {}
         self._waiting: dict[int, list[bytes]] = {}
+        # Frames for a connected worker, written together once this loop pass is over: one
+        # write (and one wake-up of the owner) for all the messages a pass passes on.
+        self._pending: dict[int, list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.forwarded = 0
         self.dropped = 0
@@ -152,7 +155,12 @@ class WorkerLink:
             if out.get_write_buffer_size() > _MAX_QUEUED_BYTES:
                 self._drop(index, "its queue is full")
                 return
-            out.write(_LENGTH.pack(len(frame)) + frame)
+            pending = self._pending.get(index)
+            if pending is None:
+                pending = self._pending[index] = []
+                asyncio.get_running_loop().call_soon(self._write_pending, index, out)
+            pending.append(_LENGTH.pack(len(frame)))
+            pending.append(frame)
             self.forwarded += 1
             return
         waiting = self._waiting.setdefault(index, [])
@@ -161,6 +169,11 @@ class WorkerLink:
             task = asyncio.get_running_loop().create_task(self._connect(index))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _write_pending(self, index: int, out: asyncio.Transport) -> None:
+        pending = self._pending.pop(index, None)
+        if pending and not out.is_closing():
+            out.write(b"".join(pending))
 
     async def _connect(self, index: int) -> None:
         loop = asyncio.get_running_loop()

@@ -49,6 +49,13 @@ async def test_a_burst_arrives_whole_and_in_order() -> None:
         await _until(lambda: len(got) == len(messages))
         assert got == [(m, source) for m in messages]
         assert second.dropped == 0 and second.forwarded == len(messages)
+        # Connected now: a pass's frames go out together, still whole and in order.
+        got.clear()
+        for message in messages:
+            second.forward(0, message, source)
+        await _until(lambda: len(got) == len(messages))
+        assert got == [(m, source) for m in messages]
+        assert second.dropped == 0 and second.forwarded == 2 * len(messages)
     finally:
         await first.close()
         await second.close()
