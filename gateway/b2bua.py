@@ -313,7 +313,7 @@ class Call:
         if key in self.relays:
             return self._relay_response(key, response, now)
         fork = self.forks.get(key)
-        if fork is None or key.method != "INVITE":
+        if fork is None or key[2] != "INVITE":  # (branch, sent-by, method, server?)
             return []  # responses to our BYE/CANCEL need nothing more
         if response.status < 200:
             return self._fork_provisional(fork, response, now)

@@ -23,8 +23,9 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+import math
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Final
 
 from gateway.sip.errors import TransactionError
 from gateway.sip.headers import Via
@@ -216,6 +217,10 @@ _BACKOFF = {Input.TIMER_A} | _BACKOFF_CAPPED
 # Retransmission timers run only over UDP; the wait-for-stragglers timers are zero on TCP/TLS.
 _UNRELIABLE_ONLY = {Input.TIMER_A, Input.TIMER_E, Input.TIMER_G}
 _ZERO_WHEN_RELIABLE = {Input.TIMER_D, Input.TIMER_I, Input.TIMER_J, Input.TIMER_K}
+_FIXED_TIMERS = frozenset({Input.TIMER_D, Input.TIMER_I, Input.TIMER_J, Input.TIMER_K, Input.TIMER_L, Input.TIMER_M})
+# Heap entries name their timer by its value: a tuple holding only strings and numbers is
+# one the collector stops tracking, and tens of thousands of timers are pending at a time.
+_INPUT_OF = {i.value: i for i in Input}
 
 
 def _fixed_durations(t: TimerConfig) -> dict[Input, float]:
@@ -242,16 +247,11 @@ def _fixed_duration(timer: Input, t: TimerConfig) -> float:
 # --- keys and events ---------------------------------------------------------
 
 
-class TxKey(NamedTuple):
-    """Identifies a transaction: branch + sent-by + method (ACK and CANCEL map per RFC 3261 17.2.3).
-
-    A named tuple, not a dataclass: it is a dictionary key several times per message, and a
-    tuple hashes and compares in C where a dataclass runs its generated ``__hash__``."""
-
-    branch: str
-    sent_by: str
-    method: str
-    server: bool
+# Identifies a transaction: (branch, sent-by, method, server?); ACK and CANCEL map as RFC 3261
+# section 17.2.3 says. A plain tuple: it is a dictionary key several times per message and
+# hashes and compares in C, and unlike a named tuple (a subclass) the garbage collector stops
+# tracking it, which matters for the tens of thousands that wait out their timers.
+TxKey = tuple[str, str, str, bool]
 
 
 @dataclass(frozen=True)
@@ -311,10 +311,52 @@ class _Transaction:
 # States in which a transaction only absorbs retransmissions until a timer ends it.
 _WAITING = frozenset({State.COMPLETED, State.CONFIRMED, State.ACCEPTED, State.ACKED})
 
+# Of those, the ones where all that is left is one silent last timer, and any input is
+# answered from bytes already made (or passed up as it came). A transaction in one of them
+# is kept as a plain tuple of strings, numbers and bytes, which the garbage collector stops
+# tracking: several of them per call wait out 64*T1, so tens of thousands at a time, and each
+# kept as objects was several more for every collection to walk.
+_RESTING_STATES: tuple[tuple[Kind, State], ...] = (
+    (Kind.CLIENT_INVITE, State.ACCEPTED),  # Timer M: 2xx retransmissions go up for a new ACK
+    (Kind.CLIENT_INVITE, State.COMPLETED),  # Timer D: the same ACK again for each 3xx-6xx
+    (Kind.CLIENT_NON_INVITE, State.COMPLETED),  # Timer K
+    (Kind.SERVER_INVITE, State.ACKED),  # Timer L
+    (Kind.SERVER_INVITE, State.CONFIRMED),  # Timer I
+    (Kind.SERVER_NON_INVITE, State.COMPLETED),  # Timer J: the final response again
+)
+_RESTING = {pair: code for code, pair in enumerate(_RESTING_STATES)}
+_CONFIRMED = _RESTING[(Kind.SERVER_INVITE, State.CONFIRMED)]
+_RESTING_ACTIONS = frozenset({Action.PASS_UP, Action.SEND_ACK, Action.RESEND_RESPONSE})
 
-# A named tuple's own constructor is generated Python code: a call per key made, two per
-# message. The tuple constructor builds the same object in C.
-_new_key = tuple.__new__
+
+def _check_resting_tables() -> None:
+    """What the tuple form relies on: inputs leave a resting state as it is, its timer ends it quietly."""
+    for kind, state in _RESTING_STATES:
+        for (from_, inp), transition in TABLES[kind].items():
+            if from_ is not state:
+                continue
+            if inp in _FIXED_TIMERS:
+                assert transition.next is State.TERMINATED and not transition.actions
+            else:
+                assert transition.next is state and not transition.start and not transition.stop
+                assert set(transition.actions) <= _RESTING_ACTIONS
+
+
+_check_resting_tables()
+
+
+# A resting transaction, as a plain tuple (a named tuple is a subclass, which the collector
+# tracks for ever): index into _RESTING_STATES, the bytes an input is answered with (b"" if
+# none), where they go (host, port, transport), a server INVITE's (Call-ID, CSeq number) if
+# answered 2xx, and when its last timer ends it.
+_Resting = tuple[int, bytes, str, int, str, tuple[str, int] | None, float]
+_CODE: Final = 0
+_RESEND: Final = 1
+_HOST: Final = 2
+_PORT: Final = 3
+_TRANSPORT: Final = 4
+_ACCEPTED: Final = 5
+_UNTIL: Final = 6
 
 
 def server_key(request: Request, top: Via) -> TxKey:
@@ -324,11 +366,11 @@ def server_key(request: Request, top: Via) -> TxKey:
     if not branch.startswith(MAGIC_COOKIE):
         # RFC 2543 peers: no usable branch, so key on what identifies the request instead.
         branch = f"2543|{request.call_id}|{request.from_.tag}|{request.cseq.number}|{request.uri}"
-    return _new_key(TxKey, (branch, sent_by, method, True))
+    return (branch, sent_by, method, True)
 
 
 def client_key(branch: str, method: str) -> TxKey:
-    return _new_key(TxKey, (branch, "", "INVITE" if method == "ACK" else method, False))
+    return (branch, "", "INVITE" if method == "ACK" else method, False)
 
 
 def response_destination(top: Via, source: Peer) -> Peer:
@@ -352,7 +394,8 @@ class TransactionLayer:
         self._txs: dict[TxKey, _Transaction] = {}
         # Server INVITEs answered 2xx, by (Call-ID, CSeq number): the ACK has its own branch.
         self._accepted: dict[tuple[str, int], TxKey] = {}
-        self._heap: list[tuple[float, int, TxKey, Input]] = []
+        self._resting: dict[TxKey, _Resting] = {}
+        self._heap: list[tuple[float, int, TxKey, str]] = []
         self._seq = itertools.count()
         # Datagrams queued to send: read-only outside (a caller may look before it takes).
         self.outgoing: list[tuple[bytes, Peer]] = []
@@ -360,11 +403,14 @@ class TransactionLayer:
     # --- introspection -------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._txs)
+        return len(self._txs) + len(self._resting)
 
     def state(self, key: TxKey) -> State | None:
         tx = self._txs.get(key)
-        return tx.state if tx else None
+        if tx is not None:
+            return tx.state
+        resting = self._resting.get(key)
+        return _RESTING_STATES[resting[_CODE]][1] if resting is not None else None
 
     def take_outgoing(self) -> list[tuple[bytes, Peer]]:
         out, self.outgoing = self.outgoing, []
@@ -374,8 +420,13 @@ class TransactionLayer:
         while self._heap:
             when, _, key, timer = self._heap[0]
             tx = self._txs.get(key)
-            if tx is not None and tx.deadlines.get(timer) == when:
-                return when
+            if tx is not None:
+                if tx.deadlines.get(_INPUT_OF[timer]) == when:
+                    return when
+            else:
+                resting = self._resting.get(key)
+                if resting is not None and resting[_UNTIL] == when:
+                    return when
             heapq.heappop(self._heap)  # stale: the timer was stopped or re-armed
         return None
 
@@ -391,15 +442,16 @@ class TransactionLayer:
         if len(vias) != 1:
             return []  # RFC 3261 section 8.1.3.3: more than one Via means not for us
         key = client_key(vias[0].branch or "", response.cseq.method)
-        tx = self._txs.get(key)
-        if tx is None:
-            return []
         if response.status < 200:
             inp = Input.PROVISIONAL
         elif response.status < 300:
             inp = Input.SUCCESS
         else:
             inp = Input.FAILURE
+        tx = self._txs.get(key)
+        if tx is None:
+            resting = self._resting.get(key)
+            return [] if resting is None else self._rest_input(key, resting, inp, response)
         return self._fire(tx, inp, now, response=response)
 
     def _receive_request(self, request: Request, source: Peer, now: float) -> list[Event]:
@@ -411,21 +463,33 @@ class TransactionLayer:
         key = server_key(request, top)
         if request.method == "ACK":
             tx = self._txs.get(key)
-            if tx is None or tx.state not in (State.COMPLETED, State.CONFIRMED):
-                accepted = self._accepted.get((request.call_id, request.cseq.number))
-                tx = self._txs.get(accepted) if accepted else None
-                if tx is None:
-                    return [AckReceived(request, source)]
-            return self._fire(tx, Input.ACK, now, ack=request, source=source)
+            if tx is not None and tx.state in (State.COMPLETED, State.CONFIRMED):
+                return self._fire(tx, Input.ACK, now, ack=request, source=source)
+            resting = self._resting.get(key)
+            if resting is not None and resting[_CODE] == _CONFIRMED:
+                return self._rest_input(key, resting, Input.ACK, request)
+            # An ACK for a 2xx has a branch of its own: it is matched by Call-ID and CSeq.
+            accepted = self._accepted.get((request.call_id, request.cseq.number))
+            if accepted is not None:
+                tx = self._txs.get(accepted)
+                if tx is not None:
+                    return self._fire(tx, Input.ACK, now, ack=request, source=source)
+                resting = self._resting.get(accepted)
+                if resting is not None:
+                    return self._rest_input(accepted, resting, Input.ACK, request)
+            return [AckReceived(request, source)]
         tx = self._txs.get(key)
         if tx is not None:
             return self._fire(tx, Input.REQUEST, now)
+        resting = self._resting.get(key)
+        if resting is not None:
+            return self._rest_input(key, resting, Input.REQUEST, request)
         kind = Kind.SERVER_INVITE if request.method == "INVITE" else Kind.SERVER_NON_INVITE
         tx = self._create(key, kind, request, response_destination(top, source), now)
         cancels = None
         if request.method == "CANCEL":
-            invite_key = TxKey(key.branch, key.sent_by, "INVITE", server=True)
-            cancels = invite_key if invite_key in self._txs else None
+            invite_key = (key[0], key[1], "INVITE", True)
+            cancels = invite_key if invite_key in self._txs or invite_key in self._resting else None
         return [RequestReceived(key, request, source, cancels)]
 
     # --- TU input ------------------------------------------------------------
@@ -438,7 +502,7 @@ class TransactionLayer:
         if not branch.startswith(MAGIC_COOKIE):
             raise TransactionError("client requests need an RFC 3261 branch")
         key = client_key(branch, request.method)
-        if key in self._txs:
+        if key in self._txs or key in self._resting:
             raise TransactionError(f"a transaction with branch {branch} already exists")
         kind = Kind.CLIENT_INVITE if request.method == "INVITE" else Kind.CLIENT_NON_INVITE
         tx = self._create(key, kind, request, destination, now, timers)
@@ -468,7 +532,7 @@ class TransactionLayer:
         RFC 3261 section 17.1.4: a transport error is reported to the TU as a timeout.
         """
         events: list[Event] = []
-        for tx in [t for t in self._txs.values() if t.destination == peer and not t.key.server]:
+        for tx in [t for t in self._txs.values() if t.destination == peer and not t.key[3]]:
             if tx.state in (State.CALLING, State.TRYING, State.PROCEEDING):
                 events.append(TransactionTimedOut(tx.key))
                 tx.state = State.TERMINATED
@@ -485,9 +549,15 @@ class TransactionLayer:
     def handle_timers(self, now: float) -> list[Event]:
         events: list[Event] = []
         while self._heap and self._heap[0][0] <= now:
-            when, _, key, timer = heapq.heappop(self._heap)
+            when, _, key, value = heapq.heappop(self._heap)
             tx = self._txs.get(key)
-            if tx is None or tx.deadlines.get(timer) != when:
+            if tx is None:
+                resting = self._resting.get(key)
+                if resting is not None and resting[_UNTIL] == when:
+                    self._end_rest(key, resting)  # its last timer, which ends it without a word
+                continue
+            timer = _INPUT_OF[value]
+            if tx.deadlines.get(timer) != when:
                 continue
             del tx.deadlines[timer]
             events += self._fire(tx, timer, now)
@@ -541,6 +611,10 @@ class TransactionLayer:
         if tx.state is State.TERMINATED:
             self._remove(tx)
         elif tx.state in _WAITING:
+            code = _RESTING.get((tx.kind, tx.state))
+            if code is not None:
+                self._rest(tx, code)
+                return events
             tx.request = None
             tx.request_bytes = b""
             if tx.intervals is not None:
@@ -549,6 +623,44 @@ class TransactionLayer:
                         break
                 else:
                     tx.intervals = None  # no retransmission left to back off
+        return events
+
+    def _rest(self, tx: _Transaction, code: int) -> None:
+        """Keep a transaction that only waits out its last timer as a plain tuple."""
+        # Its last timer: the one _check_resting_tables makes sure ends it.
+        until = next((when for timer, when in tx.deadlines.items() if timer in _FIXED_TIMERS), math.inf)
+        destination = tx.destination
+        del self._txs[tx.key]
+        self._resting[tx.key] = (
+            code,
+            tx.ack_bytes or tx.last_response_bytes,
+            destination.host,
+            destination.port,
+            destination.transport,
+            tx.accepted,
+            until,
+        )
+        if until == math.inf:
+            self._end_rest(tx.key, self._resting[tx.key])
+
+    def _end_rest(self, key: TxKey, resting: _Resting) -> None:
+        del self._resting[key]
+        accepted = resting[_ACCEPTED]
+        if accepted is not None and self._accepted.get(accepted) == key:
+            del self._accepted[accepted]
+
+    def _rest_input(self, key: TxKey, resting: _Resting, inp: Input, message: Request | Response) -> list[Event]:
+        kind, state = _RESTING_STATES[resting[_CODE]]
+        transition = TABLES[kind].get((state, inp))
+        if transition is None:
+            return []
+        events: list[Event] = []
+        for action in transition.actions:
+            if action is Action.PASS_UP:
+                assert isinstance(message, Response)
+                events.append(ResponseReceived(key, message))
+            elif resting[_RESEND]:  # SEND_ACK or RESEND_RESPONSE: the same bytes as the first time
+                self.outgoing.append((resting[_RESEND], Peer(resting[_HOST], resting[_PORT], resting[_TRANSPORT])))
         return events
 
     def _do(
@@ -617,7 +729,7 @@ class TransactionLayer:
             interval = t.fixed_durations[timer]
         when = now + interval
         tx.deadlines[timer] = when
-        heapq.heappush(self._heap, (when, next(self._seq), tx.key, timer))
+        heapq.heappush(self._heap, (when, next(self._seq), tx.key, timer.value))
 
     def _remove(self, tx: _Transaction) -> None:
         self._txs.pop(tx.key, None)

@@ -19,13 +19,12 @@ from gateway.b2bua import (
 )
 from gateway.sip.peer import Peer
 from gateway.sip.sdp import parse_sdp
-from gateway.sip.transaction import TxKey
 
 from .helpers import request, response_to
 from .test_sdp import BARESIP_OFFER
 
 ANSWER = BARESIP_OFFER.replace(b"10000", b"30000").replace(b"127.0.0.1", b"127.0.0.2")
-A_KEY = TxKey("z9hG4bKa", "10.0.0.1:5060", "INVITE", server=True)
+A_KEY = ("z9hG4bKa", "10.0.0.1:5060", "INVITE", True)
 
 
 def new_call(forks: int = 2) -> tuple[Call, list[SendRequest]]:
@@ -108,7 +107,7 @@ def test_first_answer_wins_others_cancelled_then_bye_ends_with_record_first() ->
     assert call.phase is Phase.CONFIRMED
     assert call.a is not None
     bye = request("BYE", call_id=call.a.call_id, to_tag=call.a.local_tag, cseq=2)
-    actions = call.on_request("a", TxKey("z9hG4bKbye", "x", "BYE", True), bye, now=65.0)
+    actions = call.on_request("a", ("z9hG4bKbye", "x", "BYE", True), bye, now=65.0)
     (bye_b,) = only(actions, SendRequest)
     assert bye_b.request.method == "BYE" and bye_b.request.call_id == f1.request.call_id
     assert bye_b.request.to.tag == "w1"
@@ -205,7 +204,7 @@ def test_reinvite_is_relayed_with_sdp_anchored_for_the_other_side() -> None:
         body=hold,
         extra="Content-Type: application/sdp\r\n",
     )
-    server_key = TxKey("z9hG4bKre", "x", "INVITE", True)
+    server_key = ("z9hG4bKre", "x", "INVITE", True)
     actions = call.on_request("a", server_key, reinvite, now=10.0)
     (fwd,) = only(actions, SendRequest)
     assert fwd.request.method == "INVITE" and fwd.request.to.tag == "w"
@@ -248,10 +247,10 @@ def test_info_digit_becomes_rfc4733_for_the_other_phone() -> None:
         body=b"Signal=7\r\nDuration=250\r\n",
         extra="Content-Type: application/dtmf-relay\r\n",
     )
-    actions = call.on_request("a", TxKey("z9hG4bKinfo", "x", "INFO", True), info, now=2.0)
+    actions = call.on_request("a", ("z9hG4bKinfo", "x", "INFO", True), info, now=2.0)
     assert actions[1] == DtmfToSend("b", "7", 250, 101)  # bob's SDP asked for events in payload 101
     assert isinstance(actions[0], SendResponse) and actions[0].response.status == 200
     other = request("INFO", call_id=call.a.call_id, to_tag=call.a.local_tag, cseq=3, body=b"hello",
                     extra="Content-Type: text/plain\r\n")  # fmt: skip
-    relayed = call.on_request("a", TxKey("z9hG4bKinfo2", "x", "INFO", True), other, now=3.0)
+    relayed = call.on_request("a", ("z9hG4bKinfo2", "x", "INFO", True), other, now=3.0)
     assert [type(a) for a in relayed] == [SendRequest]  # not a digit: passed through to bob

@@ -425,3 +425,36 @@ def test_a_stamped_request_reads_as_its_bytes_parse_without_parsing_again() -> N
         reparsed.cseq,
         reparsed.contacts,
     )
+
+
+def test_transactions_waiting_out_their_last_timer_are_nothing_the_collector_walks() -> None:
+    import gc
+
+    layer = TransactionLayer()
+    bye = request("BYE")
+    (received,) = layer.receive(bye, PEER, now=0.0)
+    assert isinstance(received, RequestReceived)
+    layer.respond(received.key, make_response(bye, 200), now=0.0)
+    ((ok_bytes, _),) = layer.take_outgoing()
+    invite = request("INVITE")
+    (inv,) = layer.receive(invite, PEER, now=0.0)
+    assert isinstance(inv, RequestReceived)
+    layer.respond(inv.key, make_response(invite, 200, to_tag="t"), now=0.0)
+    layer.take_outgoing()
+    ack = request("ACK", to_tag="t", branch="z9hG4bK-its-own")
+    assert [type(e) for e in layer.receive(ack, PEER, now=0.1)] == [AckReceived]
+    assert layer.state(received.key) is State.COMPLETED and layer.state(inv.key) is State.ACKED
+
+    gc.collect()
+    gc.collect()  # a tuple is let go once what it holds has been (a pass for each level)
+    # The dictionary and heap holding them are walked, but nothing in them is.
+    assert not any(gc.is_tracked(o) for o in [*layer._resting, *layer._resting.values(), *layer._heap])
+    assert len(layer) == 2
+    # Still answering as the state machine says: the same 200 for a retransmitted BYE, and a
+    # retransmitted ACK for the 2xx (and the INVITE itself) absorbed.
+    assert layer.receive(bye, PEER, now=1.0) == [] and layer.take_outgoing() == [(ok_bytes, PEER)]
+    assert layer.receive(ack, PEER, now=1.0) == [] and layer.receive(invite, PEER, now=1.0) == []
+    assert layer.take_outgoing() == []
+    run_until(layer, 100)  # Timers J and L end them
+    assert len(layer) == 0 and layer.state(inv.key) is None
+    assert [type(e) for e in layer.receive(ack, PEER, now=101)] == [AckReceived]  # no transaction left to absorb it
