@@ -5,9 +5,9 @@ milliseconds on a slow SD card; every call runs on a single dedicated thread in
 submission order, so writes are serialised without locks.
 
 ``run_grouped`` is for small durable writes that arrive in bursts (call records,
-checkpoints): whatever is queued together is committed in one transaction (one
-fsync), each in its own savepoint so one failure does not undo the others. With
-``linger_s`` a write that nobody needs at once (a checkpoint) waits up to that long to
+checkpoints): whatever is queued together is committed in one transaction (one fsync);
+one failure does not undo the others (the group runs again, each job in its own
+savepoint). With ``linger_s`` a write that nobody needs at once (a checkpoint) waits up to that long to
 ride along with the next write's commit instead of paying a commit of its own; any
 job that is not such a write flushes the waiting ones first, so jobs still take
 effect in the order they were submitted.
@@ -162,12 +162,32 @@ class SqliteDatabase:
 
     def _execute_group(self, group: list[_Job]) -> None:
         if len(group) == 1:
-            # Alone, the job's own transaction isolates it: the savepoint's two statements
-            # would each cost a GIL hand-off with the event loop, for nothing.
             self._execute_alone(group[0])
             return
+        # Optimistic: no savepoints, whose two statements per job would each cost a hand-off
+        # of the interpreter lock with the event loop. If a job fails, its partial writes
+        # cannot be undone alone: the group is rolled back and run again with a savepoint
+        # per job (a job writes only through the connection, so running it again is safe).
         try:
             conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            for job in group:
+                self._settle(job, error=exc)
+            return
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        for job in group:
+            try:
+                outcomes.append((job, job.fn(conn), None))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                self._execute_isolated(conn, group)
+                return
+        self._commit(conn, group, outcomes)
+
+    def _execute_isolated(self, conn: sqlite3.Connection, group: list[_Job]) -> None:
+        """Each job in its own savepoint, so one that fails leaves the others' writes."""
+        try:
             conn.execute("BEGIN IMMEDIATE")
         except BaseException as exc:
             for job in group:
@@ -185,6 +205,11 @@ class SqliteDatabase:
             else:
                 conn.execute("RELEASE SAVEPOINT job")
                 outcomes.append((job, result, None))
+        self._commit(conn, group, outcomes)
+
+    def _commit(
+        self, conn: sqlite3.Connection, group: list[_Job], outcomes: list[tuple[_Job, Any, BaseException | None]]
+    ) -> None:
         try:
             conn.execute("COMMIT")
         except BaseException as exc:
@@ -265,7 +290,8 @@ class SqliteDatabase:
     async def run_grouped(self, fn: Callable[[sqlite3.Connection], T], linger_s: float = 0.0) -> T:
         """Run ``fn`` in a transaction shared with other grouped writes queued at the same time.
 
-        ``fn`` must not begin or commit a transaction itself. With ``linger_s``, when nothing
+        ``fn`` must not begin or commit a transaction itself, and must write only through the
+        connection: if another job of its group fails, it runs again. With ``linger_s``, when nothing
         else is queued, ``fn`` waits up to that long for another write to share its commit
         (it still runs before any later job that is not such a write).
         """
