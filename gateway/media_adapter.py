@@ -40,6 +40,10 @@ class RelayStream:
         rtcp = (rtp[0], rtp[1] + 1) if rtp is not None else None
         await self._session.set_remote(leg, rtp, rtcp)
 
+    def set_remote_now(self, leg: Leg, rtp: Addr | None) -> bool:
+        rtcp = (rtp[0], rtp[1] + 1) if rtp is not None else None
+        return self._session.set_remote_now(leg, rtp, rtcp)
+
     async def arm_timeout(self) -> None:
         await self._session.arm_timeout()
 

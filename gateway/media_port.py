@@ -42,6 +42,10 @@ class MediaStream(Protocol):
 
     async def set_remote(self, leg: Leg, rtp: Addr | None) -> None: ...
 
+    def set_remote_now(self, leg: Leg, rtp: Addr | None) -> bool:
+        """``set_remote`` done at once if the relay can without waiting; False: await ``set_remote``."""
+        ...
+
     async def stats(self) -> MediaStats: ...
 
     async def inject(self, leg: Leg, datagrams: list[bytes]) -> int:

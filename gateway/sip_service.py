@@ -44,7 +44,7 @@ from gateway.clock import Clock, WallAnchor
 from gateway.config import DialRule
 from gateway.contact_keepalive import ContactKeepalive
 from gateway.location import LocationStore
-from gateway.media_port import MediaAllocator, MediaStats, MediaStream
+from gateway.media_port import Addr, Leg, MediaAllocator, MediaStats, MediaStream
 from gateway.metrics import SipMetrics
 from gateway.routing import route_number
 from gateway.sip.digest import AuthAccepted, DigestAuthenticator
@@ -941,8 +941,14 @@ class SipService:
             elif isinstance(action, MediaRemoteChanged):
                 if action.leg == "b" and call.answered_at in (None, now):  # the answer, not later re-offers
                     self._accepted[call] = tuple(e is not None for e in action.endpoints)
-                streams = self._media_streams.get(call, [])
-                self._spawn(self._set_remotes(streams, action))
+                # An in-process relay takes the address at once: no task per answer and offer.
+                later = [
+                    (stream, endpoint)
+                    for stream, endpoint in zip(self._media_streams.get(call, []), action.endpoints, strict=False)
+                    if not stream.set_remote_now(action.leg, endpoint)
+                ]
+                if later:
+                    self._spawn(self._set_remotes(later, action.leg))
             elif isinstance(action, DtmfToSend):
                 self._spawn(self._play_dtmf(call, action))
             elif isinstance(action, CallAnswered):
@@ -1019,9 +1025,9 @@ class SipService:
         return total
 
     @staticmethod
-    async def _set_remotes(streams: list[MediaStream], change: MediaRemoteChanged) -> None:
-        for stream, endpoint in zip(streams, change.endpoints, strict=False):
-            await stream.set_remote(change.leg, endpoint)
+    async def _set_remotes(remotes: list[tuple[MediaStream, Addr | None]], leg: Leg) -> None:
+        for stream, endpoint in remotes:
+            await stream.set_remote(leg, endpoint)
 
     async def _play_dtmf(self, call: Call, dtmf: DtmfToSend) -> None:
         """A SIP INFO digit, played into the audio stream as RFC 4733 packets, paced at 20 ms."""

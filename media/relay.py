@@ -124,6 +124,7 @@ class _Backend(Protocol):
     async def start(self) -> None: ...
     async def open(self, session_id: str, port_a: int, port_b: int) -> None: ...
     async def set_remote(self, session_id: str, leg: LegName, rtp: Address | None, rtcp: Address | None) -> None: ...
+    def set_remote_now(self, session_id: str, leg: LegName, rtp: Address | None, rtcp: Address | None) -> bool: ...
     async def arm_timeout(self, session_id: str) -> None: ...
     async def inject(self, session_id: str, leg: LegName, datagrams: list[bytes]) -> int: ...
     async def stats(self, session_id: str) -> SessionStats: ...
@@ -167,6 +168,10 @@ class _InProcess:
 
     async def set_remote(self, session_id: str, leg: LegName, rtp: Address | None, rtcp: Address | None) -> None:
         self.engine.set_remote(session_id, leg, rtp, rtcp)
+
+    def set_remote_now(self, session_id: str, leg: LegName, rtp: Address | None, rtcp: Address | None) -> bool:
+        self.engine.set_remote(session_id, leg, rtp, rtcp)
+        return True
 
     async def arm_timeout(self, session_id: str) -> None:
         self.engine.arm_timeout(session_id)
@@ -226,12 +231,21 @@ class RelaySession:
         """Where ``leg``'s phone receives, from its SDP (``None`` or port 0 or 0.0.0.0: unknown / on
         hold). ``rtcp`` defaults to the RTP port + 1. A changed address re-opens latching.
         Once this returns, the relay routes with the new address."""
+        self._check_remote(leg, rtp, rtcp)
+        await self._manager._backend.set_remote(self.session_id, leg, rtp, rtcp)
+
+    def set_remote_now(self, leg: LegName, rtp: Address | None, rtcp: Address | None = None) -> bool:
+        """``set_remote`` done before returning, when the relay runs on this loop (no task, no
+        round trip); False when it runs in worker processes: then await ``set_remote``."""
+        self._check_remote(leg, rtp, rtcp)
+        return self._manager._backend.set_remote_now(self.session_id, leg, rtp, rtcp)
+
+    def _check_remote(self, leg: LegName, rtp: Address | None, rtcp: Address | None) -> None:
         self._check_open()
         self.leg(leg)
         for address in (rtp, rtcp):
             if address is not None and (len(address) not in (2, 4) or not 0 <= address[1] <= 65535):
                 raise RelayError(f"bad address {address!r}")
-        await self._manager._backend.set_remote(self.session_id, leg, rtp, rtcp)
 
     async def arm_timeout(self) -> None:
         """Start (or restart) both legs' RTP timeout now; call it when the call is answered."""

@@ -177,6 +177,9 @@ class WorkerPool:
             "set_remote", session=session_id, leg=leg, rtp=_address_to_json(rtp), rtcp=_address_to_json(rtcp)
         )
 
+    def set_remote_now(self, session_id: str, leg: LegName, rtp: Address | None, rtcp: Address | None) -> bool:
+        return False  # a worker process has to be asked
+
     async def arm_timeout(self, session_id: str) -> None:
         await self._worker(session_id).request("arm_timeout", session=session_id)
 

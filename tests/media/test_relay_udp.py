@@ -424,7 +424,26 @@ async def test_bad_arguments(relay: tuple[RelayManager, list[RelayEvent]]) -> No
         await session.set_remote("c", ("127.0.0.1", 4000))  # type: ignore[arg-type]
     with pytest.raises(RelayError, match="bad address"):
         await session.set_remote("a", ("127.0.0.1", 70000))
+    with pytest.raises(RelayError, match="bad address"):
+        session.set_remote_now("a", ("127.0.0.1", 70000))
     assert manager.get("call-1") is session and manager.get("nope") is None
+
+
+async def test_an_address_set_at_once_where_the_relay_runs_on_the_loop(
+    relay: tuple[RelayManager, list[RelayEvent]], phones: list[Phone]
+) -> None:
+    manager, _ = relay
+    a, b = new_phone(phones), new_phone(phones)
+    session = await manager.open("call-1")
+    in_process = manager.config.workers == 0
+    # In process, done before returning; in worker processes, only the awaited way works.
+    assert session.set_remote_now("b", b.rtp_address, b.rtcp_address) is in_process
+    if not in_process:
+        await session.set_remote("b", b.rtp_address, b.rtcp_address)
+    assert (await session.stats()).b.rtp.sdp_address == b.rtp_address
+    a.rtp.sendto(rtp(1, b"now"), ("127.0.0.1", session.leg_a.local_rtp_port))
+    ((data, source),) = await b.wait_for("rtp", 1)
+    assert data == rtp(1, b"now") and source == ("127.0.0.1", session.leg_b.local_rtp_port)
 
 
 async def test_ipv6_relay_and_v4_mapped_peers() -> None:
