@@ -23,7 +23,9 @@ are :mod:`media.relay_core`'s rules.
 
 Counters (:class:`~media.relay_core.SessionStats`): per leg and per stream (RTP, RTCP),
 ``packets_in``/``bytes_in`` came from that leg's phone, ``packets_out``/``bytes_out`` went
-to it; ``dropped`` (a source other than the latched one), ``unroutable`` (the other leg
+to it; ``dropped`` (a source other than the latched one, among what was queued when the
+leg latched: from then on its socket is connected to the latched source and the kernel
+turns other sources away uncounted), ``unroutable`` (the other leg
 had no address yet), ``send_errors``, ``last_packet_at`` (monotonic seconds), the
 latched ``source`` and the ``sdp_address``. For a call record: the caller sent
 ``a.rtp.packets_in`` and received ``a.rtp.packets_out``; the callee likewise on ``b``.

@@ -180,6 +180,16 @@ class Stream:
         peer.bytes_out += size
         return destination
 
+    def passed(self, size: int, now: float) -> None:
+        """``received`` for a datagram the I/O layer knows came from the latched source and
+        left for the peer's latched source (both sockets connected): the counters only."""
+        self.packets_in += 1
+        self.bytes_in += size
+        self.last_packet_at = now
+        peer = self.peer
+        peer.packets_out += 1
+        peer.bytes_out += size
+
     def destination(self) -> Address | None:
         """Where packets for this stream's far end go: its latched source, else its SDP address."""
         return self.source or self.sdp_address

@@ -197,13 +197,64 @@ async def test_latching_then_strict_source(relay: tuple[RelayManager, list[Relay
     (reply,) = await a.wait_for("rtp", 1)
     assert RtpPacket.parse(reply[0]).payload == b"reply"
 
-    # The intruder's packets were queued on leg a's socket before A's last four, which B
-    # has received: the relay has seen (and dropped) all of them.
+    # Leg a's socket is connected to A since it latched: the kernel turned the intruder away.
     assert [RtpPacket.parse(d).payload for d, _ in got] == [b"first"] + [b"genuine"] * 4
     assert intruder.received["rtp"] == []
     stats = await session.stats()
     assert stats.a.rtp.source == a.rtp_address and stats.a.rtp.packets_in == 5
-    assert stats.a.rtp.dropped == 20
+    assert stats.a.rtp.dropped == 0
+
+
+async def test_what_was_queued_before_latching_is_checked_by_source(phones: list[Phone]) -> None:
+    # In process, so that everything below is queued before the relay reads any of it.
+    async with RelayManager(config(workers=0)) as manager:
+        a, b, intruder = new_phone(phones), new_phone(phones), new_phone(phones)
+        session = await manager.open("call-1")
+        await session.set_remote("b", b.rtp_address)
+        leg_a = ("127.0.0.1", session.leg_a.local_rtp_port)
+        a.rtp.sendto(rtp(0, b"first"), leg_a)  # latches leg a on A...
+        for i in range(20):
+            intruder.rtp.sendto(rtp(i, b"injected"), leg_a)  # ...already queued behind it
+        for i in range(1, 5):
+            a.rtp.sendto(rtp(i, b"genuine"), leg_a)
+        got = await b.wait_for("rtp", 5)
+        await asyncio.sleep(0.05)  # anything more would have arrived by now
+        assert [RtpPacket.parse(d).payload for d, _ in b.received["rtp"]] == [b"first"] + [b"genuine"] * 4
+        assert len(got) == 5
+        stats = await session.stats()
+        assert stats.a.rtp.packets_in == 5 and stats.a.rtp.dropped == 20
+
+
+async def test_both_legs_latched_then_a_new_sdp_address_latches_afresh(
+    relay: tuple[RelayManager, list[RelayEvent]], phones: list[Phone]
+) -> None:
+    manager, _ = relay
+    a, b, moved = new_phone(phones), new_phone(phones), new_phone(phones)
+    session = await connect(manager, a, b)
+    leg_a = ("127.0.0.1", session.leg_a.local_rtp_port)
+    leg_b = ("127.0.0.1", session.leg_b.local_rtp_port)
+    for seq in range(10):  # both legs latch; from then on both sockets are connected
+        a.rtp.sendto(rtp(seq, b"a%d" % seq), leg_a)
+        b.rtp.sendto(rtp(seq, b"b%d" % seq), leg_b)
+        await b.wait_for("rtp", seq + 1)
+        await a.wait_for("rtp", seq + 1)
+    assert [RtpPacket.parse(d).payload for d, _ in b.received["rtp"]] == [b"a%d" % i for i in range(10)]
+    assert [RtpPacket.parse(d).payload for d, _ in a.received["rtp"]] == [b"b%d" % i for i in range(10)]
+    # A re-INVITE moves A elsewhere: its new address latches, the old one is turned away.
+    await session.set_remote("a", moved.rtp_address, moved.rtcp_address)
+    moved.rtp.sendto(rtp(10, b"moved"), leg_a)
+    await b.wait_for("rtp", 11)
+    a.rtp.sendto(rtp(11, b"stale"), leg_a)
+    b.rtp.sendto(rtp(10, b"to moved"), leg_b)
+    ((reply, _),) = await moved.wait_for("rtp", 1)
+    assert RtpPacket.parse(reply).payload == b"to moved"
+    await asyncio.sleep(0.05)
+    assert [RtpPacket.parse(d).payload for d, _ in b.received["rtp"]][10:] == [b"moved"]
+    assert len(a.received["rtp"]) == 10
+    stats = await session.stats()
+    assert stats.a.rtp.source == moved.rtp_address
+    assert (stats.a.rtp.packets_in, stats.b.rtp.packets_out) == (11, 11)
+    assert (stats.b.rtp.packets_in, stats.a.rtp.packets_out) == (11, 11)
 
 
 async def test_rtcp_is_relayed_unchanged(relay: tuple[RelayManager, list[RelayEvent]], phones: list[Phone]) -> None:
