@@ -148,6 +148,20 @@ class _Connection(asyncio.Protocol):
         self.waiting: deque[asyncio.Future[Any] | _Block] = deque()
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
+        # Commands of one loop pass, written together when it is over: one system call (and
+        # one wake-up of the server, and of us for the replies) for all the calls that
+        # asked something meanwhile. Order is kept: replies come back in this order.
+        self.unsent: list[bytes] = []
+
+    def queue(self, command: bytes) -> None:
+        if not self.unsent:
+            asyncio.get_running_loop().call_soon(self._write_unsent)
+        self.unsent.append(command)
+
+    def _write_unsent(self) -> None:
+        unsent, self.unsent = self.unsent, []
+        if self.transport is not None and self.lost is None:
+            self.transport.write(b"".join(unsent))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -254,7 +268,7 @@ class RespClient:
             raise RedisConnectionError(str(conn.lost or "not connected"))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         conn.waiting.append(future)
-        conn.transport.write(encode_command(args))
+        conn.queue(encode_command(args))
         return future
 
     async def execute(self, *args: Arg) -> Any:
@@ -269,7 +283,7 @@ class RespClient:
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         # +OK, +QUEUED per command (an error there makes EXEC fail too), then EXEC's array.
         conn.waiting.append(_Block(future, len(commands) + 2))
-        conn.transport.write(b"".join(encode_command(c) for c in (["MULTI"], *commands, ["EXEC"])))
+        conn.queue(b"".join(encode_command(c) for c in (["MULTI"], *commands, ["EXEC"])))
         return await future
 
     async def run_script(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
