@@ -53,7 +53,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_config_option(ls)
     ls.set_defaults(handler=cmd_user_list)
 
-    rm = user_sub.add_parser("remove", help="remove a user", description="Remove a user.")
+    rm = user_sub.add_parser(
+        "remove",
+        help="remove a user",
+        description="Remove a user. A running gateway refuses the user's new calls within 0.1 s.",
+    )
     rm.add_argument("address", help="user address, e.g. alice@acme")
     add_config_option(rm)
     rm.set_defaults(handler=cmd_user_remove)

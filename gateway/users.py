@@ -8,8 +8,11 @@ tenant's domain, so a user's HA1 is bound to their tenant.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import sqlite3
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -29,6 +32,19 @@ CREATE TABLE IF NOT EXISTS users (
     PRIMARY KEY (tenant, username),
     UNIQUE (tenant, number)
 );
+-- Counts changes to users, whoever makes them (the CLI is another process): lookups are
+-- cached, and the cache is checked against this.
+CREATE TABLE IF NOT EXISTS users_version (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO users_version (id, version) VALUES (1, 0);
+CREATE TRIGGER IF NOT EXISTS users_added AFTER INSERT ON users
+    BEGIN UPDATE users_version SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS users_changed AFTER UPDATE ON users
+    BEGIN UPDATE users_version SET version = version + 1; END;
+CREATE TRIGGER IF NOT EXISTS users_removed AFTER DELETE ON users
+    BEGIN UPDATE users_version SET version = version + 1; END;
 """
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
@@ -101,24 +117,62 @@ class UserStore(Protocol):
 
 _SELECT = "SELECT tenant, username, site, ha1_md5, ha1_sha256, number FROM users"
 
+# How stale a cached user may be: a removal made by another process (the CLI) is seen by
+# calls that start this much later at most. One check per interval, instead of a read per
+# lookup: each read on the loop hands the interpreter lock to the database threads and back,
+# and every call looks up its caller and its callee. A name not found is not cached: a user
+# just added is found at once.
+RECHECK_S = 0.1
+_MAX_CACHED = 50_000
+
 
 def _row_to_user(row: tuple[str, str, str, str, str, str | None]) -> User:
     return User(*row)
 
 
 class SqliteUserStore:
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: SqliteDatabase, clock: Callable[[], float] = time.monotonic) -> None:
         self._db = db
         # Every call looks up its caller and callee: read on the loop, not via the DB thread.
         self._reader = SqliteReader(db)
+        self._clock = clock
+        self._cache: dict[tuple[str, str, str], User] = {}
+        self._version: int | None = None
+        self._checked_at = -math.inf
 
     async def get(self, tenant: str, username: str) -> User | None:
-        row = await self._reader.fetch_one(_SELECT + " WHERE tenant=? AND username=?", (tenant, username))
-        return _row_to_user(row) if row else None
+        return await self._lookup("username", tenant, username)
 
     async def by_number(self, tenant: str, number: str) -> User | None:
-        row = await self._reader.fetch_one(_SELECT + " WHERE tenant=? AND number=?", (tenant, number))
-        return _row_to_user(row) if row else None
+        return await self._lookup("number", tenant, number)
+
+    async def _lookup(self, column: str, tenant: str, value: str) -> User | None:
+        now = self._clock()
+        if now - self._checked_at >= RECHECK_S:
+            row = await self._reader.fetch_one("SELECT version FROM users_version", ())
+            version = row[0] if row else None
+            if version != self._version:
+                self._cache.clear()
+                self._version = version
+            self._checked_at = now
+        key = (column, tenant, value)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        row = await self._reader.fetch_one(f"{_SELECT} WHERE tenant=? AND {column}=?", (tenant, value))
+        if not row:
+            return None
+        user = _row_to_user(row)
+        if len(self._cache) >= _MAX_CACHED:
+            self._cache.clear()
+        self._cache[key] = user
+        return user
+
+    def _changed(self) -> None:
+        """This process changed users: its next lookup reads afresh."""
+        self._cache.clear()
+        self._checked_at = -math.inf
 
     def close(self) -> None:
         self._reader.close()
@@ -144,7 +198,10 @@ class SqliteUserStore:
                     raise UserError(f"number {user.number} is already taken in {user.tenant}") from None
                 raise UserError(f"user {user.aor} already exists") from None
 
-        await self._db.run(q)
+        try:
+            await self._db.run(q)
+        finally:
+            self._changed()
 
     async def remove(self, tenant: str, username: str) -> None:
         def q(conn: sqlite3.Connection) -> None:
@@ -152,7 +209,10 @@ class SqliteUserStore:
             if cur.rowcount == 0:
                 raise UserError(f"no user {username}@{tenant}")
 
-        await self._db.run(q)
+        try:
+            await self._db.run(q)
+        finally:
+            self._changed()
 
     async def list(self, tenant: str | None = None) -> list[User]:
         def q(conn: sqlite3.Connection) -> list[User]:

@@ -9,7 +9,9 @@ replicated twice, finds its key taken and changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +150,7 @@ _DROP_OPEN_CALL = "DELETE FROM billing_open_calls WHERE session_id = ? AND leg =
 # Bumped in the same transaction as every change to an account or a plan, by whichever process
 # makes it: a reader that sees the version it last read knows its copies are still current.
 _ACCOUNTS_VERSION = "SELECT value FROM billing_meta WHERE name = 'accounts_version'"
+VERSION_RECHECK_S = 0.1
 _ACCOUNTS_VERSION_VALUE = f"({_ACCOUNTS_VERSION})"
 _BUMP_ACCOUNTS_VERSION = "UPDATE billing_meta SET value = value + 1 WHERE name = 'accounts_version'"
 _MAX_CACHED_CHAINS = 10_000
@@ -243,12 +246,17 @@ async def _add_rating(tx: Tx, record: CallRecord, rating: Rating, previous: Rati
 class LedgerStore:
     """Each method is one transaction (``Database.run``): on SQLite one hop to its thread."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
         # Account chains and their plans as of ``_chains_version`` of the accounts, for
         # chain_view: on every call's authorize and answer, one small read then replaces three.
         self._chains: dict[str, tuple[list[Account], Plans]] = {}
         self._chains_version: int | None = None
+        # When that version was last read. A chain without limits needs nothing else read, so
+        # within VERSION_RECHECK_S of it no read at all: a change made elsewhere (the CLI,
+        # another gateway) reaches calls that start that much later at most; ours, at once.
+        self._clock = clock
+        self._version_read_at = -math.inf
 
     async def close(self) -> None:
         await self.db.close()
@@ -274,7 +282,10 @@ class LedgerStore:
                 await tx.execute(_BUMP_ACCOUNTS_VERSION)
             return out
 
-        return await self.db.run(body)
+        try:
+            return await self.db.run(body)
+        finally:
+            self._version_read_at = -math.inf
 
     async def get_accounts(self, ids: Sequence[str]) -> dict[str, Account]:
         if not ids:
@@ -299,9 +310,13 @@ class LedgerStore:
 
         known_version = self._chains_version
         known = self._chains.get(account_id) if known_version is not None else None
+        read_at = self._clock()
         if known is not None:
+            if read_at - self._version_read_at < VERSION_RECHECK_S and _limited(known[0], since_us) == ([], []):
+                return ChainView(known[0], known[1], {}, {})
             quick = await self._cached_chain_view(known, known_version, since_us)
             if quick is not None:
+                self._version_read_at = read_at
                 return quick
 
         async def body(tx: Tx) -> tuple[int | None, bool, ChainView | None]:
@@ -325,6 +340,7 @@ class LedgerStore:
         if version != self._chains_version or len(self._chains) >= _MAX_CACHED_CHAINS:
             self._chains = {}
             self._chains_version = version
+        self._version_read_at = read_at
         if fresh and view is not None and version is not None:
             self._chains[account_id] = (view.chain, view.plans)
         return view
@@ -381,7 +397,10 @@ class LedgerStore:
             )
             await tx.execute(_BUMP_ACCOUNTS_VERSION)
 
-        await self.db.run(body)
+        try:
+            await self.db.run(body)
+        finally:
+            self._version_read_at = -math.inf
 
     async def plans(self, accounts: Sequence[str]) -> dict[str, list[tuple[int, str]]]:
         """Each account's plans, oldest first."""

@@ -13,7 +13,7 @@ from billing.accounts import Account
 from billing.config import BillingConfig
 from billing.errors import AccountError, BillingError, LedgerError
 from billing.service import BillingService
-from billing.store.ledger import LedgerStore, scope, spent_since_sql
+from billing.store.ledger import VERSION_RECHECK_S, LedgerStore, scope, spent_since_sql
 from billing.store.open import open_store
 from billing.store.sql import Row, SqliteBillingDatabase, Tx
 from billing.tariff_files import TariffBook
@@ -215,6 +215,8 @@ async def test_chain_views_see_account_and_plan_changes_made_elsewhere(
     two_stores: tuple[LedgerStore, LedgerStore],
 ) -> None:
     gateway, cli = two_stores
+    seconds = [0.0]
+    gateway._clock = lambda: seconds[0]  # the gateway's monotonic clock, stepped below
     now = 1_790_000_000_000_000
     since = now - 3_600_000_000
     tree = [Account("acme", "tenant", "acme"), Account("acme/kin", "site", "acme", "kin")]
@@ -233,16 +235,22 @@ async def test_chain_views_see_account_and_plan_changes_made_elsewhere(
     statements.clear()
     again = await gateway.chain_view("alice@acme", since)
     assert again == first
+    seconds[0] += 1.5 * VERSION_RECHECK_S
+    assert await gateway.chain_view("alice@acme", since) == first
     if isinstance(gateway.db, SqliteBillingDatabase):
-        # Unchanged accounts: the version is all that is read, not the chain and plans again.
+        # Unchanged accounts without limits: nothing read within the recheck interval, then
+        # the version alone, not the chain and plans again.
         reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
         assert len(reads) == 1 and "billing_meta" in reads[0], statements
 
-    # The CLI changes a plan, then an account's limits: each next view has the change.
+    # The CLI changes a plan, then an account's limits: the next view once the recheck
+    # interval is over has the change.
     await cli.set_plan("acme/kin", "flat", now - 5)
+    seconds[0] += 1.5 * VERSION_RECHECK_S
     planned = await gateway.chain_view("alice@acme", since)
     assert planned is not None and planned.plans["acme/kin"] == [(now - 5, "flat")]
     await cli.put_account(Account("alice@acme", "user", "acme", "kin", payment="prepaid"), now, replace=True)
+    seconds[0] += 1.5 * VERSION_RECHECK_S
     changed = await gateway.chain_view("alice@acme", since)
     assert changed is not None and changed.chain[0].payment == "prepaid"
     assert changed.plans == planned.plans
