@@ -168,12 +168,8 @@ class SqliteDatabase:
         # of the interpreter lock with the event loop. If a job fails, its partial writes
         # cannot be undone alone: the group is rolled back and run again with a savepoint
         # per job (a job writes only through the connection, so running it again is safe).
-        try:
-            conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
-        except BaseException as exc:
-            for job in group:
-                self._settle(job, error=exc)
+        conn = self._begin(group)
+        if conn is None:
             return
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         for job in group:
@@ -181,17 +177,25 @@ class SqliteDatabase:
                 outcomes.append((job, job.fn(conn), None))
             except BaseException:
                 conn.execute("ROLLBACK")
-                self._execute_isolated(conn, group)
+                self._execute_isolated(group)
                 return
         self._commit(conn, group, outcomes)
 
-    def _execute_isolated(self, conn: sqlite3.Connection, group: list[_Job]) -> None:
-        """Each job in its own savepoint, so one that fails leaves the others' writes."""
+    def _begin(self, group: list[_Job]) -> sqlite3.Connection | None:
+        """The connection, in a write transaction; None (and the group failed) if it cannot be."""
         try:
+            conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
         except BaseException as exc:
             for job in group:
                 self._settle(job, error=exc)
+            return None
+        return conn
+
+    def _execute_isolated(self, group: list[_Job]) -> None:
+        """Each job in its own savepoint, so one that fails leaves the others' writes."""
+        conn = self._begin(group)
+        if conn is None:
             return
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         for job in group:
