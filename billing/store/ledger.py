@@ -150,6 +150,7 @@ _DROP_OPEN_CALL = "DELETE FROM billing_open_calls WHERE session_id = ? AND leg =
 # Bumped in the same transaction as every change to an account or a plan, by whichever process
 # makes it: a reader that sees the version it last read knows its copies are still current.
 _ACCOUNTS_VERSION = "SELECT value FROM billing_meta WHERE name = 'accounts_version'"
+# How long one read of it stands for a chain without limits (LedgerStore.chain_view).
 VERSION_RECHECK_S = 0.1
 _ACCOUNTS_VERSION_VALUE = f"({_ACCOUNTS_VERSION})"
 _BUMP_ACCOUNTS_VERSION = "UPDATE billing_meta SET value = value + 1 WHERE name = 'accounts_version'"
