@@ -142,7 +142,7 @@ class RelayEngine:
         self._core = RelayCore(rtp_timeout_s)
         self._buffer = bytearray(_RECV_BUFFER)
         self._view = memoryview(self._buffer)
-        self._sockets: dict[str, tuple[socket.socket, ...]] = {}
+        # Each session's four sockets, in the order (a rtp, a rtcp, b rtp, b rtcp).
         self._wires: dict[str, tuple[_Wire, ...]] = {}
         self._ports: dict[str, tuple[int, ...]] = {}
         # Bound sockets of closed sessions, by port, while keep_sockets: taken over by the
@@ -156,7 +156,7 @@ class RelayEngine:
         self._closed_totals = _NO_TOTALS
 
     def __len__(self) -> int:
-        return len(self._sockets)
+        return len(self._wires)
 
     # --- sessions ---------------------------------------------------------------------
 
@@ -180,7 +180,6 @@ class RelayEngine:
             raise
         a_rtp, a_rtcp, b_rtp, b_rtcp = socks
         session = self._core.add(session_id)
-        self._sockets[session_id] = (a_rtp, a_rtcp, b_rtp, b_rtcp)
         self._ports[session_id] = ports
         wiring: tuple[tuple[socket.socket, LegName, Literal["rtp", "rtcp"], socket.socket], ...] = (
             (a_rtp, "a", "rtp", b_rtp),
@@ -350,10 +349,10 @@ class RelayEngine:
 
     def inject(self, session_id: str, leg: LegName, datagrams: list[bytes]) -> int:
         """Send packets of our own to ``leg``'s phone from its RTP port; returns how many went out."""
-        socks = self._sockets.get(session_id)
-        if socks is None:
+        wires = self._wires.get(session_id)
+        if wires is None:
             raise RelayError(f"no media session {session_id!r}")
-        sock = socks[0] if leg == "a" else socks[2]
+        sock = wires[0].sock if leg == "a" else wires[2].sock
         stream = self._core.get(session_id).stream(leg, "rtp")
         destination = stream.destination()
         if destination is None:
@@ -378,10 +377,10 @@ class RelayEngine:
 
     def close(self, session_id: str) -> SessionStats:
         """Stop relaying, close the session's sockets, return its final counters."""
-        socks = self._sockets.pop(session_id, None)
-        if socks is None:
+        wires = self._wires.pop(session_id, None)
+        if wires is None:
             raise RelayError(f"no media session {session_id!r}")
-        for port, wire in zip(self._ports.pop(session_id), self._wires.pop(session_id), strict=True):
+        for port, wire in zip(self._ports.pop(session_id), wires, strict=True):
             keep = True
             if wire.state == _CONNECTED and self._keep:
                 try:
@@ -394,7 +393,7 @@ class RelayEngine:
         return stats
 
     def close_all(self) -> None:
-        for session_id in list(self._sockets):
+        for session_id in list(self._wires):
             self.close(session_id)
         kept, self._kept = self._kept, {}
         for sock in kept.values():
@@ -406,9 +405,9 @@ class RelayEngine:
 
     def totals(self) -> RelayTotals:
         live = _NO_TOTALS
-        for session_id in self._sockets:
+        for session_id in self._wires:
             live += _totals_of(self._core.get(session_id).stats())
-        return self._closed_totals + live + RelayTotals(len(self._sockets), 0, 0, 0, self._stray)
+        return self._closed_totals + live + RelayTotals(len(self._wires), 0, 0, 0, self._stray)
 
     # --- the one timer ---------------------------------------------------------------
 
