@@ -17,6 +17,7 @@ from gateway.storage.resp import (
     RedisError,
     ReplyParser,
     RespClient,
+    RespSubscriber,
     Script,
     encode_command,
 )
@@ -143,6 +144,42 @@ async def test_a_transaction_returns_its_commands_replies(redis_url: str) -> Non
         )
         assert results == [6, [7, 8], "8", ["8"]]
     finally:
+        await client.aclose()
+
+
+async def test_a_pipeline_returns_each_reply_and_a_failure_undoes_nothing(redis_url: str) -> None:
+    client = RespClient(redis_url, decode=True)
+    key = "p:" + secrets.token_hex(4)
+    try:
+        first, failed, last = await client.pipeline([["INCRBY", key, 2], ["NOSUCHCOMMAND"], ["GET", key]])
+        assert first == 2 and isinstance(failed, RedisError) and last == "2"
+    finally:
+        await client.aclose()
+
+
+async def test_a_subscriber_hears_what_is_published_and_comes_back_after_a_drop(redis_url: str) -> None:
+    client = RespClient(redis_url)
+    channel = "c:" + secrets.token_hex(4)
+    heard: list[bytes] = []
+    states: list[bool] = []
+    subscriber = RespSubscriber(redis_url, channel, heard.append, states.append, retry_s=0.05)
+
+    async def until(condition: Any) -> None:
+        async with asyncio.timeout(10):
+            while not condition():
+                await asyncio.sleep(0.01)
+
+    try:
+        subscriber.start()
+        await until(lambda: states == [True])
+        assert await client.execute("PUBLISH", channel, "one") == 1
+        await until(lambda: heard == [b"one"])
+        await client.execute("CLIENT", "KILL", "TYPE", "pubsub")
+        await until(lambda: states == [True, False, True])
+        await client.execute("PUBLISH", channel, "two")
+        await until(lambda: heard == [b"one", b"two"])
+    finally:
+        await subscriber.aclose()
         await client.aclose()
 
 

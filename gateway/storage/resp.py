@@ -16,11 +16,15 @@ flight with ``RedisConnectionError``; the next command reconnects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import logging
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
+
+log = logging.getLogger("seabridge.redis")
 
 
 class RedisError(Exception):
@@ -213,17 +217,31 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
-class RespClient:
-    def __init__(self, url: str, decode: bool = False) -> None:
+class _Address:
+    """Where a ``redis://[[user]:password@]host[:port][/db]`` URL points, and how to log in."""
+
+    def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme != "redis":
             raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r} (redis://host:port/db)")
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or 6379
-        self._username = unquote(parts.username) if parts.username else ""
-        self._password = unquote(parts.password) if parts.password else ""
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 6379
+        self.username = unquote(parts.username) if parts.username else ""
+        self.password = unquote(parts.password) if parts.password else ""
         path = parts.path.strip("/")
-        self._db = int(path) if path else 0
+        self.db = int(path) if path else 0
+
+    def auth(self) -> list[Arg] | None:
+        if not self.password:
+            return None
+        return ["AUTH", self.username, self.password] if self.username else ["AUTH", self.password]
+
+
+class RespClient:
+    def __init__(self, url: str, decode: bool = False) -> None:
+        address = _Address(url)
+        self._address = address
+        self._host, self._port, self._db = address.host, address.port, address.db
         self._decode = decode
         self._conn: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
@@ -248,8 +266,8 @@ class RespClient:
         except OSError as exc:
             raise RedisConnectionError(f"cannot connect to Redis at {self._host}:{self._port}: {exc}") from None
         hello: list[list[Arg]] = []
-        if self._password:
-            auth: list[Arg] = ["AUTH", self._username, self._password] if self._username else ["AUTH", self._password]
+        auth = self._address.auth()
+        if auth is not None:
             hello.append(auth)
         if self._db:
             hello.append(["SELECT", self._db])
@@ -274,6 +292,19 @@ class RespClient:
     async def execute(self, *args: Arg) -> Any:
         conn = await self._connection()
         return await self._send(conn, args)
+
+    async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        """The commands written together, each reply in order: an error reply is returned as
+        its RedisError, not raised (unlike ``transaction``, one failing does not undo others)."""
+        conn = await self._connection()
+        futures = [self._send(conn, command) for command in commands]
+        replies: list[Any] = []
+        for future in futures:
+            try:
+                replies.append(await future)
+            except RedisError as exc:
+                replies.append(exc)
+        return replies
 
     async def transaction(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """MULTI, the commands, EXEC: written in one go; the EXEC reply is the commands' replies."""
@@ -309,3 +340,74 @@ class RespClient:
         conn, self._conn = self._conn, None
         if conn is not None and conn.transport is not None:
             conn.transport.close()
+
+
+class RespSubscriber:
+    """One connection in SUBSCRIBE mode: each message published on ``channel`` goes to
+    ``on_message``. ``on_state(True)`` once subscribed; ``on_state(False)`` when the
+    connection is lost or cannot be made (messages published meanwhile are missed: the
+    caller must not trust what they would have told it). It reconnects by itself."""
+
+    def __init__(
+        self,
+        url: str,
+        channel: str,
+        on_message: Callable[[bytes], None],
+        on_state: Callable[[bool], None],
+        retry_s: float = 1.0,
+    ) -> None:
+        self._address = _Address(url)
+        self._channel = channel
+        self._on_message = on_message
+        self._on_state = on_state
+        self._retry_s = retry_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._session()
+            except (OSError, RedisError, RedisConnectionError) as exc:
+                log.warning("redis subscription lost", extra={"channel": self._channel, "error": str(exc)})
+            self._on_state(False)
+            await asyncio.sleep(self._retry_s)
+
+    async def _session(self) -> None:
+        reader, writer = await asyncio.open_connection(self._address.host, self._address.port)
+        parser = ReplyParser()
+
+        async def reply() -> Any:
+            while (answer := parser.next_reply()) is INCOMPLETE:
+                data = await reader.read(65536)
+                if not data:
+                    raise RedisConnectionError("connection to Redis closed by the server")
+                parser.feed(data)
+            if isinstance(answer, RedisError):
+                raise answer
+            return answer
+
+        try:
+            auth = self._address.auth()
+            if auth is not None:
+                writer.write(encode_command(auth))
+                await reply()
+            writer.write(encode_command(["SUBSCRIBE", self._channel]))
+            await reply()
+            self._on_state(True)
+            while True:
+                message = await reply()
+                if isinstance(message, list) and len(message) == 3 and message[0] == b"message":
+                    self._on_message(message[2])
+        finally:
+            writer.close()
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
