@@ -46,4 +46,3 @@ async def test_changes_here_at_once_and_from_another_process_within_the_recheck_
         cli.close()
         ours.close()
         theirs.close()
-
