@@ -187,6 +187,11 @@ async def test_latching_then_strict_source(relay: tuple[RelayManager, list[Relay
     leg_b = ("127.0.0.1", session.leg_b.local_rtp_port)
     a.rtp.sendto(rtp(0, b"first"), leg_a)  # latches leg a on A
     await b.wait_for("rtp", 1)
+    # Latched (and so connected: both happen in the read that latched) before the intruder
+    # sends. With relay workers B can hear A before the worker's own stats say so.
+    async with asyncio.timeout(10):
+        while (await session.stats()).a.rtp.source is None:
+            await asyncio.sleep(0.01)
     for i in range(20):
         intruder.rtp.sendto(rtp(i, b"injected"), leg_a)
     for i in range(1, 5):
