@@ -4,8 +4,9 @@ A programme is available when its start lies inside the recording (from the olde
 segment's start to the newest one's end) and has passed. Its playlist runs from the
 segment playing at the programme's start (so it begins at most one segment early; an
 EXT-X-START offset lets players that honour it begin on the second) to the segment
-playing at its end. A programme still on air gets an EVENT playlist that grows; a
-finished one a VOD playlist with EXT-X-ENDLIST.
+playing at its end (one that starts within ``BOUNDARY_S`` of the end is left out). A
+programme still on air gets an EVENT playlist that grows; a finished one a VOD playlist
+with EXT-X-ENDLIST.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from media.tv.dvrwindow import Recorded, covering
 
 # A catch-up request longer than this is refused (a typo in a URL, or a scan of the disk).
 MAX_PROGRAMME_S = 24 * 3600
+# Segment wall clocks are measured, so one segment's end and the next one's start differ by a
+# few ms either way (and the index keeps them to the ms). A segment starting this close to a
+# programme's end is not part of it, and the programme is final only once the recording runs
+# this far past its end: a playlist declared final never gains a segment afterwards.
+BOUNDARY_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -42,12 +48,12 @@ def select(segments: Sequence[Recorded], start: float, stop: float, now: float) 
     if segments[first].wall_end <= start:
         first += 1  # the start fell in a gap of the recording: begin right after it
     last = covering(segments, stop)
-    if last >= 0 and segments[last].wall_start >= stop:
+    if last >= 0 and segments[last].wall_start >= stop - BOUNDARY_S:
         last -= 1
     if last < first:
         return None
     chosen = segments[first : last + 1]
-    complete = segments[-1].wall_end >= stop
+    complete = segments[-1].wall_end >= stop + BOUNDARY_S
     return CatchupRange(chosen, complete, max(0.0, start - chosen[0].wall_start))
 
 

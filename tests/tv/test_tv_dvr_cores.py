@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from media.tv.catchup import available, render_catchup, select
+from media.tv.catchup import BOUNDARY_S, available, render_catchup, select
 from media.tv.dvrwindow import DvrWindow, DvrWindowError, Recorded
 from media.tv.hlsparse import MediaPlaylist, parse_playlist
 from media.tv.recstate import RecordingResumed, RecordingState, RecordingStopped
@@ -245,8 +245,9 @@ def test_catchup_starts_within_one_segment_of_the_programme(
     first = rng.segments[0]
     assert first.wall_start <= start < first.wall_end  # the segment playing at the start
     assert rng.start_offset == pytest.approx(start - first.wall_start)
-    assert rng.segments[-1].wall_end >= min(stop, wall) - 1e-6  # runs to the programme's end
-    assert rng.complete == (stop <= wall)
+    # Runs to the programme's end (a segment starting within BOUNDARY_S of it adds nothing).
+    assert rng.segments[-1].wall_end >= min(stop - BOUNDARY_S, wall) - 1e-6
+    assert rng.complete == (stop + BOUNDARY_S <= wall)
     text = render_catchup(rng, 4)
     parsed = parse_playlist(text, "http://gw/x/dvr/1-2.m3u8")
     assert isinstance(parsed, MediaPlaylist)
@@ -264,6 +265,20 @@ def test_catchup_availability() -> None:
     assert not available(segments, T0 + 70, now=T0 + 65)  # in the future
     assert select(segments, T0 + 10, T0 + 5, T0 + 61) is None  # stop before start
     assert select(segments, T0 + 10, T0 + 10 + 90000, T0 + 61) is None  # absurdly long
+
+
+def test_a_final_catchup_playlist_never_gains_a_segment() -> None:
+    """Measured clocks: a segment may end a little after the programme and the next one start
+    a little before its end. The playlist is final only once that can no longer change it."""
+    window = DvrWindow(max_age=1e9, max_bytes=10**9)
+    record(window, "r", 0, T0, 2.0005)  # ends 0.5 ms after the programme
+    before = select(window.segments, T0 + 1, T0 + 2, T0 + 2.01)
+    assert before is not None and not before.complete  # an EVENT playlist, still open
+    record(window, "r", 1, T0 + 1.9998)  # the next segment starts 0.2 ms before the end
+    after = select(window.segments, T0 + 1, T0 + 2, T0 + 4)
+    assert after is not None and after.complete and [s.seq for s in after.segments] == [0]
+    record(window, "r", 2, T0 + 4)
+    assert select(window.segments, T0 + 1, T0 + 2, T0 + 6) == after
 
 
 def test_catchup_starting_in_a_gap_begins_after_it() -> None:

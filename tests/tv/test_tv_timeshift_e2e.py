@@ -176,9 +176,17 @@ async def test_timeshift_and_catchup_show_the_right_time(
 
     # -- catch-up: the news from its start --------------------------------------------------------
     news = f"ch/1/dvr/{t0 + 4}-{t0 + 10}.m3u8"
-    status, body, _ = await fetch(gw, gw.url(token, news))
-    vod = body.decode()
-    assert status == 200 and "#EXT-X-PLAYLIST-TYPE:VOD" in vod and vod.endswith("#EXT-X-ENDLIST\n")
+    # Final (VOD) once the recording has run past the programme's end; until then it grows.
+    async with asyncio.timeout(3 * SEG + 10):
+        while True:
+            status, body, _ = await fetch(gw, gw.url(token, news))
+            vod = body.decode()
+            assert status == 200, vod
+            if "#EXT-X-PLAYLIST-TYPE:VOD" in vod:
+                break
+            assert "#EXT-X-PLAYLIST-TYPE:EVENT" in vod and "#EXT-X-ENDLIST" not in vod
+            await asyncio.sleep(0.2)
+    assert vod.endswith("#EXT-X-ENDLIST\n")
     # The programme's start inside the first segment is marked; if it fell in a gap of the
     # recording (segment wall clocks are measured, so gaps of a few ms happen), the playlist
     # begins right after the gap and needs no mark.
