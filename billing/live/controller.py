@@ -122,10 +122,14 @@ class LiveBilling:
 
     # Limits of an account chain.
 
-    async def _view(self, account_id: str, now: datetime) -> ChainView | None:
-        """The chain, plans, balances and last hour's spend of ``account_id``: one read transaction."""
+    async def _view(self, account_id: str, now: datetime, *, balances: bool = True) -> ChainView | None:
+        """The chain, plans, balances and last hour's spend of ``account_id``: one read transaction.
+
+        ``balances`` False: the chain and plans only, enough to find the tariff; an unrated
+        call needs nothing more, and a cached chain is then served without a read."""
+        since = to_us(now - timedelta(hours=1)) if balances else None
         try:
-            return await self.service.store.chain_view(normalise_id(account_id), to_us(now - timedelta(hours=1)))
+            return await self.service.store.chain_view(normalise_id(account_id), since)
         except AccountError:
             return None
 
@@ -170,7 +174,7 @@ class LiveBilling:
     async def authorize(self, account: str, destination: str, category: Category, now_utc: datetime) -> Authorization:
         """May this call be tried? Checks every ancestor's concurrent-call, credit and hourly limits."""
         cfg = self.service.config
-        view = await self._view(account, now_utc)
+        view = await self._view(account, now_utc, balances=False)
         if view is None:
             return Authorization(False, f"unknown account {account}", 0)
         number = normalize_number(destination, cfg.international_prefix)
@@ -186,6 +190,9 @@ class LiveBilling:
             if cfg.authorize_unrated:
                 return Authorization(True, f"unrated: {tariff}", cfg.max_call_duration_s)
             return Authorization(False, tariff, 0)
+        view = await self._view(account, now_utc)  # rated: what may be spent matters now
+        if view is None:
+            return Authorization(False, f"unknown account {account}", 0)
         room = self._room(view, usage)
         if room.extra is None:
             return Authorization(True, "", cfg.max_call_duration_s)
@@ -216,15 +223,19 @@ class LiveBilling:
     async def _answer(self, key: str, record: CallRecord) -> Authorization:
         cfg = self.service.config
         assert record.answer is not None
-        view = await self._view(record.account, record.answer)
+        view = await self._view(record.account, record.answer, balances=False)
         if view is None:
             return Authorization(False, f"unknown account {record.account}", 0)
-        chain = view.chain
         number = normalize_number(record.callee, cfg.international_prefix)
         found = self._tariff(view, number, record.category, record.answer)
         tariff = None if isinstance(found, str) else found
         if tariff is None and not cfg.authorize_unrated:
             return Authorization(False, str(found), 0)
+        if tariff is not None:
+            view = await self._view(record.account, record.answer)  # the first slice is paid from it
+            if view is None:
+                return Authorization(False, f"unknown account {record.account}", 0)
+        chain = view.chain
         opened = await self.spend.open(key, self.node, [a.id for a in chain], {a.id: a.max_concurrent for a in chain})
         if opened.refused is not None:
             return Authorization(False, f"concurrent call limit reached at {opened.refused}", 0)
@@ -236,7 +247,7 @@ class LiveBilling:
             await self.spend.close(key)
             return Authorization(False, room.binding or "no credit", 0)
         call.grant = grant
-        call.limited = any(c is not None for c in room.ceilings.values())
+        call.limited = any(_limited(a) for a in chain)  # an account has a ceiling
         call.checkpoint_at = record.answer + self.schedule.checkpoint_every
         # Durable before the call is tracked: if call_ended comes meanwhile it waits for us,
         # and a crash from here on finds the checkpoint and charges the call once.
@@ -258,6 +269,12 @@ class LiveBilling:
     ) -> tuple[Grant, _Room]:
         """The call's next slice; ``usage`` as read with the view, if it was (else it is read here)."""
         cfg = self.service.config
+        if meta.tariff is None:  # unrated: time is granted, nothing reserved, no limit read
+            grant = next_grant(
+                None, meta.number, meta.record.category, call.answer, call.grant, None, cfg.grant_s,
+                cfg.max_call_duration_s,
+            )  # fmt: skip
+            return grant, _Room(None, "", {})
         key = f"{call.session_id}:{call.leg}"
         for attempt in range(3):  # another gateway may reserve between our read and our write
             if attempt:
@@ -338,7 +355,7 @@ class LiveBilling:
     async def _renew(self, key: str, now: datetime) -> None:
         call = self.schedule.calls[key]
         meta = self._meta[key]
-        view = await self._view(meta.record.account, now)
+        view = await self._view(meta.record.account, now, balances=meta.tariff is not None)
         if view is None:
             call.grant = replace(call.grant, final=True)
         else:

@@ -113,6 +113,32 @@ async def test_a_call_reads_only_what_its_limits_need_and_writes_at_answer_and_a
         await store.close()
 
 
+async def test_an_unrated_call_reads_no_balance(tmp_path: Path, clock: FakeClock) -> None:
+    """A prepaid caller with no rate plan, allowed unrated (an internal call, say): what the
+    chain holds cannot limit a call that costs nothing, so neither its authorization nor its
+    answer reads it; the answer still writes its checkpoint."""
+    store = await open_store("sqlite", sqlite_path=tmp_path / "b.db")
+    store._clock = lambda: 0.0  # all within one recheck interval of the accounts version
+    try:
+        live = make_live(store, MemoryLiveSpend(), clock)
+        await live.service.ensure_account("dave@other", site="kinshasa", payment="prepaid")
+        assert isinstance(store.db, SqliteBillingDatabase)
+        await store.chain_view("dave@other")  # the chain is known
+        hops = Hops(store.db)
+        verdict = await live.authorize("dave@other", "+8613800000000", "voice", T0)
+        assert verdict.allowed and verdict.reason.startswith("unrated")
+        assert hops.take() == (0, 0, 0)
+        record = call(T0, 30, account="dave@other")
+        answer = await live.call_answered(replace(record, end=T0))
+        assert answer.allowed and answer.max_duration_s == 300  # a slice of time, nothing reserved
+        assert hops.take() == (0, 1, 1)  # the checkpoint
+        rating = await live.call_ended(record)
+        assert rating.charged == 0
+        assert await store.open_calls("kinshasa-gw") == []
+    finally:
+        await store.close()
+
+
 async def test_a_sqlite_transaction_body_may_await_only_its_tx(tmp_path: Path) -> None:
     store = await open_store("sqlite", sqlite_path=tmp_path / "b.db")
     try:
