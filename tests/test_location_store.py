@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
 import pytest_asyncio
@@ -75,13 +76,27 @@ async def _until(predicate: Callable[[], Awaitable[bool]], within_s: float = 10.
         await asyncio.sleep(0.01)
 
 
+@dataclass
+class Workers:
+    """Two SIP workers' location stores on one Redis, both subscribed, with bob registered
+    at ``now`` through the first; ``admin`` talks to Redis directly."""
+
+    first: RedisLocationStore
+    second: RedisLocationStore
+    admin: RespClient
+    now: float
+
+
 @pytest_asyncio.fixture
-async def two_workers(redis_url: str) -> AsyncIterator[tuple[RedisLocationStore, RedisLocationStore, RespClient]]:
+async def workers(redis_url: str) -> AsyncIterator[Workers]:
     prefix = f"test:{time.monotonic_ns()}:"
     first, second, admin = RedisLocationStore(redis_url, prefix), RedisLocationStore(redis_url, prefix), None
     try:
         admin = RespClient(redis_url)
-        yield first, second, admin
+        await _subscribed(first, second)
+        now = time.monotonic()
+        await first.put("bob@acme", (binding("bob@acme", "sip:b@10.0.0.2", now + 60),), now)
+        yield Workers(first, second, admin, now)
     finally:
         await first.close()
         await second.close()
@@ -100,19 +115,14 @@ async def _subscribed(*stores: RedisLocationStore) -> None:
     await _until(all_live)
 
 
-async def test_a_read_binding_is_kept_until_another_worker_changes_it(
-    two_workers: tuple[RedisLocationStore, RedisLocationStore, RespClient],
-) -> None:
-    first, second, admin = two_workers
-    await _subscribed(first, second)
-    now = time.monotonic()
-    await first.put("bob@acme", (binding("bob@acme", "sip:b@10.0.0.2", now + 60),), now)
+async def test_a_read_binding_is_kept_until_another_worker_changes_it(workers: Workers) -> None:
+    first, second, now = workers.first, workers.second, workers.now
     (seen,) = await second.get("bob@acme", now)
     assert seen.contact == "sip:b@10.0.0.2"
-    before = await _gets(admin)
+    before = await _gets(workers.admin)
     for _ in range(5):
         assert [b.contact for b in await second.get("bob@acme", now)] == ["sip:b@10.0.0.2"]
-    assert await _gets(admin) == before  # served from the copy: no Redis round trip
+    assert await _gets(workers.admin) == before  # served from the copy: no Redis round trip
 
     # Bob moves: the other worker's copy is dropped and the new binding read.
     await first.put("bob@acme", (binding("bob@acme", "sip:b@10.0.0.9", now + 60),), now)
@@ -134,13 +144,8 @@ async def test_a_read_binding_is_kept_until_another_worker_changes_it(
     assert await second.get("carol@acme", now + 6) == ()
 
 
-async def test_without_the_subscription_every_read_goes_to_redis(
-    two_workers: tuple[RedisLocationStore, RedisLocationStore, RespClient],
-) -> None:
-    first, second, admin = two_workers
-    await _subscribed(first, second)
-    now = time.monotonic()
-    await first.put("bob@acme", (binding("bob@acme", "sip:b@10.0.0.2", now + 60),), now)
+async def test_without_the_subscription_every_read_goes_to_redis(workers: Workers) -> None:
+    second, admin, now = workers.second, workers.admin, workers.now
     await second.get("bob@acme", now)
     # The server drops the subscribers' connections: notices published meanwhile would be
     # lost, so nothing read before may be trusted.
@@ -150,7 +155,7 @@ async def test_without_the_subscription_every_read_goes_to_redis(
         return not second._subscribed
 
     await _until(down)
-    await admin.execute("SET", first._prefix + "bob@acme", "[]")  # a change nobody announced
+    await admin.execute("SET", workers.first._prefix + "bob@acme", "[]")  # a change nobody announced
     before = await _gets(admin)
     assert await second.get("bob@acme", now) == ()
     assert await _gets(admin) == before + 1
@@ -158,14 +163,9 @@ async def test_without_the_subscription_every_read_goes_to_redis(
     assert await second.get("bob@acme", now) == ()
 
 
-async def test_a_read_that_overlaps_a_change_is_not_kept(
-    two_workers: tuple[RedisLocationStore, RedisLocationStore, RespClient],
-) -> None:
-    first, second, _admin = two_workers
-    await _subscribed(first, second)
-    now = time.monotonic()
-    await first.put("bob@acme", (binding("bob@acme", "sip:b@10.0.0.2", now + 60),), now)
-    reading = asyncio.ensure_future(second.get("bob@acme", now))
+async def test_a_read_that_overlaps_a_change_is_not_kept(workers: Workers) -> None:
+    first, second = workers.first, workers.second
+    reading = asyncio.ensure_future(second.get("bob@acme", workers.now))
     await asyncio.sleep(0)  # the GET is on its way
     second._changed(first._node.encode() + b" bob@acme")  # a notice overtakes its reply
     assert len(await reading) == 1
