@@ -239,9 +239,7 @@ class _Address:
 
 class RespClient:
     def __init__(self, url: str, decode: bool = False) -> None:
-        address = _Address(url)
-        self._address = address
-        self._host, self._port, self._db = address.host, address.port, address.db
+        self._address = _Address(url)
         self._decode = decode
         self._conn: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
@@ -261,16 +259,17 @@ class RespClient:
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
+        address = self._address
         try:
-            _, conn = await loop.create_connection(lambda: _Connection(self._decode), self._host, self._port)
+            _, conn = await loop.create_connection(lambda: _Connection(self._decode), address.host, address.port)
         except OSError as exc:
-            raise RedisConnectionError(f"cannot connect to Redis at {self._host}:{self._port}: {exc}") from None
+            raise RedisConnectionError(f"cannot connect to Redis at {address.host}:{address.port}: {exc}") from None
         hello: list[list[Arg]] = []
-        auth = self._address.auth()
+        auth = address.auth()
         if auth is not None:
             hello.append(auth)
-        if self._db:
-            hello.append(["SELECT", self._db])
+        if address.db:
+            hello.append(["SELECT", address.db])
         try:
             for command in hello:
                 await self._send(conn, command)
