@@ -71,6 +71,12 @@ class SipConfig:
     # On SIGTERM, calls are ended with BYE on both legs; wait this long for them to finish.
     shutdown_grace_s: float = field(default=10.0, metadata=bounds(0, 600))
     user_agent: str = "Seabridge"
+    # A new INVITE (one not yet challenged) is refused with 503 and Retry-After while the oldest
+    # SIP datagram still waiting in the socket's queue has waited longer than this: past
+    # capacity, callers are told at once instead of every call timing out in a retransmission
+    # storm. It refuses more calls than the excess near capacity (see docs/ARCHITECTURE.md),
+    # so it is off (0) unless set; 1000 is a reasonable value.
+    overload_queue_delay_ms: int = field(default=0, metadata=bounds(0, 60000))
     # SIP worker processes sharing the SIP port (SO_REUSEPORT), calls sharded by Call-ID so
     # both cores of a box work; more than 1 needs [storage] redis_url (shared registrations).
     workers: int = field(default=1, metadata=bounds(1, 64))

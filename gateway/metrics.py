@@ -45,6 +45,11 @@ class SipMetrics:
             "seabridge_sip_auth_failures", "Digest checks that failed", ["method"], registry=registry
         )
         self.transactions = Gauge("seabridge_sip_transactions", "Live SIP transactions", registry=registry)
+        self.overload_refusals = Counter(
+            "seabridge_sip_overload_refusals",
+            "New calls refused with 503: the SIP queue was older than [sip] overload_queue_delay_ms",
+            registry=registry,
+        )
 
 
 class _CallbackCollector(Collector):

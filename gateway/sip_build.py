@@ -81,6 +81,7 @@ def sip_settings(
         worker_run=worker_run,
         stream_ports=stream_ports,
         recover=shard.index == 0,
+        overload_queue_delay=sip_cfg.overload_queue_delay_ms / 1000,
     )
 
 

@@ -46,6 +46,7 @@ from gateway.contact_keepalive import ContactKeepalive
 from gateway.location import LocationStore
 from gateway.media_port import Addr, Leg, MediaAllocator, MediaStats, MediaStream
 from gateway.metrics import SipMetrics
+from gateway.overload import RETRY_AFTER_S, too_old
 from gateway.routing import route_number
 from gateway.sip.digest import AuthAccepted, DigestAuthenticator
 from gateway.sip.errors import SipError, TransactionError
@@ -69,6 +70,8 @@ from gateway.sip.transaction import (
     TransactionLayer,
     TransactionTimedOut,
     TxKey,
+    response_destination,
+    stamped,
 )
 from gateway.sip.uas import error_reply_destination, refusal, stable_tag
 from gateway.sip.uri import parse_uri
@@ -126,6 +129,8 @@ class SipSettings:
     stream_ports: tuple[tuple[str, int], ...] = ()
     # Close calls a crash left open at start (only the first worker: the others' calls are live).
     recover: bool = True
+    # New INVITEs are refused while the SIP socket's oldest queued datagram is older (0: never).
+    overload_queue_delay: float = 0.0
 
 
 @dataclass
@@ -415,7 +420,26 @@ class SipService:
         owner = self.settings.shard.worker_for(data)
         if owner is None or owner == self.settings.shard.index:
             return False
+        if data.startswith(b"INVITE ") and self._overloaded() and self._refuse_here(data, source):
+            return True
         self._link.forward(owner, data, source)
+        return True
+
+    def _refuse_here(self, data: bytes, source: Peer) -> bool:
+        """Refuse a new call another worker owns (503, stateless) while this worker's queue is
+        old: it waited in our queue, which the owner cannot see. False: pass it on after all."""
+        try:
+            request = parse_message(data, self.settings.limits)
+        except SipParseError:
+            return False  # the owner answers what is wrong with it
+        if not isinstance(request, Request) or request.method != "INVITE" or request.to.tag:
+            return False
+        if "Proxy-Authorization" in request.headers:
+            return False
+        request = stamped(request, source)
+        self._metrics.overload_refusals.inc()
+        self._txn.send_stateless(_overload_refusal(request), response_destination(request.top_via, source))
+        self._flush()
         return True
 
     def _send_for_worker(self, data: bytes, destination: Peer) -> None:
@@ -565,6 +589,9 @@ class SipService:
                 ),
                 now,
             )
+        elif method == "INVITE" and "Proxy-Authorization" not in request.headers and self._overloaded():
+            self._metrics.overload_refusals.inc()
+            self._respond(event.key, _overload_refusal(request), now)
         elif method == "INVITE":
             challenge = self._challenge_at_once(event, now)
             if challenge is not None:
@@ -581,6 +608,13 @@ class SipService:
             self._respond(
                 event.key, make_response(request, 405, to_tag=stable_tag(request), extra=[("Allow", ALLOW)]), now
             )
+
+    def _overloaded(self) -> bool:
+        """Whether the datagrams still queued behind this INVITE have waited too long."""
+        limit = self.settings.overload_queue_delay
+        if limit <= 0 or self._transport is None:
+            return False
+        return too_old(self._transport.queue_age(), limit)
 
     def _on_cancel(self, event: RequestReceived, now: float) -> None:
         request = event.request
@@ -1217,6 +1251,11 @@ class SipService:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("sip task failed", exc_info=task.exception())
+
+
+def _overload_refusal(invite: Request) -> Response:
+    extra = [("Retry-After", str(RETRY_AFTER_S))]
+    return make_response(invite, 503, "Service Unavailable (overloaded)", to_tag=stable_tag(invite), extra=extra)
 
 
 def _peer_of_contact(contact: str, transport: str) -> Peer | None:

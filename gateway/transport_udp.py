@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import time
 from collections.abc import Callable
 from typing import cast
 
 from gateway.errors import StartupError
+from gateway.overload import SO_TIMESTAMPNS, arrival_of
 
 Addr = tuple[str, int]
 
@@ -16,11 +19,15 @@ Addr = tuple[str, int]
 # kernel caps this at net.core.rmem_max.
 RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 
+_ANCILLARY_BYTES = socket.CMSG_SPACE(16)  # one struct timespec
+
 
 class UdpTransport(asyncio.DatagramProtocol):
     def __init__(self, on_datagram: Callable[[bytes, Addr], None]) -> None:
         self._on_datagram = on_datagram
         self._transport: asyncio.DatagramTransport | None = None
+        # The same socket as a plain one, to peek at its queue (the loop's wrapper cannot).
+        self._peek: socket.socket | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport does not subclass asyncio.DatagramTransport, but behaves as one.
@@ -40,6 +47,32 @@ class UdpTransport(asyncio.DatagramProtocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+        if self._peek is not None:
+            self._peek.close()
+            self._peek = None
+
+    def stamp_arrivals(self, sock: socket.socket) -> None:
+        """Have the kernel stamp each datagram's arrival, so that ``queue_age`` can be read."""
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:
+            return  # not Linux: no stamps, so the queue never reads as old
+        self._peek = socket.socket(fileno=os.dup(sock.fileno()))
+
+    def queue_age(self) -> float:
+        """How long (seconds) the oldest datagram still queued has waited; 0 if none waits."""
+        if self._peek is None:
+            return 0.0
+        try:
+            _data, ancillary, _flags, _source = self._peek.recvmsg(
+                1, _ANCILLARY_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT
+            )
+        except OSError:
+            return 0.0  # nothing queued (or a queued ICMP error, which this read consumed)
+        arrived = arrival_of(ancillary)
+        # The kernel stamps on the system's real-time clock: so must the reading be, whatever
+        # clock the gateway's cores are given.
+        return max(0.0, time.time() - arrived) if arrived is not None else 0.0
 
     @property
     def local_address(self) -> Addr:
@@ -62,4 +95,5 @@ async def open_udp(
     sock = _transport.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+        protocol.stamp_arrivals(sock)
     return protocol

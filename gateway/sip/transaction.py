@@ -737,6 +737,13 @@ class TransactionLayer:
             del self._accepted[tx.accepted]
 
 
+def stamped(request: Request, source: Peer) -> Request:
+    """``request`` with its top Via stamped as the transaction layer stamps it on receipt."""
+    top = request.top_via
+    via = _stamp_via(top, source)
+    return request if via is top else request.with_top_via(via)
+
+
 def _stamp_via(top: Via, source: Peer) -> Via:
     """Add received/rport to the top Via as a server transport must (RFC 3261 18.2.1, RFC 3581)."""
     via = top
