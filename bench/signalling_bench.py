@@ -13,8 +13,10 @@ Seabridge runs as it would on a busy box: one SIP worker per core ([sip] workers
 sharded by Call-ID), sharing registrations and live spend in a private redis-server that
 the bench starts; ``--sip-workers 1`` measures the single-process default (no Redis).
 
-For each system the rate is raised step by step; the best rate at which at most 1% of the
-calls failed is reported, then the ratio Seabridge / Kamailio (target >= 0.5). Each step also
+For each system the rate is raised step by step until a step fails, then the gap between
+the last rate passed and the first failed is halved twice (``--refine``); the best rate at
+which at most 1% of the calls failed is reported, then the ratio Seabridge / Kamailio (target
+>= 0.5). Each step also
 reports the CPU the system used per call (its processes and threads, Seabridge's redis-server
 included, sipp not), compared at the highest rate both passed: a steadier figure than the
 ladder on a shared machine, and the one to watch when optimising. It is split into main
@@ -22,7 +24,8 @@ threads (Seabridge's event loops, Kamailio's processes), other threads (Seabridg
 threads) and redis-server. Not part of
 the test suite: run it from the repository root, on an otherwise idle machine:
 
-    PYTHONPATH=. .venv/bin/python bench/signalling_bench.py [--rates 100,200,400,800] [--seconds 8] [--sip-workers N]
+    PYTHONPATH=. .venv/bin/python bench/signalling_bench.py [--rates 100,200,400,800] [--seconds 8]
+        [--sip-workers N] [--refine 2]
 """
 
 from __future__ import annotations
@@ -229,63 +232,90 @@ async def calls_per_second(
     seconds: float,
     folder: Path,
     cpu: Callable[[], dict[str, float]] | None = None,
+    refine: int = 0,
 ) -> list[Step]:
-    """Register a sipp UAS as bob, then call it at each rate; stop at the first rate that fails.
+    """Register a sipp UAS as bob, then call it at each rate; stop at the first rate that fails,
+    then halve the gap between the last rate passed and it ``refine`` times (the ladder's
+    steps are up to a third apart).
 
     ``cpu`` reads the CPU seconds the system under test has used so far (not sipp's): each
     step reports CPU per call, which is far steadier than the rate ladder on a noisy machine.
     """
     steps: list[Step] = []
     for rate in rates:
-        calls = int(rate * seconds)
-        uas_port = free_port()
-        work = folder / f"{name}-{rate}"
-        work.mkdir()
-        reg = render("register.xml", work, user="bob", domain="acme", password=PASSWORD, expected="200")
-        code, out = await run(
-            sipp_args(target, reg, uas_port, 1, 1, {"user": "bob", "domain": "acme", "expires": "3600"}), work
-        )
-        if code != 0:
-            raise SystemExit(f"{name}: the callee could not register:\n{out[-2000:]}")
-        uas = await asyncio.create_subprocess_exec(
-            # The callee is limited by the caller's pace, not its own: give it room for the same calls in progress.
-            *sipp_args(target, SCENARIOS / "bench_uas.xml", uas_port, calls, 1, {}, limit=max(100, rate * 4)),
-            cwd=work,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        uac = render("bench_uac.xml", work, user="alice", domain="acme", password=PASSWORD, callee="bob")
-        started = time.monotonic()
-        cpu_before = cpu() if cpu is not None else None
-        _, out = await run(
-            sipp_args(target, uac, free_port(), calls, rate, {"user": "alice", "domain": "acme", "callee": "bob"}), work
-        )
-        elapsed = time.monotonic() - started
-        cpu_used = (
-            {part: used - cpu_before[part] for part, used in cpu().items()}
-            if cpu is not None and cpu_before is not None
-            else None
-        )
-        if uas.returncode is None:
-            uas.terminate()
-        await uas.wait()
-        # Unregister this step's callee: a registrar forks to every binding, and the next step's
-        # calls must not also ring a sipp that is gone (Kamailio's lookup() picks one contact).
-        await run(sipp_args(target, reg, uas_port, 1, 1, {"user": "bob", "domain": "acme", "expires": "0"}), work)
-        ok, failed = counts(out)
-        step = Step(rate, calls, ok, failed, elapsed, cpu_used)
+        step = await _calls_step(name, target, rate, seconds, folder, cpu)
         steps.append(step)
-        per_call = step.cpu_ms_per_call
-        cpu_text = ""
-        if per_call is not None and step.cpu_parts is not None:
-            parts = step.cpu_parts.items()
-            split = ", ".join(f"{part} {1000 * used / max(ok, 1):.2f}" for part, used in parts if used > 0)
-            cpu_text = f", {per_call:.2f} ms CPU per call ({split})"
-        print(f"  {name:10} rate {rate:5}/s: {ok} ok, {failed} failed of {calls} in {elapsed:.1f} s{cpu_text}")
         if not step.good:
             break
+    passed = [s.rate for s in steps if s.good]
+    if steps and not steps[-1].good and passed:
+        low, high = max(passed), steps[-1].rate
+        for _ in range(refine):
+            rate = (low + high) // 20 * 10
+            if not low < rate < high:
+                break
+            step = await _calls_step(name, target, rate, seconds, folder, cpu, " (refining)")
+            steps.append(step)
+            low, high = (rate, high) if step.good else (low, rate)
     return steps
+
+
+async def _calls_step(
+    name: str,
+    target: tuple[str, int],
+    rate: int,
+    seconds: float,
+    folder: Path,
+    cpu: Callable[[], dict[str, float]] | None,
+    label: str = "",
+) -> Step:
+    """One step: a fresh callee registered, ``rate`` calls per second for ``seconds``."""
+    calls = int(rate * seconds)
+    uas_port = free_port()
+    work = folder / f"{name}-{rate}"
+    work.mkdir(exist_ok=True)
+    reg = render("register.xml", work, user="bob", domain="acme", password=PASSWORD, expected="200")
+    code, out = await run(
+        sipp_args(target, reg, uas_port, 1, 1, {"user": "bob", "domain": "acme", "expires": "3600"}), work
+    )
+    if code != 0:
+        raise SystemExit(f"{name}: the callee could not register:\n{out[-2000:]}")
+    uas = await asyncio.create_subprocess_exec(
+        # The callee is limited by the caller's pace, not its own: give it room for the same calls in progress.
+        *sipp_args(target, SCENARIOS / "bench_uas.xml", uas_port, calls, 1, {}, limit=max(100, rate * 4)),
+        cwd=work,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    uac = render("bench_uac.xml", work, user="alice", domain="acme", password=PASSWORD, callee="bob")
+    started = time.monotonic()
+    cpu_before = cpu() if cpu is not None else None
+    _, out = await run(
+        sipp_args(target, uac, free_port(), calls, rate, {"user": "alice", "domain": "acme", "callee": "bob"}), work
+    )
+    elapsed = time.monotonic() - started
+    cpu_used = (
+        {part: used - cpu_before[part] for part, used in cpu().items()}
+        if cpu is not None and cpu_before is not None
+        else None
+    )
+    if uas.returncode is None:
+        uas.terminate()
+    await uas.wait()
+    # Unregister this step's callee: a registrar forks to every binding, and the next step's
+    # calls must not also ring a sipp that is gone (Kamailio's lookup() picks one contact).
+    await run(sipp_args(target, reg, uas_port, 1, 1, {"user": "bob", "domain": "acme", "expires": "0"}), work)
+    ok, failed = counts(out)
+    step = Step(rate, calls, ok, failed, elapsed, cpu_used)
+    per_call = step.cpu_ms_per_call
+    cpu_text = ""
+    if per_call is not None and step.cpu_parts is not None:
+        parts = step.cpu_parts.items()
+        split = ", ".join(f"{part} {1000 * used / max(ok, 1):.2f}" for part, used in parts if used > 0)
+        cpu_text = f", {per_call:.2f} ms CPU per call ({split})"
+    print(f"  {name:10} rate {rate:5}/s: {ok} ok, {failed} failed of {calls} in {elapsed:.1f} s{cpu_text}{label}")
+    return step
 
 
 async def registrations_per_second(name: str, target: tuple[str, int], count: int, folder: Path) -> float:
@@ -337,7 +367,13 @@ async def seabridge(
         assert gw.process is not None
         roots = [gw.process.pid, *helpers]  # the gateway, its workers and relays, and its redis-server
         steps = await calls_per_second(
-            "seabridge", gw.sip_address, rates, args.seconds, folder, cpu=lambda: tree_cpu_seconds(roots)
+            "seabridge",
+            gw.sip_address,
+            rates,
+            args.seconds,
+            folder,
+            cpu=lambda: tree_cpu_seconds(roots),
+            refine=args.refine,
         )
         return steps, regs
     finally:
@@ -356,7 +392,13 @@ async def naive(args: argparse.Namespace, rates: list[int], folder: Path) -> tup
             raise SystemExit("the naive B2BUA did not start")
         regs = await registrations_per_second("naive", ("127.0.0.1", port), args.registrations, folder)
         steps = await calls_per_second(
-            "naive", ("127.0.0.1", port), rates, args.seconds, folder, cpu=lambda: tree_cpu_seconds([proc.pid])
+            "naive",
+            ("127.0.0.1", port),
+            rates,
+            args.seconds,
+            folder,
+            cpu=lambda: tree_cpu_seconds([proc.pid]),
+            refine=args.refine,
         )
         return steps, regs
     finally:
@@ -371,6 +413,9 @@ async def main() -> int:
     parser.add_argument("--rates", default="100,200,300,400,500,600,800,1000,1300,1600,2000,2500")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each load step")
     parser.add_argument("--registrations", type=int, default=5000)
+    parser.add_argument(
+        "--refine", type=int, default=2, help="halve the gap between the last rate passed and the first failed N times"
+    )
     parser.add_argument("--sip-workers", type=int, default=os.cpu_count() or 1, help="default: one per core")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
@@ -402,6 +447,7 @@ async def main() -> int:
                 args.seconds,
                 folder,
                 cpu=lambda: tree_cpu_seconds([kamailio.pid]),
+                refine=args.refine,
             ),
             regs,
         )
@@ -458,7 +504,7 @@ async def main() -> int:
             if k.rate == s.rate and k.good and s.good and k.cpu_ms_per_call and s.cpu_ms_per_call
         ]
         if both:
-            k_step, s_step = both[-1]
+            k_step, s_step = max(both, key=lambda pair: pair[0].rate)
             assert k_step.cpu_ms_per_call is not None and s_step.cpu_ms_per_call is not None
             print(
                 f"CPU per call set-up at {k_step.rate}/s:     seabridge {s_step.cpu_ms_per_call:.2f} ms "
