@@ -217,7 +217,9 @@ class SipService:
         cfg = self.settings
         self._log_messages = log.isEnabledFor(logging.DEBUG)
         sharded = cfg.shard.count > 1
-        self._transport = await open_udp(cfg.bind, cfg.port, self.datagram_received, reuse_port=sharded)
+        self._transport = await open_udp(
+            cfg.bind, cfg.port, self.datagram_received, reuse_port=sharded, stamp_arrivals=cfg.overload_queue_delay > 0
+        )
         if sharded:
             self._link = WorkerLink(cfg.worker_run, cfg.shard.index, self._received, self._send_for_worker)
             await self._link.start()
@@ -432,9 +434,7 @@ class SipService:
             request = parse_message(data, self.settings.limits)
         except SipParseError:
             return False  # the owner answers what is wrong with it
-        if not isinstance(request, Request) or request.method != "INVITE" or request.to.tag:
-            return False
-        if "Proxy-Authorization" in request.headers:
+        if not isinstance(request, Request) or not _unchallenged_invite(request):
             return False
         request = stamped(request, source)
         self._metrics.overload_refusals.inc()
@@ -589,7 +589,7 @@ class SipService:
                 ),
                 now,
             )
-        elif method == "INVITE" and "Proxy-Authorization" not in request.headers and self._overloaded():
+        elif _unchallenged_invite(request) and self._overloaded():
             self._metrics.overload_refusals.inc()
             self._respond(event.key, _overload_refusal(request), now)
         elif method == "INVITE":
@@ -1251,6 +1251,12 @@ class SipService:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("sip task failed", exc_info=task.exception())
+
+
+def _unchallenged_invite(request: Request) -> bool:
+    """A new call not challenged yet: what overload refuses (finishing a challenged one costs
+    less than refusing it and starting again)."""
+    return request.method == "INVITE" and not request.to.tag and "Proxy-Authorization" not in request.headers
 
 
 def _overload_refusal(invite: Request) -> Response:

@@ -82,9 +82,14 @@ class UdpTransport(asyncio.DatagramProtocol):
 
 
 async def open_udp(
-    host: str, port: int, on_datagram: Callable[[bytes, Addr], None], reuse_port: bool = False
+    host: str,
+    port: int,
+    on_datagram: Callable[[bytes, Addr], None],
+    reuse_port: bool = False,
+    stamp_arrivals: bool = False,
 ) -> UdpTransport:
-    """``reuse_port``: several SIP workers share the port; the kernel spreads datagrams by source."""
+    """``reuse_port``: several SIP workers share the port; the kernel spreads datagrams by source.
+    ``stamp_arrivals``: make ``queue_age`` readable (the kernel then stamps every datagram)."""
     loop = asyncio.get_running_loop()
     try:
         _transport, protocol = await loop.create_datagram_endpoint(
@@ -95,5 +100,6 @@ async def open_udp(
     sock = _transport.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
-        protocol.stamp_arrivals(sock)
+        if stamp_arrivals:
+            protocol.stamp_arrivals(sock)
     return protocol

@@ -31,7 +31,7 @@ def test_a_call_is_refused_only_past_a_set_limit() -> None:
 
 async def test_the_age_of_the_oldest_queued_datagram_is_measured_on_a_real_socket() -> None:
     received: list[bytes] = []
-    transport = await open_udp("127.0.0.1", 0, lambda data, _source: received.append(data))
+    transport = await open_udp("127.0.0.1", 0, lambda data, _source: received.append(data), stamp_arrivals=True)
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         assert transport.queue_age() == 0.0  # nothing queued
@@ -55,6 +55,18 @@ async def test_the_age_of_the_oldest_queued_datagram_is_measured_on_a_real_socke
             await asyncio.sleep(0.01)
         assert received[-2:] == [b"first %d" % attempt, b"second %d" % attempt]
         assert transport.queue_age() == 0.0
+    finally:
+        sender.close()
+        transport.close()
+
+
+async def test_without_stamps_the_queue_never_reads_as_old() -> None:
+    transport = await open_udp("127.0.0.1", 0, lambda data, _source: None)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sender.sendto(b"waiting", transport.local_address)
+        time.sleep(0.05)  # noqa: ASYNC251 (a busy event loop: nothing reads the socket meanwhile)
+        assert transport.queue_age() == 0.0  # shedding off: no stamps asked for, none read
     finally:
         sender.close()
         transport.close()
