@@ -14,15 +14,15 @@ sharded by Call-ID), sharing registrations and live spend in a private redis-ser
 the bench starts; ``--sip-workers 1`` measures the single-process default (no Redis).
 
 For each system the rate is raised step by step until a step fails, then the gap between
-the last rate passed and the first failed is halved twice (``--refine``); the best rate at
-which at most 1% of the calls failed is reported, then the ratio Seabridge / Kamailio (target
->= 0.5). Each step also
-reports the CPU the system used per call (its processes and threads, Seabridge's redis-server
-included, sipp not), compared at the highest rate both passed: a steadier figure than the
-ladder on a shared machine, and the one to watch when optimising. It is split into main
-threads (Seabridge's event loops, Kamailio's processes), other threads (Seabridge's database
-threads) and redis-server. Not part of
-the test suite: run it from the repository root, on an otherwise idle machine:
+the highest rate kept up with (the step over within a tenth of its length) and the next is
+halved twice (``--refine``). The best rate at which at most 1% of the calls failed is
+reported, then the ratio Seabridge / Kamailio (target >= 0.5). Each step also reports the
+CPU the system used per call (its processes and threads, Seabridge's redis-server included,
+sipp not), compared at the highest rate both passed: a steadier figure than the ladder on a
+shared machine, and the one to watch when optimising. It is split into main threads
+(Seabridge's event loops, Kamailio's processes), other threads (Seabridge's database
+threads) and redis-server. Not part of the test suite: run it from the repository root, on
+an otherwise idle machine:
 
     PYTHONPATH=. .venv/bin/python bench/signalling_bench.py [--rates 100,200,400,800] [--seconds 8]
         [--sip-workers N] [--refine 2]
@@ -158,6 +158,12 @@ class Step:
     def good(self) -> bool:
         return self.ok > 0 and self.failed <= 0.01 * (self.ok + self.failed)
 
+    @property
+    def kept_up(self) -> bool:
+        """Good, and over within a tenth (and a second for the last calls) of the load's own
+        length: not a pass that took half a minute of retransmissions to get there."""
+        return self.good and self.seconds <= 1.1 * self.calls / self.rate + 1.0
+
 
 def sipp_args(
     target: tuple[str, int],
@@ -235,8 +241,8 @@ async def calls_per_second(
     refine: int = 0,
 ) -> list[Step]:
     """Register a sipp UAS as bob, then call it at each rate; stop at the first rate that fails,
-    then halve the gap between the last rate passed and it ``refine`` times (the ladder's
-    steps are up to a third apart).
+    then halve the gap between the highest rate kept up with and the next tried ``refine``
+    times (the ladder's steps are up to a third apart).
 
     ``cpu`` reads the CPU seconds the system under test has used so far (not sipp's): each
     step reports CPU per call, which is far steadier than the rate ladder on a noisy machine.
@@ -247,16 +253,17 @@ async def calls_per_second(
         steps.append(step)
         if not step.good:
             break
-    passed = [s.rate for s in steps if s.good]
-    if steps and not steps[-1].good and passed:
-        low, high = max(passed), steps[-1].rate
+    kept_up = [s.rate for s in steps if s.kept_up]
+    above = [s.rate for s in steps if kept_up and s.rate > max(kept_up)]
+    if kept_up and above:
+        low, high = max(kept_up), min(above)
         for _ in range(refine):
             rate = (low + high) // 20 * 10
             if not low < rate < high:
                 break
             step = await _calls_step(name, target, rate, seconds, folder, cpu, " (refining)")
             steps.append(step)
-            low, high = (rate, high) if step.good else (low, rate)
+            low, high = (rate, high) if step.kept_up else (low, rate)
     return steps
 
 
