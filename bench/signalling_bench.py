@@ -421,7 +421,7 @@ async def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each load step")
     parser.add_argument("--registrations", type=int, default=5000)
     parser.add_argument(
-        "--refine", type=int, default=2, help="halve the gap between the last rate passed and the first failed N times"
+        "--refine", type=int, default=2, help="halve the gap above the highest rate kept up with N times"
     )
     parser.add_argument("--sip-workers", type=int, default=os.cpu_count() or 1, help="default: one per core")
     args = parser.parse_args()

@@ -10,6 +10,7 @@ With two SIP workers the receiving worker refuses the calls it would pass on, to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -78,13 +79,9 @@ class _Caller:
         return self.finals[call_id]
 
 
-@pytest_asyncio.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[GatewayProcess]:
-    gw = GatewayProcess(
-        tmp_path,
-        extra_config='[[tenants]]\ndomain = "acme"\n',
-        sip_extra="overload_queue_delay_ms = 200",
-    )
+@contextlib.asynccontextmanager
+async def _running(folder: Path, extra_config: str, sip_extra: str) -> AsyncIterator[GatewayProcess]:
+    gw = GatewayProcess(folder, extra_config=extra_config, sip_extra=sip_extra, log_level="info")
     gw.write_config()
     await gw.start()
     try:
@@ -94,20 +91,17 @@ async def gateway(tmp_path: Path) -> AsyncIterator[GatewayProcess]:
 
 
 @pytest_asyncio.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[GatewayProcess]:
+    async with _running(tmp_path, '[[tenants]]\ndomain = "acme"\n', "overload_queue_delay_ms = 200") as gw:
+        yield gw
+
+
+@pytest_asyncio.fixture
 async def sharded(tmp_path: Path) -> AsyncIterator[GatewayProcess]:
     with redis_server() as url:
-        gw = GatewayProcess(
-            tmp_path,
-            extra_config=f'[storage]\nredis_url = "{url}"\n\n[[tenants]]\ndomain = "acme"\n',
-            sip_extra="overload_queue_delay_ms = 200\nworkers = 2",
-            log_level="info",
-        )
-        gw.write_config()
-        await gw.start()
-        try:
+        extra = f'[storage]\nredis_url = "{url}"\n\n[[tenants]]\ndomain = "acme"\n'
+        async with _running(tmp_path, extra, "overload_queue_delay_ms = 200\nworkers = 2") as gw:
             yield gw
-        finally:
-            await gw.stop()
 
 
 async def _refusals(gw: GatewayProcess) -> float:
