@@ -4,7 +4,7 @@ Past its capacity a SIP server does not slow down gracefully. Datagrams wait in 
 socket's receive buffer (4 MiB: thousands of messages); phones retransmit whatever waited
 longer than T1 (0.5 s); the retransmissions are more work; and every call in the queue is
 still set up at full price, long after its caller gave up. Throughput collapses. The remedy
-(RFC 6357 section 4; Asterisk's ``maxload``, Kamailio's pipelimit) is to refuse new work
+(RFC 6357; Asterisk's ``maxload``, Kamailio's pipelimit) is to refuse new work
 early and cheaply: while the oldest datagram still waiting has waited longer than ``[sip]
 overload_queue_delay_ms``, a new INVITE gets 503 with Retry-After, at a small part of a
 call's cost. Calls already accepted, INVITEs already challenged and every in-dialog request
@@ -12,8 +12,8 @@ go on as before.
 
 It is off by default: a fixed threshold refuses more calls than the excess near capacity (a
 call accepted now brings its answer, ACK and BYE later, so the queue goes on growing after
-the refusals start). A fraction steered by the queue's age (RFC 7339, section 5) was tried
-and, with the rates tried, refused more still.
+the refusals start). A fraction steered by the queue's age, like RFC 7339's loss-based
+scheme, was tried and, with the rates tried, refused more still.
 
 The age is measured, not estimated: the kernel stamps each datagram on arrival
 (``SO_TIMESTAMPNS``), and the transport peeks at the head of the queue (``MSG_PEEK``) when
