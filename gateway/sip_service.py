@@ -610,11 +610,10 @@ class SipService:
             )
 
     def _overloaded(self) -> bool:
-        """Whether the datagrams still queued behind this INVITE have waited too long."""
-        limit = self.settings.overload_queue_delay
-        if limit <= 0 or self._transport is None:
-            return False
-        return too_old(self._transport.queue_age(), limit)
+        """Whether the datagrams still queued behind this INVITE have waited too long (with the
+        option off the transport reads no stamps, and its queue never reads as old)."""
+        transport = self._transport
+        return transport is not None and too_old(transport.queue_age(), self.settings.overload_queue_delay)
 
     def _on_cancel(self, event: RequestReceived, now: float) -> None:
         request = event.request
