@@ -1054,7 +1054,12 @@ class SipService:
         total = MediaStats()
         for stream in self._media_streams.pop(call, []):
             self._by_stream.pop(stream.stream_id, None)
-            total = total + await stream.close()
+            try:
+                total = total + await stream.close()
+            except Exception:
+                # The call's record must still be written and its BYE answered: a stream that
+                # fails to close counts as having carried nothing.
+                log.exception("closing a media stream failed", extra={"session": call.session_id})
         return total
 
     @staticmethod

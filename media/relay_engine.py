@@ -192,7 +192,7 @@ class RelayEngine:
         wires[1].partner, wires[3].partner = wires[3], wires[1]
         self._wires[session_id] = wires
         for wire in wires:
-            self._loop.add_reader(wire.sock.fileno(), self._reader(wire))
+            self._watch(wire.sock, self._reader(wire))
 
     def _bind(self, port: int, rtp_port: int) -> socket.socket:
         # Non-blocking from the start (no ioctl after): four of these per call set-up.
@@ -213,6 +213,33 @@ class RelayEngine:
             raise
         return sock
 
+    def _watch(self, sock: socket.socket, callback: Callable[..., None], *args: object) -> None:
+        """Read ``sock`` with ``callback`` from now on, replacing its reader.
+
+        Under uvloop a reader can be dead: libuv reports a socket error (POLLERR) as a failed
+        poll, and uvloop then closes the socket's poll handle but keeps it, so adding a reader
+        raises RuntimeError until the dead handle is removed (see :meth:`_revive`)."""
+        fd = sock.fileno()
+        try:
+            self._loop.add_reader(fd, callback, *args)
+        except RuntimeError:
+            self._loop.remove_reader(fd)
+            self._loop.add_reader(fd, callback, *args)
+
+    def _revive(self, wire: _Wire) -> None:
+        """A send from ``wire``'s socket failed: give the socket a fresh reader.
+
+        A connected socket whose phone's port is gone gets an ICMP port unreachable; the
+        kernel flags it as an error on the socket, which the next send reports (the failure
+        that brings us here). Under uvloop the flag has usually been seen first and has
+        silenced the socket's reader for good, so without this the phone, once back (a
+        restarted softphone, a NAT binding renewed), would never be heard again. With
+        asyncio's own loop the reader is alive and this only replaces it."""
+        fd = wire.sock.fileno()
+        self._loop.remove_reader(fd)
+        both_connected = wire.state == _CONNECTED and wire.partner.state == _CONNECTED
+        self._loop.add_reader(fd, self._fast_reader(wire) if both_connected else self._reader(wire))
+
     def _drop_queued(self, sock: socket.socket) -> None:
         """Read and drop what a kept socket received since its session closed."""
         recv_into = sock.recv_into
@@ -231,7 +258,7 @@ class RelayEngine:
         one that drops what arrives) while the budget allows, else closed."""
         if keep and self._keep and len(self._kept) < self._keep_at_most:
             self._kept[port] = sock
-            self._loop.add_reader(sock.fileno(), self._drop_queued, sock)
+            self._watch(sock, self._drop_queued, sock)
         else:
             self._loop.remove_reader(sock.fileno())
             sock.close()
@@ -248,6 +275,8 @@ class RelayEngine:
         view = self._view
         clock = self._loop.time
         connect = self._connect
+        revive = self._revive
+        partner = wire.partner
 
         def on_readable() -> None:
             # Drain until EAGAIN. Reading one datagram per wake-up would save the failed
@@ -271,6 +300,7 @@ class RelayEngine:
                         sendto(view[:size], destination)
                     except OSError:
                         peer.send_failed(size)
+                        revive(partner)
                 if wire.state == _UNCONNECTED and stream.source is not None:
                     connect(wire)  # just latched; this loop still drains what came before
 
@@ -286,6 +316,8 @@ class RelayEngine:
         buffer = self._buffer
         view = self._view
         clock = self._loop.time
+        revive = self._revive
+        partner = wire.partner
 
         def on_readable() -> None:
             now = clock()
@@ -302,6 +334,7 @@ class RelayEngine:
                     send(view[:size])
                 except OSError:
                     peer.send_failed(size)
+                    revive(partner)
 
         return on_readable
 
@@ -317,7 +350,7 @@ class RelayEngine:
         wire.state = _CONNECTED
         if wire.partner.state == _CONNECTED:
             for one in (wire, wire.partner):
-                self._loop.add_reader(one.sock.fileno(), self._fast_reader(one))
+                self._watch(one.sock, self._fast_reader(one))
 
     def _unconnect(self, wire: _Wire) -> None:
         """The stream latches afresh (a new SDP address): any source may reach it again."""
@@ -327,8 +360,8 @@ class RelayEngine:
             except OSError as exc:
                 log.warning("relay socket could not be disconnected: %s", exc)
             if wire.partner.state == _CONNECTED:  # both were on the fast path
-                self._loop.add_reader(wire.partner.sock.fileno(), self._reader(wire.partner))
-            self._loop.add_reader(wire.sock.fileno(), self._reader(wire))
+                self._watch(wire.partner.sock, self._reader(wire.partner))
+            self._watch(wire.sock, self._reader(wire))
         wire.state = _UNCONNECTED
 
     def set_remote(self, session_id: str, leg: LegName, rtp: Address | None, rtcp: Address | None) -> None:
@@ -352,7 +385,8 @@ class RelayEngine:
         wires = self._wires.get(session_id)
         if wires is None:
             raise RelayError(f"no media session {session_id!r}")
-        sock = wires[0].sock if leg == "a" else wires[2].sock
+        wire = wires[0] if leg == "a" else wires[2]
+        sock = wire.sock
         stream = self._core.get(session_id).stream(leg, "rtp")
         destination = stream.destination()
         if destination is None:
@@ -363,6 +397,7 @@ class RelayEngine:
                 sock.sendto(datagram, destination)
             except OSError:
                 stream.send_errors += 1
+                self._revive(wire)
                 continue
             stream.injected(len(datagram))
             sent += 1

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from gateway.config import MediaConfig
 from media.errors import PortsExhausted, RelayError
@@ -58,9 +59,10 @@ def fd_count(pid: int | str = "self") -> int:
 class Phone:
     """One endpoint: an RTP and an RTCP socket, collecting what arrives."""
 
-    def __init__(self) -> None:
+    def __init__(self, rtp_port: int = 0) -> None:
+        """``rtp_port``: bind RTP there (0: any free port)."""
         self.loop = asyncio.get_running_loop()
-        self.rtp = self._socket()
+        self.rtp = self._socket(rtp_port)
         self.rtcp = self._socket()
         self.received: dict[str, list[tuple[bytes, tuple[str, int]]]] = {"rtp": [], "rtcp": []}
         self._changed = asyncio.Event()
@@ -68,10 +70,10 @@ class Phone:
             self.loop.add_reader(sock.fileno(), self._drain, kind, sock)
 
     @staticmethod
-    def _socket() -> socket.socket:
+    def _socket(port: int = 0) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", port))
         sock.setblocking(False)
         return sock
 
@@ -409,6 +411,62 @@ async def test_a_kept_socket_drops_what_arrives_between_sessions_and_carries_onl
         await second.close()
         assert fd_count() == during  # kept again
     assert fd_count() == before  # closing the relay closes the kept sockets
+
+
+async def _a_phone_restarts_mid_call(workers: int) -> None:
+    """A's phone keeps talking while B's restarts on the same port: the relay hears B again."""
+    made: list[Phone] = []
+    try:
+        async with RelayManager(config(pairs=2, workers=workers)) as manager:
+            a, b = Phone(), Phone()
+            made += [a, b]
+            session = await connect(manager, a, b)
+            leg_a = ("127.0.0.1", session.leg_a.local_rtp_port)
+            leg_b = ("127.0.0.1", session.leg_b.local_rtp_port)
+            a.rtp.sendto(rtp(0, b"hello b"), leg_a)
+            b.rtp.sendto(rtp(0, b"hello a"), leg_b)
+            await b.wait_for("rtp", 1)
+            await a.wait_for("rtp", 1)  # both latched: both sockets connected to their phones
+            b_port = b.rtp_address[1]
+            b.close()
+            made.remove(b)
+            # Each packet relayed to the closed port brings back an ICMP port unreachable, which
+            # the kernel flags on leg b's (connected) socket. Under uvloop the flag closed that
+            # socket's poll handle: the socket read nothing more, and closing the session raised
+            # RuntimeError (found in CI: a call record lost at HQ after a tunnel call).
+            talk = 20
+            for seq in range(1, talk + 1):
+                a.rtp.sendto(rtp(seq, b"talking"), leg_a)
+                await asyncio.sleep(0.01)  # one loop pass or more per packet, as on a call
+            async with asyncio.timeout(WAIT_S):
+                while (await session.stats()).a.rtp.packets_in < talk + 1:
+                    await asyncio.sleep(0.01)
+            b = Phone(b_port)  # restarted, on the port its SDP gave
+            made.append(b)
+            a.rtp.sendto(rtp(talk + 1, b"still talking"), leg_a)  # A talks on as B comes back
+            b.rtp.sendto(rtp(1, b"back"), leg_b)
+            heard = await a.wait_for("rtp", 2)
+            assert RtpPacket.parse(heard[-1][0]).payload == b"back" and heard[-1][1] == leg_a
+            final = await session.close()
+            assert final.b.rtp.packets_in == 2 and final.a.rtp.packets_in == talk + 2
+            if workers == 0:  # the in-process relay keeps the closed session's sockets, reading
+                b.rtp.sendto(rtp(2, b"late"), leg_b)
+                async with asyncio.timeout(WAIT_S):
+                    while (await manager.totals()).packets_unroutable < 1:
+                        await asyncio.sleep(0.01)
+    finally:
+        for phone in made:
+            phone.close()
+
+
+@pytest.mark.parametrize(
+    ("workers", "loop"),
+    [(0, "asyncio"), (0, "uvloop"), (2, "asyncio")],  # relay workers always run uvloop
+    ids=["in-process-asyncio", "in-process-uvloop", "2-workers"],
+)
+def test_a_phone_that_restarts_mid_call_is_heard_again(workers: int, loop: str) -> None:
+    run = uvloop.run if loop == "uvloop" else asyncio.run
+    run(_a_phone_restarts_mid_call(workers))
 
 
 async def test_manager_close_stops_everything(phones: list[Phone]) -> None:
