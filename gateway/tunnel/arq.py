@@ -34,7 +34,7 @@ def unwrap(seq16: int, reference: int) -> int:
 class ArqSettings:
     reorder_grace: float = 0.03
     min_window: float = 1.0
-    window_rtts: float = 4.0
+    window_rtts: float = 5.0  # four NACK rounds (see ArqReceiver.poll)
     max_window: float = 10.0
     default_rtt: float = 0.7
     max_gap: int = 4096
@@ -167,6 +167,7 @@ class ArqReceiver:
                 self._next = seq + 1
                 out += self._drain()
         nacks: list[int] = []
+        # A NACK's answer is due a round trip later: ask again a quarter of one after that.
         retry = max(rtt if rtt is not None else self.settings.default_rtt, 0.05) * 1.25
         for seq, gap in self._gaps.items():
             if gap.nack_at <= now and len(nacks) < MAX_NACK_SEQS:

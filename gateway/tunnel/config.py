@@ -170,7 +170,9 @@ class TunnelConfig:
     rekey_overlap_s: int = field(default=30, metadata=bounds(1, 3600))
     replay_window: int = field(default=8192, metadata=bounds(64, 1 << 20))
     # Retransmission window for TV/control flows: this many path RTTs, within the bounds below.
-    retransmit_window_rtts: float = field(default=4.0, metadata=bounds(1.0, 50.0))
+    # Five leave time for four NACK rounds (a NACK, then one every 1.25 RTT, each answered a
+    # round trip later); four RTTs allowed only three.
+    retransmit_window_rtts: float = field(default=5.0, metadata=bounds(1.0, 50.0))
     retransmit_window_min_ms: int = field(default=1000, metadata=bounds(50, 60_000))
     retransmit_window_max_ms: int = field(default=10_000, metadata=bounds(100, 120_000))
     mtu: int = field(default=1400, metadata=bounds(576, 9000))
