@@ -235,10 +235,8 @@ class RelayEngine:
         silenced the socket's reader for good, so without this the phone, once back (a
         restarted softphone, a NAT binding renewed), would never be heard again. With
         asyncio's own loop the reader is alive and this only replaces it."""
-        fd = wire.sock.fileno()
-        self._loop.remove_reader(fd)
         both_connected = wire.state == _CONNECTED and wire.partner.state == _CONNECTED
-        self._loop.add_reader(fd, self._fast_reader(wire) if both_connected else self._reader(wire))
+        self._watch(wire.sock, self._fast_reader(wire) if both_connected else self._reader(wire))
 
     def _drop_queued(self, sock: socket.socket) -> None:
         """Read and drop what a kept socket received since its session closed."""
