@@ -26,11 +26,13 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,6 +59,7 @@ async def side(rate: int, seconds: float, workers: int) -> None:
             )
         finally:
             await gw.stop()
+    shutil.rmtree(folder, ignore_errors=True)
     parts = {k: 1000 * v / max(step.ok, 1) for k, v in (step.cpu_parts or {}).items()}  # ms per call
     result = {"ok": step.ok, "failed": step.failed, "cpu_ms": step.cpu_ms_per_call, "parts": parts}
     print("AB " + json.dumps(result))
@@ -69,11 +72,11 @@ def run_side(checkout: Path, args: argparse.Namespace) -> subprocess.Popen[str]:
     return subprocess.Popen(cmd, cwd=checkout, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def result_of(proc: subprocess.Popen[str], name: str) -> dict[str, object]:
+def result_of(proc: subprocess.Popen[str], name: str) -> dict[str, Any]:
     out, _ = proc.communicate(timeout=600)
     for line in out.splitlines():
         if line.startswith("AB "):
-            found: dict[str, object] = json.loads(line[3:])
+            found: dict[str, Any] = json.loads(line[3:])
             return found
     raise SystemExit(f"side {name} gave no result:\n{out[-3000:]}")
 
@@ -101,14 +104,15 @@ def main() -> int:
             for name, r in (("A", ra), ("B", rb)):
                 if r["failed"] or not r["cpu_ms"]:
                     raise SystemExit(f"round {round_}: side {name} failed calls or did no work: {r}")
-            ratio = float(rb["cpu_ms"]) / float(ra["cpu_ms"])  # type: ignore[arg-type]
+            ratio = rb["cpu_ms"] / ra["cpu_ms"]
             ratios.append(ratio)
             print(f"round {round_}: A {ra['cpu_ms']:.3f} ms/call, B {rb['cpu_ms']:.3f} ms/call, B/A {ratio:.3f}")
             for name, r in (("A", ra), ("B", rb)):
-                parts = ", ".join(f"{k} {v:.3f}" for k, v in r["parts"].items())  # type: ignore[attr-defined]
+                parts = ", ".join(f"{k} {v:.3f}" for k, v in r["parts"].items())
                 print(f"    {name}: {parts}")
     finally:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)], check=False)
+        shutil.rmtree(base.parent, ignore_errors=True)
     spread = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
     print(f"B/A mean {statistics.mean(ratios):.3f} (sd {spread:.3f}, {len(ratios)} rounds; below 1: B is cheaper)")
     return 0
