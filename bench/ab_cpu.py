@@ -38,7 +38,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 async def side(rate: int, seconds: float, workers: int) -> None:
-    """One side's gateway and load (run in its checkout); prints its result as JSON."""
+    """One side's gateway and load (run in its checkout); prints its result as JSON.
+
+    This code runs against the *base* checkout's bench/signalling_bench.py, so it uses only
+    what that module has long had (hence starting Redis here, as its main() does)."""
     import bench.signalling_bench as sb
     from tests.support.services import redis_server
 
