@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from pathlib import Path
 
@@ -144,5 +145,16 @@ async def test_jobs_submitted_in_one_loop_pass_reach_the_thread_together_and_in_
             None, db.run_sync, lambda conn: [r[0] for r in conn.execute("SELECT k FROM t ORDER BY k")]
         )
         assert rows == [1, 2, 3, 4, 5] and await lingering == 1
+    finally:
+        db.close()
+
+
+async def test_the_database_thread_waits_behind_the_event_loop_and_the_loop_keeps_its_policy(tmp_path: Path) -> None:
+    db = SqliteDatabase(tmp_path / "t.db", "CREATE TABLE t (k INTEGER PRIMARY KEY);")
+    try:
+        # The policy is per thread: the database thread's, read on that thread.
+        policy = await db.run(lambda conn: os.sched_getscheduler(0))
+        assert policy == os.SCHED_BATCH
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
     finally:
         db.close()

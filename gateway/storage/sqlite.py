@@ -20,7 +20,9 @@ hand-off of the interpreter lock, and a call set-up submits several writes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
 import queue
 import sqlite3
 import threading
@@ -34,6 +36,21 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 _MAX_GROUP = 256
+
+
+def _wait_behind_the_event_loop() -> None:
+    """Put the calling thread in SCHED_BATCH: when it wakes, it does not preempt the thread
+    running on its core (Linux's wake-up preemption skips batch threads).
+
+    A hand-over wakes this thread while the event loop is busy. As a normal thread, having
+    slept, it would preempt the loop at once, only to block on the interpreter lock that the
+    loop holds: two context switches for nothing, several times per call. Measured with two
+    SIP workers at 600 calls/s: the loops' involuntary switches fell from 3.0-4.2 to
+    1.8-3.0 per call, and CPU per call by 1.6%. It still runs at once on an idle core, and
+    otherwise within a tick, when the loop waits for input or the scheduler rotates."""
+    if hasattr(os, "sched_setscheduler"):
+        with contextlib.suppress(OSError):  # a sandbox may refuse it: then it is only slower
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
 
 @dataclass(slots=True)
@@ -95,6 +112,7 @@ class SqliteDatabase:
     # --- the database thread ------------------------------------------------------------
 
     def _serve(self) -> None:
+        _wait_behind_the_event_loop()
         queued: deque[_Job | None] = deque()
 
         def take(block: bool) -> bool:
