@@ -306,6 +306,13 @@ class MediaSession:
         timeout = self.rtp_timeout_s
         return SessionStats(self.session_id, self._a.stats(timeout), self._b.stats(timeout))
 
+    def unpair(self) -> None:
+        """The session is over: its streams no longer name each other. Paired, each two
+        streams are a reference cycle, which only the garbage collector would free, calls
+        later and at a cost; unpaired, they go the moment the last reference does."""
+        for leg in (self._a, self._b):
+            del leg.rtp.peer, leg.rtcp.peer
+
 
 class RelayCore:
     """Every media session of one relay, and the one timer that serves their RTP timeouts."""
@@ -339,7 +346,9 @@ class RelayCore:
         """Forget a session (its heap entry, if any, is dropped when it comes up)."""
         session = self.get(session_id)
         del self._sessions[session_id]
-        return session.stats()
+        stats = session.stats()
+        session.unpair()
+        return stats
 
     def arm_timeout(self, session_id: str, now: float) -> None:
         session = self.get(session_id)

@@ -421,6 +421,8 @@ class RelayEngine:
                 except OSError:
                     keep = False
             self._release(port, wire.sock, keep)
+        for wire in wires:
+            del wire.partner  # partners are a reference cycle: undone, the wires go at once
         stats = self._core.remove(session_id)
         self._closed_totals += _totals_of(stats) + RelayTotals(1, 0, 0, 0, 0)
         return stats

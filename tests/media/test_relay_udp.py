@@ -7,6 +7,7 @@ call and which sequence number arrived where), never on timing.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import os
 import random
@@ -27,8 +28,8 @@ from media.relay import (
     RelaySession,
     SessionLost,
 )
-from media.relay_core import RelayEvent
-from media.relay_engine import RelayEngine
+from media.relay_core import RelayEvent, Stream
+from media.relay_engine import RelayEngine, _Wire
 from media.rtp import RtpPacket
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -615,3 +616,26 @@ async def test_the_relay_keeps_no_more_sockets_than_its_budget() -> None:
     finally:
         engine.close_all()
     assert fd_count() == before
+
+
+async def test_a_closed_session_is_freed_at_once_not_left_to_the_garbage_collector(phones: list[Phone]) -> None:
+    # A session's streams and wires name each other in pairs while it runs; at close the pairs
+    # are undone, so reference counting frees them. Left as cycles, every call's would wait
+    # for a collection, and the collector's pauses are the relay's jitter.
+    a, b = new_phone(phones), new_phone(phones)
+    lo, _hi = port_range(4)
+    engine = RelayEngine("127.0.0.1", 60.0, lambda event: None, keep_sockets=True)
+    gc.collect()
+    gc.disable()
+    try:
+        engine.open("one", lo, lo + 2)
+        engine.set_remote("one", "a", a.rtp_address, a.rtcp_address)
+        engine.set_remote("one", "b", b.rtp_address, b.rtcp_address)
+        a.rtp.sendto(rtp(1, b"x"), ("127.0.0.1", lo))
+        await b.wait_for("rtp", 1)  # latched and relayed: the wires have been in use
+        assert [o for o in gc.get_objects() if isinstance(o, _Wire | Stream)] != []
+        engine.close("one")
+        assert [o for o in gc.get_objects() if isinstance(o, _Wire | Stream)] == []
+    finally:
+        gc.enable()
+        engine.close_all()
