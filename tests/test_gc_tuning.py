@@ -4,7 +4,7 @@ import gc
 
 from prometheus_client import CollectorRegistry
 
-from gateway.gc_tuning import GcPauses, settle_heap
+from gateway.gc_tuning import YOUNG_THRESHOLD, GcPauses, settle_heap
 
 
 def test_collections_are_timed_by_generation_until_closed() -> None:
@@ -29,9 +29,12 @@ def test_collections_are_timed_by_generation_until_closed() -> None:
 
 def test_settling_keeps_what_start_up_built_out_of_later_collections() -> None:
     assert gc.get_freeze_count() == 0
+    thresholds = gc.get_threshold()
     try:
         settle_heap()
         assert gc.get_freeze_count() > 1000  # this test process's modules, at least
         assert gc.get_count()[0] < 100  # and the young generation starts empty
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, 10, 10)
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
