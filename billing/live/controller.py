@@ -91,6 +91,17 @@ def _limited(account: Account) -> bool:
     return account.credit is not None or account.max_spend_per_hour is not None
 
 
+def _watched(chain: Sequence[Account], rated: bool) -> bool:
+    """Whether live spend must hear of a call: to count it, if an account of its chain
+    limits concurrent calls; to reserve what it spends, if it is rated and an account has a
+    ceiling (credit, hourly spend). Other calls are not counted there at all, as resource
+    limits are counted only where a limit exists: a limit set during such a call applies to
+    the calls answered after it, not to this one."""
+    if any(a.max_concurrent is not None for a in chain):
+        return True
+    return rated and any(_limited(a) for a in chain)
+
+
 @dataclass
 class _Meta:
     record: CallRecord
@@ -100,6 +111,9 @@ class _Meta:
     # How the call is rated when it ends: the account, plan and tariff it was answered under
     # (the grants were reserved at that tariff), so the end needs no read of the accounts.
     context: RatingContext
+    # Counted in live spend (see _watched, as of its answer): opened, reserved and closed
+    # there; otherwise live spend never hears of it.
+    watched: bool
 
 
 class LiveBilling:
@@ -134,7 +148,7 @@ class LiveBilling:
             return None
 
     async def _usage(self, chain: Sequence[Account]) -> dict[str, Usage]:
-        if not any(_limited(a) or a.max_concurrent is not None for a in chain):
+        if not _watched(chain, rated=True):
             return {}  # nothing to check: spare the (possibly remote) live-spend store a round trip
         return await self.spend.usage([a.id for a in chain])
 
@@ -236,15 +250,21 @@ class LiveBilling:
             if view is None:
                 return Authorization(False, f"unknown account {record.account}", 0)
         chain = view.chain
-        opened = await self.spend.open(key, self.node, [a.id for a in chain], {a.id: a.max_concurrent for a in chain})
-        if opened.refused is not None:
-            return Authorization(False, f"concurrent call limit reached at {opened.refused}", 0)
+        watched = _watched(chain, rated=tariff is not None)
+        usage: Mapping[str, Usage] = {}  # nothing to count against when nothing is watched
+        if watched:
+            limits = {a.id: a.max_concurrent for a in chain}
+            opened = await self.spend.open(key, self.node, [a.id for a in chain], limits)
+            if opened.refused is not None:
+                return Authorization(False, f"concurrent call limit reached at {opened.refused}", 0)
+            usage = opened.usage
         context = self.service.context_for(record, (chain, view.plans))
-        meta = _Meta(record, tuple(a.id for a in chain), tariff, number, context)
+        meta = _Meta(record, tuple(a.id for a in chain), tariff, number, context, watched)
         call = LiveCall(record.session_id, record.leg, record.answer, Grant(0, 0, False), False, record.answer)
-        grant, room = await self._extend(call, meta, view, record.answer, opened.usage)
+        grant, room = await self._extend(call, meta, view, record.answer, usage)
         if grant.seconds == 0:
-            await self.spend.close(key)
+            if watched:
+                await self.spend.close(key)
             return Authorization(False, room.binding or "no credit", 0)
         call.grant = grant
         call.limited = any(_limited(a) for a in chain)  # an account has a ceiling
@@ -257,7 +277,8 @@ class LiveBilling:
                 json.dumps(meta.chain), grant.reserved if call.limited else -1, to_us(record.answer),
             )  # fmt: skip
         except BaseException:
-            await self.spend.close(key)  # not tracked, so nothing would ever release it
+            if watched:
+                await self.spend.close(key)  # not tracked, so nothing would ever release it
             raise
         self._meta[key] = meta
         self.schedule.add(call)
@@ -292,7 +313,7 @@ class LiveBilling:
             except BillingError:  # e.g. no rate for the period the call has run into
                 return replace(call.grant, final=True), room
             delta = grant.reserved - call.grant.reserved
-            if delta <= 0 or await self.spend.reserve(key, delta, room.ceilings):
+            if delta <= 0 or not meta.watched or await self.spend.reserve(key, delta, room.ceilings):
                 return grant, room
         return replace(call.grant, final=True), room
 
@@ -315,7 +336,8 @@ class LiveBilling:
         # in between the spend is counted twice, never zero times.
         context = meta.context if meta is not None else None
         rating, _new = await self.service.call_ended(record, cap=cap, close_open=True, live=True, context=context)
-        await self.spend.close(key)
+        if meta is not None and meta.watched:  # no meta: never answered here, so never opened
+            await self.spend.close(key)
         self._wake.set()
         return rating
 

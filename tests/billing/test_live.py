@@ -178,6 +178,45 @@ async def test_concurrent_call_limits_apply_at_every_level(
     assert (await live.authorize("bob@acme", "+86138", "voice", T0)).allowed
 
 
+async def test_a_limit_set_during_calls_of_an_unlimited_chain_counts_the_calls_answered_after_it(
+    store: LedgerStore, spend: LiveSpend, clock: FakeClock
+) -> None:
+    # With no limit anywhere in the chain, live spend never hears of a call (no round trip
+    # to a shared Redis); a limit counts what is answered once it exists.
+    live = make_live(store, spend, clock)
+    s = live.service
+    for who in ("alice@acme", "bob@acme", "carol@acme"):
+        await s.ensure_account(who, site="kinshasa", payment="postpaid")
+    await s.set_plan("acme", "flat", datetime(2026, 1, 1, tzinfo=UTC))
+    before = answered(T0)
+    assert (await live.call_answered(before)).allowed
+    assert (await spend.usage(["acme/kinshasa"]))["acme/kinshasa"].open_calls == 0
+    await s.ensure_account("acme/kinshasa", max_concurrent=1, replace_existing=True)
+    after = answered(T0, "bob@acme")
+    assert (await live.call_answered(after)).allowed  # the call from before does not count
+    assert (await spend.usage(["acme/kinshasa"]))["acme/kinshasa"].open_calls == 1
+    refused = await live.authorize("carol@acme", "+86138", "voice", T0)
+    assert (refused.allowed, refused.reason) == (False, "concurrent call limit reached at acme/kinshasa")
+    await live.call_ended(replace(before, end=T0 + timedelta(seconds=10)))
+    assert (await spend.usage(["acme/kinshasa"]))["acme/kinshasa"].open_calls == 1  # released nothing
+    await live.call_ended(replace(after, end=T0 + timedelta(seconds=10)))
+    assert (await live.authorize("carol@acme", "+86138", "voice", T0)).allowed
+
+
+async def test_an_unrated_call_of_a_prepaid_account_reserves_nothing_so_is_not_counted(
+    store: LedgerStore, spend: LiveSpend, clock: FakeClock
+) -> None:
+    live = make_live(store, spend, clock)
+    await live.service.ensure_account("dave@other", site="kinshasa", payment="prepaid")  # no plan: unrated
+    record = answered(T0, "dave@other")
+    verdict = await live.call_answered(record)
+    assert verdict.allowed
+    assert (await spend.usage(["dave@other"]))["dave@other"].open_calls == 0
+    rating = await live.call_ended(replace(record, end=T0 + timedelta(seconds=10)))
+    assert rating.status == "unrated"
+    assert await spend.calls_of("kinshasa-gw") == []
+
+
 async def test_the_hourly_spend_limit_guards_against_toll_fraud(
     store: LedgerStore, spend: LiveSpend, clock: FakeClock
 ) -> None:

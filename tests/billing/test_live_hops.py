@@ -211,18 +211,30 @@ async def test_a_charge_and_a_failed_write_queued_together_fail_alone(tmp_path: 
 
 
 @pytest.mark.parametrize(
-    ("payment", "at_set_up", "at_answer"),
+    ("payment", "at_set_up", "at_answer", "counted", "at_end"),
     [
-        # No limit anywhere in the chain: nothing to read before the call; at answer it is
-        # counted, and its first slice reserved (a limit set during the call must see it).
-        ("postpaid", [], ["run_script", "run_script"]),
+        # No limit anywhere in the chain: live spend never hears of the call. Nothing to read
+        # before it, nothing to count or reserve at answer, nothing to release at the end;
+        # a limit set during the call applies to the calls answered after it.
+        ("postpaid", [], [], 0, []),
+        # Only a concurrent-call limit: what is open is read before the call; at answer the
+        # call is counted (the limit checked again in the same script) and its slice
+        # reserved; both are released at the end.
+        ("postpaid-max2", ["transaction"], ["run_script", "run_script"], 1, ["run_script"]),
         # Credit to watch: what the chain holds sizes the first try; the answer's open reads it
         # again in the same script (no second trip), then reserves the first slice.
-        ("prepaid", ["transaction"], ["run_script", "run_script"]),
+        ("prepaid", ["transaction"], ["run_script", "run_script"], 1, ["run_script"]),
     ],
 )
 async def test_a_call_costs_at_most_one_redis_round_trip_per_step_and_one_to_reserve(
-    tmp_path: Path, clock: FakeClock, redis_url: str, payment: str, at_set_up: list[str], at_answer: list[str]
+    tmp_path: Path,
+    clock: FakeClock,
+    redis_url: str,
+    payment: str,
+    at_set_up: list[str],
+    at_answer: list[str],
+    counted: int,
+    at_end: list[str],
 ) -> None:
     store = await open_store("sqlite", sqlite_path=tmp_path / "b.db")
     shared = RedisLiveSpend.from_url(redis_url, prefix=f"t{secrets.token_hex(4)}:")
@@ -232,7 +244,7 @@ async def test_a_call_costs_at_most_one_redis_round_trip_per_step_and_one_to_res
     for name in ("execute", "transaction", "run_script"):
         inner = getattr(client, name)
 
-        async def counted(*args: Any, _inner: Any = inner, _name: str = name) -> Any:
+        async def counted_trip(*args: Any, _inner: Any = inner, _name: str = name) -> Any:
             if not depth[0]:  # a script's EVALSHA (and its EVAL retry) is the script's own trip
                 trips.append(_name)
             depth[0] += 1
@@ -241,12 +253,15 @@ async def test_a_call_costs_at_most_one_redis_round_trip_per_step_and_one_to_res
             finally:
                 depth[0] -= 1
 
-        setattr(client, name, counted)
+        setattr(client, name, counted_trip)
     try:
         live = make_live(store, shared, clock)
         await prepaid(live)
-        if payment == "postpaid":
-            await live.service.ensure_account("alice@acme", site="kinshasa", payment="postpaid", replace_existing=True)
+        if payment.startswith("postpaid"):
+            limit = 2 if payment == "postpaid-max2" else None
+            await live.service.ensure_account(
+                "alice@acme", site="kinshasa", payment="postpaid", max_concurrent=limit, replace_existing=True
+            )
         record = call(T0, 30)
         assert (await live.authorize("alice@acme", "+8613800000000", "voice", T0)).allowed
         assert trips == at_set_up
@@ -254,11 +269,11 @@ async def test_a_call_costs_at_most_one_redis_round_trip_per_step_and_one_to_res
         assert (await live.call_answered(replace(record, end=T0))).allowed
         assert trips == at_answer
         trips.clear()
-        assert (await shared.usage(["alice@acme"]))["alice@acme"].open_calls == 1
+        assert (await shared.usage(["alice@acme"]))["alice@acme"].open_calls == counted
         trips.clear()
         rating = await live.call_ended(record)
         assert rating.charged == 3 * 10**5
-        assert trips == ["run_script"]  # close, releasing the reservation
+        assert trips == at_end  # close, releasing the reservation (if there was one)
         assert await shared.calls_of("kinshasa-gw") == []
         trips.clear()
         # A prepaid caller without a rate plan, allowed unrated: no credit to check, so no
