@@ -404,8 +404,8 @@ class SipService:
     # --- input ---------------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, source: tuple[str, int]) -> None:
-        if not data.strip():
-            return  # CRLF keep-alive (RFC 5626 section 4.4.1)
+        if len(data) < 16 and not data.strip():
+            return  # CRLF keep-alive (RFC 5626 section 4.4.1); a SIP message is longer
         peer = Peer(source[0], source[1], "UDP")
         if self._link is not None and self._pass_on(data, peer):
             return
