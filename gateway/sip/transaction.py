@@ -221,6 +221,10 @@ _FIXED_TIMERS = frozenset({Input.TIMER_D, Input.TIMER_I, Input.TIMER_J, Input.TI
 # Heap entries name their timer by its value: a tuple holding only strings and numbers is
 # one the collector stops tracking, and tens of thousands of timers are pending at a time.
 _INPUT_OF = {i.value: i for i in Input}
+# The other way: ``Input.value`` is a Python-level property, two calls per read; a timer
+# started reads it, and its heap entry keeps the text (a tuple of strings, which the
+# collector stops walking), not the member.
+_VALUE_OF = {i: i.value for i in Input}
 
 
 def _fixed_durations(t: TimerConfig) -> dict[Input, float]:
@@ -729,7 +733,7 @@ class TransactionLayer:
             interval = t.fixed_durations[timer]
         when = now + interval
         tx.deadlines[timer] = when
-        heapq.heappush(self._heap, (when, next(self._seq), tx.key, timer.value))
+        heapq.heappush(self._heap, (when, next(self._seq), tx.key, _VALUE_OF[timer]))
 
     def _remove(self, tx: _Transaction) -> None:
         self._txs.pop(tx.key, None)
