@@ -89,21 +89,28 @@ class _FrameReader(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self._trusted:
             return
-        buffer = self._buffer
-        buffer += data
+        if self._buffer:  # the rest of a frame that came before
+            self._buffer += data
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        # Frames are sliced from what came (one copy each): a read holds whole frames but
+        # for the last, which waits in the buffer for its rest.
+        size = len(data)
         offset = 0
-        while len(buffer) - offset >= 4:
-            (length,) = _LENGTH.unpack_from(buffer, offset)
+        while size - offset >= 4:
+            (length,) = _LENGTH.unpack_from(data, offset)
             if length > _MAX_FRAME:
                 log.error("oversized frame from a sip worker: closing the link", extra={"bytes": length})
                 assert self._transport is not None
                 self._transport.close()
                 return
-            if len(buffer) - offset - 4 < length:
+            end = offset + 4 + length
+            if end > size:
                 break
-            self._deliver(bytes(buffer[offset + 4 : offset + 4 + length]))
-            offset += 4 + length
-        del buffer[:offset]
+            self._deliver(data[offset + 4 : end])
+            offset = end
+        if offset < size:
+            self._buffer += memoryview(data)[offset:]
 
 
 class WorkerLink:

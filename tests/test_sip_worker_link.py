@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import struct
 
 from gateway.sip.peer import Peer
-from gateway.sip_worker_link import WorkerLink, decode_frame, encode_frame, link_address
+from gateway.sip_worker_link import WorkerLink, _FrameReader, decode_frame, encode_frame, link_address
 
 
 def test_frames_carry_the_peer_and_the_message_unchanged() -> None:
@@ -20,6 +21,21 @@ def test_frames_carry_the_peer_and_the_message_unchanged() -> None:
 def test_a_mangled_frame_is_refused() -> None:
     for frame in (b"", b"R UDP 127.0.0.1\nx", b"X UDP h 1\nx", b"R UDP h port\nx", b"R UDP h 1"):
         assert decode_frame(frame) is None
+
+
+def test_frames_are_whole_however_the_stream_cuts_them() -> None:
+    frames = [
+        encode_frame(b"R", Peer("127.0.0.1", 5060 + i, "UDP"), b"SIP/2.0 200 OK\r\n\r\n" + b"x" * i) for i in range(5)
+    ]
+    stream = b"".join(struct.pack("!I", len(f)) + f for f in frames)
+    for cut in (1, 2, 3, 5, 7, 64, len(stream)):
+        got: list[bytes] = []
+        reader = _FrameReader(got.append)
+        reader._trusted = True  # as connection_made decides for a peer of our user
+        for start in range(0, len(stream), cut):
+            reader.data_received(stream[start : start + cut])
+        assert got == frames, cut
+        assert not reader._buffer
 
 
 async def _links(run: str) -> tuple[WorkerLink, WorkerLink, list[tuple[bytes, Peer]], list[tuple[bytes, Peer]]]:
