@@ -118,7 +118,10 @@ def _key(record: CallRecord) -> tuple[str, str, str]:
 
 # How long a call record may wait for others to share its commit: a call's end is
 # acknowledged after its record is durable, so this is added to a BYE's answer at most.
-_WRITE_LINGER_S = 0.005
+# 20 ms is nothing to a caller hanging up (a satellite hop alone is 300), and it makes
+# commits, each an fsync (an SD card's wear), rarer: two SIP workers at 250 calls/s used
+# 3.8% less CPU per call than with 5 ms (side by side, bench/ab_cpu.py).
+_WRITE_LINGER_S = 0.02
 
 
 class SqliteCdrStore:
