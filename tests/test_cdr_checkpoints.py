@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cdr_store import CDR_SCHEMA, SqliteCdrStore
+from gateway.cdr_store import CDR_SCHEMA, SqliteCdrStore, keys_where
 from gateway.storage.sqlite import SqliteDatabase
 from tests.billing.records import call
 
@@ -65,3 +65,36 @@ async def test_records_of_calls_ending_together_share_one_commit(
     await db.run(lambda conn: conn.set_trace_callback(None))
     assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == ["BEGIN IMMEDIATE", "COMMIT"]
     assert len(await store.list()) == 2
+
+
+async def test_records_ending_together_take_three_statements_whatever_their_number(
+    db: SqliteDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each statement gives up the interpreter lock and waits to take it back: while the loop
+    # is busy, that wait is its switch interval. So records are written many per statement.
+    monkeypatch.setattr("gateway.cdr_store._WRITE_LINGER_S", 1.0)
+    store = SqliteCdrStore(db)
+    calls = [call(ANSWER, 10 + i) for i in range(30)]
+    await store.checkpoint(calls)
+    duplicate = calls[0]
+    assert await store.write(duplicate)
+    statements: list[str] = []
+    await db.run(lambda conn: conn.set_trace_callback(statements.append))
+    results = await asyncio.gather(*(store.write(c) for c in [*calls[1:], duplicate, calls[5]]))
+    await db.run(lambda conn: conn.set_trace_callback(None))
+    assert results == [True] * 29 + [False, False]  # written once; again, or twice at once: False
+    assert [s.split()[0] for s in statements] == ["BEGIN", "SELECT", "INSERT", "DELETE", "COMMIT"]
+    assert sorted(r.session_id for r in await store.list()) == sorted(c.session_id for c in calls)
+    assert await store.recover() == []  # every checkpoint went with its record
+
+
+async def test_a_batch_finds_its_records_and_checkpoints_by_key_not_by_scanning(db: SqliteDatabase) -> None:
+    for table in ("call_records", "open_calls"):
+        plan = await db.run(
+            lambda conn, t=table: conn.execute(
+                f"EXPLAIN QUERY PLAN SELECT 1 FROM {t} WHERE {keys_where(3)}", ["s", "a", "n"] * 3
+            ).fetchall()
+        )
+        details = [row[3] for row in plan]
+        assert not any(d.startswith("SCAN") for d in details), details
+        assert any("USING COVERING INDEX" in d or "USING PRIMARY KEY" in d or "USING INDEX" in d for d in details)

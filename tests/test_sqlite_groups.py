@@ -158,3 +158,29 @@ async def test_the_database_thread_waits_behind_the_event_loop_and_the_loop_keep
         assert os.sched_getscheduler(0) == os.SCHED_OTHER
     finally:
         db.close()
+
+
+async def test_batched_writes_run_as_one_call_and_fail_alone(tmp_path: Path) -> None:
+    db = SqliteDatabase(tmp_path / "t.db", "CREATE TABLE t (k INTEGER PRIMARY KEY);")
+    calls: list[list[int]] = []
+
+    def insert_all(conn: sqlite3.Connection, keys: list[int]) -> list[int]:
+        calls.append(list(keys))
+        conn.execute(f"INSERT INTO t VALUES {','.join(['(?)'] * len(keys))}", keys)
+        return [k * 10 for k in keys]
+
+    try:
+        results = await asyncio.gather(*(db.run_batched(insert_all, k, linger_s=0.5) for k in (1, 2, 3)))
+        assert results == [10, 20, 30]
+        assert calls == [[1, 2, 3]]  # the group's three jobs, one call
+        calls.clear()
+        # 2 is there already: the batch fails, so the group runs again job by job.
+        again = await asyncio.gather(
+            *(db.run_batched(insert_all, k, linger_s=0.5) for k in (4, 2, 5)), return_exceptions=True
+        )
+        assert again[0] == 40 and again[2] == 50 and isinstance(again[1], sqlite3.IntegrityError)
+        assert calls == [[4, 2, 5], [4], [2], [5]]
+        rows = await db.run(lambda conn: [r[0] for r in conn.execute("SELECT k FROM t ORDER BY k")])
+        assert rows == [1, 2, 3, 4, 5]
+    finally:
+        db.close()
