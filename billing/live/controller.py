@@ -270,16 +270,19 @@ class LiveBilling:
         call.limited = any(_limited(a) for a in chain)  # an account has a ceiling
         call.checkpoint_at = record.answer + self.schedule.checkpoint_every
         # Durable before the call is tracked: if call_ended comes meanwhile it waits for us,
-        # and a crash from here on finds the checkpoint and charges the call once.
-        try:
-            await self.service.store.put_open_call(
-                record.session_id, record.leg, self.node, json.dumps(record_to_row(record)),
-                json.dumps(meta.chain), grant.reserved if call.limited else -1, to_us(record.answer),
-            )  # fmt: skip
-        except BaseException:
-            if watched:
+        # and a crash from here on finds the checkpoint and charges the call once, capped at
+        # what was reserved. A call live spend does not watch has nothing reserved to cap
+        # or release: after a crash the gateway's own checkpoint of it (its call record's)
+        # is what charges it, once, so it costs no write of its own here.
+        if watched:
+            try:
+                await self.service.store.put_open_call(
+                    record.session_id, record.leg, self.node, json.dumps(record_to_row(record)),
+                    json.dumps(meta.chain), grant.reserved if call.limited else -1, to_us(record.answer),
+                )  # fmt: skip
+            except BaseException:
                 await self.spend.close(key)  # not tracked, so nothing would ever release it
-            raise
+                raise
         self._meta[key] = meta
         self.schedule.add(call)
         self._wake.set()
@@ -335,7 +338,8 @@ class LiveBilling:
         # Charge first (with the checkpoint's removal, in one transaction), release after:
         # in between the spend is counted twice, never zero times.
         context = meta.context if meta is not None else None
-        rating, _new = await self.service.call_ended(record, cap=cap, close_open=True, live=True, context=context)
+        close_open = meta is None or meta.watched  # an unwatched call wrote no open-call row
+        rating, _new = await self.service.call_ended(record, cap=cap, close_open=close_open, live=True, context=context)
         if meta is not None and meta.watched:  # no meta: never answered here, so never opened
             await self.spend.close(key)
         self._wake.set()
@@ -366,11 +370,14 @@ class LiveBilling:
                     call = self.schedule.calls[key]
                     call.checkpoint_at = now + self.schedule.checkpoint_every
                     self.schedule.reschedule(call)
+                    if not self._meta[key].watched:
+                        continue  # no open-call row: the gateway's checkpoints cover it
                     reserved = call.grant.reserved if call.limited else -1
                     points.append(
                         (call.session_id, call.leg, reserved, to_us(min(now, self.schedule.hang_up_at(call))))
                     )
-                await self.service.store.checkpoint(points)
+                if points:
+                    await self.service.store.checkpoint(points)
             if not (due.renew or due.cut_off or due.checkpoint):
                 return
 

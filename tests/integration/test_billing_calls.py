@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 
 from tests.integration.conftest import PASSWORDS, SITES
@@ -122,9 +123,18 @@ async def test_prepaid_credit_running_out_ends_the_call_within_one_increment(
     assert re.search(r"0\.(0|1)\d", balance), balance
 
 
-async def test_kill_9_mid_call_then_restart_charges_exactly_once(billed: tuple[GatewayProcess, Path]) -> None:
+@pytest.mark.parametrize("payment", ["prepaid", "postpaid"])
+async def test_kill_9_mid_call_then_restart_charges_exactly_once(
+    billed: tuple[GatewayProcess, Path], payment: str
+) -> None:
+    # Prepaid: billing's own open-call checkpoint charges the call (capped at what was
+    # reserved). Postpaid without a limit: live billing writes nothing for the call, and the
+    # gateway's checkpoint of its record is what the restart charges from.
     gw, folder = billed
-    cli(gw, "topup", "alice@acme", "50.00", "--reference", "big-topup")  # enough for the whole call
+    if payment == "postpaid":
+        cli(gw, "account", "alice@acme", "--site", "kinshasa", "--postpaid")
+    else:
+        cli(gw, "topup", "alice@acme", "50.00", "--reference", "big-topup")  # enough for the whole call
     uas = await register_uas(gw, folder)
     caller = Sipp(
         gw.sip_address,
