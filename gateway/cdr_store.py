@@ -168,9 +168,17 @@ class SqliteCdrStore:
         rows = [record_to_row(p) for p in provisionals]
 
         def q(conn: sqlite3.Connection) -> None:
-            conn.executemany(f"INSERT OR REPLACE INTO open_calls ({_QUOTED}) VALUES ({_PLACEHOLDERS})", rows)
+            # Many rows per statement, not executemany's statement per row: each statement
+            # retakes the interpreter lock from the loop (see _write_rows).
+            for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+                chunk = rows[start : start + _ROWS_PER_STATEMENT]
+                values = ",".join([f"({_PLACEHOLDERS})"] * len(chunk))
+                conn.execute(
+                    f"INSERT OR REPLACE INTO open_calls ({_QUOTED}) VALUES {values}", [v for row in chunk for v in row]
+                )
 
-        await self._db.run_grouped(q)
+        if rows:
+            await self._db.run_grouped(q)
 
     async def recover(self, live: LiveSessions | None = None) -> list[CallRecord]:
         if live is None:
