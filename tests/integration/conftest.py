@@ -11,6 +11,7 @@ import pytest_asyncio
 from tests.support.audio import write_tone
 from tests.support.baresip import Baresip, PhoneAccount
 from tests.support.gateway import GatewayProcess
+from tests.support.sipp import Sipp, SippResult
 
 PASSWORDS = {
     "alice@acme": "alice-pass-1",
@@ -26,6 +27,37 @@ SITES = {
     "dave@globex": "conakry",
     "erin@initech": "luanda",
 }
+
+
+async def register_sipp(target: tuple[str, int], folder: Path, port: int, user: str = "bob@acme") -> None:
+    """Register the sipp that will listen on ``port`` as ``user`` (a callee for sipp calls)."""
+    name, domain = user.split("@")
+    keys = {"user": name, "domain": domain, "password": PASSWORDS[user], "expires": "600", "expected": "200"}
+    reg = await Sipp(target, folder, "register.xml", local_port=port, keys=keys).run()
+    assert reg.ok, reg.output[-2000:]
+
+
+async def sipp_calls(
+    target: tuple[str, int],
+    folder: Path,
+    *,
+    calls: int,
+    rate: float,
+    hold_ms: int = 100,
+    extra: tuple[str, ...] = (),
+    timeout: float = 120,
+) -> SippResult:
+    """alice@acme calls bob ``calls`` times with sipp (407 challenge, answer, BYE after ``hold_ms``)."""
+    keys = {
+        "user": "alice",
+        "domain": "acme",
+        "password": PASSWORDS["alice@acme"],
+        "callee": "bob",
+        "hold": str(hold_ms),
+    }
+    return await Sipp(target, folder, "uac_auth.xml", calls=calls, rate=rate, keys=keys, extra=extra).run(
+        timeout=timeout
+    )
 
 
 @pytest.fixture(scope="session")

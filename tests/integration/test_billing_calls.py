@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tests.integration.conftest import PASSWORDS, SITES
+from tests.integration.conftest import PASSWORDS, SITES, register_sipp
 from tests.support.gateway import GatewayProcess, seabridge
 from tests.support.sipp import Sipp
 
@@ -76,14 +76,7 @@ async def billed(tmp_path: Path) -> AsyncIterator[tuple[GatewayProcess, Path]]:
 
 async def register_uas(gw: GatewayProcess, folder: Path) -> Sipp:
     uas = Sipp(gw.sip_address, folder / "uas", "uas", extra=("-aa",))
-    reg = await Sipp(
-        gw.sip_address,
-        folder / "reg",
-        "register.xml",
-        local_port=uas.local_port,
-        keys={"user": "bob", "domain": "acme", "password": PASSWORDS["bob@acme"], "expires": "600", "expected": "200"},
-    ).run()
-    assert reg.ok, reg.output[-2000:]
+    await register_sipp(gw.sip_address, folder / "reg", uas.local_port)
     await uas.start()
     return uas
 

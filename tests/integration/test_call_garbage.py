@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import PASSWORDS, SITES
+from tests.integration.conftest import PASSWORDS, SITES, register_sipp, sipp_calls
 from tests.support.gateway import GatewayProcess
 from tests.support.sipp import Sipp
 
@@ -76,39 +76,13 @@ async def test_calls_leave_no_reference_cycles(
     await gw.start()
     try:
         uas_port = Sipp(gw.sip_address, tmp_path, "uas").local_port
-        reg = await Sipp(
-            gw.sip_address,
-            tmp_path / "reg",
-            "register.xml",
-            local_port=uas_port,
-            keys={
-                "user": "bob",
-                "domain": "acme",
-                "password": PASSWORDS["bob@acme"],
-                "expires": "600",
-                "expected": "200",
-            },
-        ).run()
-        assert reg.ok, reg.output
+        await register_sipp(gw.sip_address, tmp_path / "reg", uas_port)
         (cues / "arm").touch()
         await _appears(cues / "armed")
         uas = Sipp(gw.sip_address, tmp_path / "uas", "uas", local_port=uas_port, calls=40, extra=("-aa",))
         await uas.start()
         try:
-            uac = await Sipp(
-                gw.sip_address,
-                tmp_path / "uac",
-                "uac_auth.xml",
-                calls=40,
-                rate=40,
-                keys={
-                    "user": "alice",
-                    "domain": "acme",
-                    "password": PASSWORDS["alice@acme"],
-                    "callee": "bob",
-                    "hold": "100",
-                },
-            ).run(timeout=120)
+            uac = await sipp_calls(gw.sip_address, tmp_path / "uac", calls=40, rate=40)
             assert uac.ok, uac.output[-3000:]
         finally:
             await uas.stop()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest_asyncio
 
-from tests.integration.conftest import PASSWORDS, SITES
+from tests.integration.conftest import PASSWORDS, SITES, register_sipp
 from tests.support.audio import write_tone
 from tests.support.baresip import Baresip, PhoneAccount
 from tests.support.gateway import GatewayProcess
@@ -178,20 +178,7 @@ async def test_contacts_that_stop_answering_options_are_dropped(tmp_path: Path) 
     await gw.start()
     try:
         uas = Sipp(gw.sip_address, tmp_path / "uas", "uas", extra=("-aa",))
-        reg = await Sipp(
-            gw.sip_address,
-            tmp_path / "reg",
-            "register.xml",
-            local_port=uas.local_port,
-            keys={
-                "user": "bob",
-                "domain": "acme",
-                "password": PASSWORDS["bob@acme"],
-                "expires": "600",
-                "expected": "200",
-            },
-        ).run()
-        assert reg.ok, reg.output[-2000:]
+        await register_sipp(gw.sip_address, tmp_path / "reg", uas.local_port)
         await uas.start()  # answers the keep-alive OPTIONS
         await asyncio.sleep(3)
         assert (await gw.metrics())["seabridge_registrations"] == 1

@@ -8,7 +8,7 @@ import socket
 import sqlite3
 from pathlib import Path
 
-from tests.integration.conftest import PASSWORDS, PhoneFactory
+from tests.integration.conftest import PASSWORDS, PhoneFactory, register_sipp, sipp_calls
 from tests.support.audio import tone_present
 from tests.support.baresip import Baresip
 from tests.support.gateway import GatewayProcess
@@ -206,14 +206,7 @@ async def test_two_hundred_calls_leave_nothing_behind(gateway: GatewayProcess, t
     # bob answers on a sipp UAS registered to the gateway; alice calls 100 times with sipp,
     # then 100 times more.
     uas_port = Sipp(gateway.sip_address, tmp_path, "uas").local_port
-    reg = await Sipp(
-        gateway.sip_address,
-        tmp_path / "reg",
-        "register.xml",
-        local_port=uas_port,
-        keys={"user": "bob", "domain": "acme", "password": PASSWORDS["bob@acme"], "expires": "600", "expected": "200"},
-    ).run()
-    assert reg.ok, reg.output
+    await register_sipp(gateway.sip_address, tmp_path / "reg", uas_port)
     await asyncio.sleep(0.5)
     baseline = await gateway.metrics()
     before = len(call_records(gateway))
@@ -225,21 +218,9 @@ async def test_two_hundred_calls_leave_nothing_behind(gateway: GatewayProcess, t
         )
         await uas.start()
         try:
-            uac = await Sipp(
-                gateway.sip_address,
-                tmp_path / f"uac-{batch}",
-                "uac_auth.xml",
-                calls=100,
-                rate=25,
-                keys={
-                    "user": "alice",
-                    "domain": "acme",
-                    "password": PASSWORDS["alice@acme"],
-                    "callee": "bob",
-                    "hold": "100",
-                },
-                extra=("-l", "20"),
-            ).run(timeout=180)
+            uac = await sipp_calls(
+                gateway.sip_address, tmp_path / f"uac-{batch}", calls=100, rate=25, extra=("-l", "20"), timeout=180
+            )
             assert uac.ok, uac.output[-3000:]
         finally:
             await uas.stop()
