@@ -161,6 +161,15 @@ async def test_two_gateways_share_a_tenant_balance_without_spending_it_twice(
     assert (await s.balance("acme")).available == 0
 
 
+async def end_after_10_s(live: LiveBilling, record: CallRecord) -> None:
+    await live.call_ended(replace(record, end=T0 + timedelta(seconds=10)))
+
+
+async def refused_at_the_site_limit(live: LiveBilling, account: str) -> bool:
+    verdict = await live.authorize(account, "+86138", "voice", T0)
+    return (verdict.allowed, verdict.reason) == (False, "concurrent call limit reached at acme/kinshasa")
+
+
 async def test_concurrent_call_limits_apply_at_every_level(
     store: LedgerStore, spend: LiveSpend, clock: FakeClock
 ) -> None:
@@ -170,11 +179,10 @@ async def test_concurrent_call_limits_apply_at_every_level(
     await live.service.ensure_account("acme/kinshasa", max_concurrent=1, replace_existing=True)
     first = answered(T0)
     assert (await live.call_answered(first)).allowed
-    refused = await live.authorize("bob@acme", "+86138", "voice", T0)
-    assert (refused.allowed, refused.reason) == (False, "concurrent call limit reached at acme/kinshasa")
+    assert await refused_at_the_site_limit(live, "bob@acme")
     late = await live.call_answered(answered(T0, "bob@acme"))
     assert (late.allowed, late.reason) == (False, "concurrent call limit reached at acme/kinshasa")
-    await live.call_ended(replace(first, end=T0 + timedelta(seconds=10)))
+    await end_after_10_s(live, first)
     assert (await live.authorize("bob@acme", "+86138", "voice", T0)).allowed
 
 
@@ -195,11 +203,10 @@ async def test_a_limit_set_during_calls_of_an_unlimited_chain_counts_the_calls_a
     after = answered(T0, "bob@acme")
     assert (await live.call_answered(after)).allowed  # the call from before does not count
     assert (await spend.usage(["acme/kinshasa"]))["acme/kinshasa"].open_calls == 1
-    refused = await live.authorize("carol@acme", "+86138", "voice", T0)
-    assert (refused.allowed, refused.reason) == (False, "concurrent call limit reached at acme/kinshasa")
-    await live.call_ended(replace(before, end=T0 + timedelta(seconds=10)))
+    assert await refused_at_the_site_limit(live, "carol@acme")
+    await end_after_10_s(live, before)
     assert (await spend.usage(["acme/kinshasa"]))["acme/kinshasa"].open_calls == 1  # released nothing
-    await live.call_ended(replace(after, end=T0 + timedelta(seconds=10)))
+    await end_after_10_s(live, after)
     assert (await live.authorize("carol@acme", "+86138", "voice", T0)).allowed
 
 
