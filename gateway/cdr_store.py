@@ -130,6 +130,16 @@ def keys_where(count: int) -> str:
     return " OR ".join(["(session_id=? AND leg=? AND node=?)"] * count)
 
 
+def _insert_rows(conn: sqlite3.Connection, insert: str, rows: list[tuple[Any, ...]]) -> None:
+    """``insert`` ("INSERT OR ...  INTO table") of full record rows, many per statement: each
+    statement retakes the interpreter lock from the loop, so executemany's statement per row
+    would wait once per row."""
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+        values = ",".join([f"({_PLACEHOLDERS})"] * len(chunk))
+        conn.execute(f"{insert} ({_QUOTED}) VALUES {values}", [value for row in chunk for value in row])
+
+
 def _write_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[bool]:
     """Store records and drop their checkpoints, three statements for any number of them;
     for each, False if it was stored already."""
@@ -144,10 +154,7 @@ def _write_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[b
         for key in keys:
             stored.append(key not in seen)
             seen.add(key)  # the same record twice in one batch: the second finds the first
-        conn.execute(
-            f"INSERT OR IGNORE INTO call_records ({_QUOTED}) VALUES {','.join([f'({_PLACEHOLDERS})'] * len(chunk))}",
-            [value for row in chunk for value in row],
-        )
+        _insert_rows(conn, "INSERT OR IGNORE INTO call_records", chunk)
         conn.execute(f"DELETE FROM open_calls WHERE {where}", key_values)
     return stored
 
@@ -168,14 +175,7 @@ class SqliteCdrStore:
         rows = [record_to_row(p) for p in provisionals]
 
         def q(conn: sqlite3.Connection) -> None:
-            # Many rows per statement, not executemany's statement per row: each statement
-            # retakes the interpreter lock from the loop (see _write_rows).
-            for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-                chunk = rows[start : start + _ROWS_PER_STATEMENT]
-                values = ",".join([f"({_PLACEHOLDERS})"] * len(chunk))
-                conn.execute(
-                    f"INSERT OR REPLACE INTO open_calls ({_QUOTED}) VALUES {values}", [v for row in chunk for v in row]
-                )
+            _insert_rows(conn, "INSERT OR REPLACE INTO open_calls", rows)
 
         if rows:
             await self._db.run_grouped(q)
